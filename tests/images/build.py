@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the test images from Debian packages, with caching.
 
 No container registry is reachable on the machines this project is tested on, so every
@@ -10,7 +9,7 @@ Caching: every image carries the label ``org.selfhosted.build-hash``, a digest o
 context plus the id of its parent image. An image whose label matches the digest computed now
 is not rebuilt, so a second run builds nothing and takes well under a second per image.
 
-Usage: build.py [--force] [NAME ...]     (default: all images)
+Usage: python3 tests/images/build.py [--force] [NAME ...]     (default: all images)
 """
 
 from __future__ import annotations

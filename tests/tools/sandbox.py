@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Create, reuse and destroy throwaway "servers": containers running systemd that behave like a
 fresh Debian 12 VPS, reached over real SSH on a loopback port.
 
@@ -57,7 +56,7 @@ def bounding_caps(status_path: str = "/proc/self/status") -> list[str]:
     raise RuntimeError(f"no CapBnd line in {status_path}")
 
 
-def run_args(name: str, image: str, ssh_port: int, pubkey: str, caps: list[str],
+def run_args(name: str, image: str, ssh_port: int, pubkey: str, caps: list[str], *,
              hostname: str | None = None, extra: list[str] | None = None) -> list[str]:
     """The ``docker run`` argument vector for a server container (pure, unit-tested)."""
     args = [
@@ -161,7 +160,7 @@ def create(args: argparse.Namespace) -> int:
         while True:
             # An older daemon rejects capabilities newer than itself (Docker 20.10 knows no
             # CAP_BPF): drop the one it names and try again; nothing was created.
-            res = sh(*run_args(args.name, args.image, port, pubkey, caps, args.hostname), check=False)
+            res = sh(*run_args(args.name, args.image, port, pubkey, caps, hostname=args.hostname), check=False)
             unknown = re.search(r'unknown capability: "?(?:CAP_)?([A-Z_]+)', res.stderr)
             if res.returncode == 0 or not unknown or unknown.group(1) not in caps:
                 break
@@ -196,7 +195,7 @@ def export_images(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     ids = [sh("docker", "image", "inspect", "--format", "{{.Id}}", ref).stdout.strip() for ref in args.images]
     stamp = out.with_suffix(".ids")
-    want = "\n".join(f"{ref} {iid}" for ref, iid in zip(args.images, ids)) + "\n"
+    want = "\n".join(f"{ref} {iid}" for ref, iid in zip(args.images, ids, strict=True)) + "\n"
     if out.exists() and stamp.exists() and stamp.read_text() == want:
         print(json.dumps({"output": str(out), "changed": False}))
         return 0

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test run behind `make test` (and its parts: `make lint|sanity|unit|integration|molecule`).
+# One pytest session runs every stage, so the run ends with pytest's own summary line; static
+# checks, ansible-test sanity and molecule scenarios are wrapped as tests under tests/lint and
+# tests/molecule and show their full output when they fail.
+#   scripts/run-tests.sh             everything, in order: lint, sanity, unit, integration, molecule
+#   scripts/run-tests.sh ARGS...     passed to pytest (e.g. -m lint, tests/unit -k sandbox)
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PWD/.venv/bin:$PATH
+export ANSIBLE_CONFIG=$PWD/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH=$PWD/.build/collections
+mkdir -p tests/output
+if [ $# -eq 0 ]; then
+  set -- tests/lint tests/unit tests/integration tests/molecule
+fi
+rc=0
+python -m pytest -p no:cacheprovider --junitxml=tests/output/junit.xml "$@" || rc=$?
+# pytest exits 5 when it selected no test: that is a failure of the run, not a pass.
+exit $rc

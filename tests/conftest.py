@@ -1,0 +1,43 @@
+"""Shared pytest fixtures: where the checkout, its tools and its Ansible configuration are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for running the project's tools: the venv first on PATH, the checkout's
+    ansible.cfg, and the collection link under .build/collections."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / ".build" / "collections")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["PY_COLORS"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_tool(args: list[str], *, timeout: float = 1800, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    """Run a command from the checkout and return it; output is captured for the assertion message."""
+    return subprocess.run(args, cwd=cwd, env=tool_env(**env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def explain(res: subprocess.CompletedProcess, tail: int = 12000) -> str:
+    out = (res.stdout or "") + "\n--- stderr ---\n" + (res.stderr or "")
+    return f"{' '.join(map(str, res.args))} exited {res.returncode}\n{out[-tail:]}"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT

@@ -1,0 +1,75 @@
+"""Static checks as tests, so `make test` ends with one pytest summary.
+
+ruff (Python style and bugs), ansible-lint with the production profile (roles, playbooks,
+molecule scenarios, inventories), and the collection build: `ansible-galaxy collection build`
+must produce a tarball that installs and whose roles and plugins ansible-doc renders.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, explain, run_tool
+
+pytestmark = pytest.mark.lint
+
+
+def test_ruff_is_clean():
+    res = run_tool(["ruff", "check", "--no-cache", "."])
+    assert res.returncode == 0, explain(res)
+
+
+def test_ansible_lint_production_profile():
+    res = run_tool(["ansible-lint", "--offline", "--profile", "production", "--nocolor"], timeout=900)
+    assert res.returncode == 0, explain(res)
+
+
+def test_collection_builds_installs_and_documents(tmp_path: Path):
+    galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+    res = run_tool(["ansible-galaxy", "collection", "build", "--force", "--output-path", str(tmp_path), str(ROOT)])
+    assert res.returncode == 0, explain(res)
+    tarball = tmp_path / f"selfhosted-platform-{galaxy['version']}.tar.gz"
+    assert tarball.exists(), res.stdout
+    with tarfile.open(tarball) as tf:
+        names = set(tf.getnames())
+        manifest = json.load(tf.extractfile("MANIFEST.json"))
+    assert manifest["collection_info"]["dependencies"] == galaxy["dependencies"]
+    assert "roles/docker_engine/meta/argument_specs.yml" in names
+    # Nothing from the developer's machine or the test ground leaks into the artefact.
+    assert not [n for n in names if n.startswith((".venv", ".sandbox", ".build", ".ci/"))]
+
+    install_root = tmp_path / "collections"
+    res = run_tool(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "-p", str(install_root),
+                    str(tarball)])
+    assert res.returncode == 0, explain(res)
+    assert (install_root / "ansible_collections/selfhosted/platform/roles/docker_engine").is_dir()
+
+    res = run_tool(["ansible-doc", "-t", "role", "-l", "selfhosted.platform", "--json"],
+                   ANSIBLE_COLLECTIONS_PATH=str(install_root))
+    assert res.returncode == 0, explain(res)
+    roles = json.loads(res.stdout)
+    assert "selfhosted.platform.docker_engine" in roles, roles
+
+
+def test_every_role_has_argument_specs_and_commented_defaults():
+    for role in sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir()):
+        specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
+        defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
+        options = specs["options"]
+        # Every default is declared in the spec with the same default, and every option is prefixed.
+        for name, value in defaults.items():
+            assert name in options, f"{role.name}: default {name} missing from argument_specs"
+            assert name.startswith(f"{role.name}_"), f"{role.name}: {name} is not role-prefixed"
+            assert options[name].get("default") == value, f"{role.name}: default of {name} differs from the spec"
+        text = (role / "defaults" / "main.yml").read_text()
+        assert text.count("\n#") >= len(defaults) // 2, f"{role.name}: defaults/main.yml is not commented"
+
+
+def test_role_docs_are_generated_from_argument_specs():
+    res = run_tool(["python", "scripts/gen_role_docs.py", "--check"])
+    assert res.returncode == 0, explain(res)

@@ -1,0 +1,88 @@
+"""The docker_engine role's derived variables (vars/main.yml), rendered with Ansible's own
+templating for several inputs: the daemon.json document and the Compose install method."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+from tests.conftest import ROOT
+
+ROLE = ROOT / "roles" / "docker_engine"
+LOADER = DataLoader()
+
+
+def trusted(value):
+    """Role files are trusted templates in a real play; mark them so here too."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    return value
+
+
+DEFAULTS = trusted(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()))
+VARS = trusted(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
+
+
+def render(name: str, distribution: str = "Debian", major: str = "12", **overrides):
+    variables = {**DEFAULTS, **VARS, **overrides,
+                 "ansible_facts": {"distribution": distribution, "distribution_major_version": major}}
+    templar = Templar(loader=LOADER, variables=variables)
+    return templar.template(VARS[name])
+
+
+def test_default_daemon_json():
+    assert render("docker_engine__daemon_config") == {
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+        "live-restore": True,
+        "userland-proxy": True,
+    }
+
+
+def test_daemon_json_with_every_option():
+    cfg = render(
+        "docker_engine__daemon_config",
+        docker_engine_daemon_data_root="/srv/docker",
+        docker_engine_default_address_pools=[{"base": "172.30.0.0/16", "size": 24}],
+        docker_engine_userland_proxy=False,
+        docker_engine_live_restore=False,
+        docker_engine_daemon_options={"live-restore": True, "metrics-addr": "127.0.0.1:9323"},
+    )
+    assert cfg["data-root"] == "/srv/docker"
+    assert cfg["default-address-pools"] == [{"base": "172.30.0.0/16", "size": 24}]
+    assert cfg["userland-proxy"] is False
+    assert cfg["live-restore"] is True  # docker_engine_daemon_options wins
+    assert cfg["metrics-addr"] == "127.0.0.1:9323"
+
+
+def test_log_opts_only_for_drivers_that_take_them():
+    cfg = render("docker_engine__daemon_config", docker_engine_log_driver="journald")
+    assert "log-opts" not in cfg
+    cfg = render("docker_engine__daemon_config", docker_engine_log_driver="local", docker_engine_log_max_file=5)
+    assert cfg["log-opts"] == {"max-size": "10m", "max-file": "5"}
+
+
+@pytest.mark.parametrize(
+    ("distribution", "major", "source", "method", "package"),
+    [
+        ("Debian", "12", "debian", "pip", "docker-compose"),
+        ("Debian", "13", "debian", "package", "docker-compose"),
+        ("Ubuntu", "24", "debian", "package", "docker-compose-v2"),
+        ("Ubuntu", "20", "debian", "pip", "docker-compose-v2"),
+        ("Debian", "12", "docker", "package", "docker-compose-plugin"),
+    ],
+)
+def test_compose_auto_method(distribution, major, source, method, package):
+    kw = {"docker_engine_source": source}
+    assert render("docker_engine__compose_method", distribution, major, **kw) == method
+    assert render("docker_engine__compose_package", distribution, major, **kw) == package
+
+
+def test_explicit_compose_method_wins():
+    assert render("docker_engine__compose_method", docker_engine_compose_method="copy") == "copy"

@@ -1,0 +1,58 @@
+"""Unit tests for tests/tools/sandbox.py: capability decoding and the docker run vector."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sandbox = load(ROOT / "tests/tools/sandbox.py", "shp_sandbox_tool")
+
+
+def test_caps_from_mask_decodes_bits():
+    assert sandbox.caps_from_mask(0) == []
+    assert sandbox.caps_from_mask(0b1) == ["CHOWN"]
+    assert sandbox.caps_from_mask(1 << 21) == ["SYS_ADMIN"]
+
+
+def test_caps_from_mask_skips_missing_sys_resource():
+    # This machine's CapBnd: everything up to bit 40 except CAP_SYS_RESOURCE (24).
+    caps = sandbox.caps_from_mask(0x000001FFFEFFFFFF)
+    assert "SYS_RESOURCE" not in caps
+    assert {"SYS_ADMIN", "NET_ADMIN", "MKNOD", "BPF", "CHECKPOINT_RESTORE"} <= set(caps)
+    assert len(caps) == 40
+
+
+def test_caps_ignore_unknown_high_bits():
+    assert sandbox.caps_from_mask(1 << 63) == []
+
+
+def test_bounding_caps_reads_proc_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t0000000000003000\n")
+    assert sandbox.bounding_caps(str(status)) == ["NET_ADMIN", "NET_RAW"]
+
+
+def test_run_args_have_the_systemd_and_ssh_flags():
+    args = sandbox.run_args("shp-x", "img:1", 2200, "ssh-ed25519 AAAA test", ["SYS_ADMIN", "NET_ADMIN"])
+    joined = " ".join(args)
+    assert args[:3] == ["docker", "run", "-d"]
+    assert "--privileged" not in args
+    assert "--cgroupns=host" in args
+    assert "/sys/fs/cgroup:/sys/fs/cgroup:rw" in joined
+    assert "--tmpfs /run " in joined and "--tmpfs /run/lock" in joined
+    assert "seccomp=unconfined" in joined
+    assert "-p 127.0.0.1:2200:22" in joined  # SSH on loopback only
+    assert "shp-x-docker:/var/lib/docker" in joined
+    assert joined.count("--cap-add") == 2
+    assert args[-1] == "img:1"
+    assert f"{sandbox.LABEL}=1" in args
