@@ -1,0 +1,168 @@
+# Copyright: selfhosted.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure decision logic for compose_stack: given what Compose would run (per-service config
+hashes and image ids) and what runs now (containers with their compose labels), decide per
+service what ``docker compose up`` is going to do. No I/O here: unit-tested directly."""
+
+from __future__ import annotations
+
+NOOP = "none"
+CREATE = "create"
+RECREATE = "recreate"
+START = "start"
+SCALE = "scale"
+REMOVE = "remove"
+STOP = "stop"
+SKIP = "skip"
+
+CHANGING = (CREATE, RECREATE, START, SCALE, REMOVE, STOP)
+
+
+def replicas_of(service):
+    """Replica count Compose will run for a service of the resolved model."""
+    deploy = service.get("deploy") or {}
+    if deploy.get("replicas") is not None:
+        return int(deploy["replicas"])
+    if service.get("scale") is not None:
+        return int(service["scale"])
+    return 1
+
+
+def desired_services(resolved, hashes, image_ids):
+    """Summarise the resolved model: {service: {hash, image, image_id, replicas, build, healthcheck}}."""
+    out = {}
+    for name, svc in (resolved.get("services") or {}).items():
+        image = svc.get("image")
+        hc = svc.get("healthcheck") or {}
+        out[name] = {
+            "hash": hashes.get(name),
+            "image": image,
+            "image_id": image_ids.get(image) if image else None,
+            "replicas": replicas_of(svc),
+            "build": bool(svc.get("build")),
+            "healthcheck": bool(hc.get("test")) and not hc.get("disable", False) and hc.get("test") != ["NONE"],
+        }
+    return out
+
+
+def plan(desired, containers, recreate="auto", remove_orphans=False, services=None):
+    """Return a list of {service, action, reasons} sorted by service name.
+
+    desired    -- output of desired_services()
+    containers -- docker ps rows (dicts with service, config_hash, image_id, state, oneoff)
+    recreate   -- auto | always | never
+    services   -- optional subset to act on; others are reported as 'skip'
+    """
+    by_service = {}
+    for c in containers:
+        if c.get("oneoff"):
+            continue
+        by_service.setdefault(c.get("service"), []).append(c)
+
+    selected = set(services) if services else None
+    result = []
+    for name in sorted(desired):
+        want = desired[name]
+        have = by_service.get(name, [])
+        if selected is not None and name not in selected:
+            result.append({"service": name, "action": SKIP, "reasons": ["not in services"]})
+            continue
+        if want["replicas"] == 0:
+            running = [c for c in have if c.get("state") == "running"]
+            if running:
+                result.append({"service": name, "action": STOP, "reasons": ["scaled to 0"]})
+            else:
+                result.append({"service": name, "action": NOOP, "reasons": []})
+            continue
+        if not have:
+            reasons = ["no container"]
+            if not want["image_id"] and not want["build"]:
+                reasons.append("image %s not present: it will be pulled" % want["image"])
+            result.append({"service": name, "action": CREATE, "reasons": reasons})
+            continue
+        reasons = []
+        if recreate == "always":
+            reasons.append("recreate=always")
+        else:
+            if any(c.get("config_hash") != want["hash"] for c in have):
+                reasons.append("configuration changed")
+            if want["image_id"] and any(c.get("image_id") and c.get("image_id") != want["image_id"] for c in have):
+                reasons.append("image %s now points to %s" % (want["image"], want["image_id"][:19]))
+            if not want["image_id"] and not want["build"]:
+                reasons.append("image %s not present: it will be pulled" % want["image"])
+        if reasons and recreate != "never":
+            result.append({"service": name, "action": RECREATE, "reasons": reasons})
+            continue
+        if len(have) != want["replicas"]:
+            result.append({"service": name, "action": SCALE,
+                           "reasons": ["%d container(s), want %d" % (len(have), want["replicas"])]})
+            continue
+        stopped = [c for c in have if c.get("state") in ("exited", "created", "dead", "paused")]
+        if stopped:
+            result.append({"service": name, "action": START,
+                           "reasons": ["%s is %s" % (c.get("name"), c.get("state")) for c in stopped]})
+            continue
+        note = ["differs but recreate=never: %s" % ", ".join(reasons)] if reasons else []
+        result.append({"service": name, "action": NOOP, "reasons": note})
+
+    for name in sorted(set(by_service) - set(desired)):
+        if selected is not None:
+            continue
+        if remove_orphans:
+            result.append({"service": name, "action": REMOVE, "reasons": ["orphan: not in the definition"]})
+        else:
+            result.append({"service": name, "action": NOOP,
+                           "reasons": ["orphan: not in the definition (remove_orphans=false)"]})
+    return result
+
+
+def is_changing(steps):
+    return any(s["action"] in CHANGING for s in steps)
+
+
+def plan_text(steps):
+    """Human-readable plan for diff mode."""
+    lines = []
+    for s in steps:
+        if s["action"] in (NOOP, SKIP) and not s["reasons"]:
+            lines.append("  %-24s %s" % (s["service"], s["action"]))
+        else:
+            lines.append("  %-24s %-9s %s" % (s["service"], s["action"], "; ".join(s["reasons"])))
+    return "\n".join(lines) + "\n"
+
+
+def wait_verdict(targets, containers, desired):
+    """Judge one poll of a health-gated deploy.
+
+    Returns (done, failing): done when every target service has its replicas running and,
+    where it has a healthcheck, healthy. ``failing`` lists {service, container, state, health}
+    rows that are not there yet (used for the timeout report).
+    """
+    failing = []
+    by_service = {}
+    for c in containers:
+        if not c.get("oneoff"):
+            by_service.setdefault(c.get("service"), []).append(c)
+    for name in targets:
+        want = desired.get(name)
+        if want is None or want["replicas"] == 0:
+            continue
+        have = by_service.get(name, [])
+        if len(have) < want["replicas"]:
+            failing.append({"service": name, "container": None, "state": "missing", "health": None})
+            continue
+        for c in have:
+            ok = c.get("state") == "running" and (not want["healthcheck"] or c.get("health") == "healthy")
+            if not ok:
+                failing.append({"service": name, "container": c.get("name"), "state": c.get("state"),
+                                "health": c.get("health")})
+    return not failing, failing
+
+
+def hopeless(failing, restart_policies):
+    """A container that exited and will not be restarted by Docker cannot become healthy:
+    stop waiting early. ``restart_policies`` maps container name -> policy name."""
+    for f in failing:
+        if f["state"] in ("exited", "dead") and restart_policies.get(f["container"], "no") in ("no", ""):
+            return True
+    return False

@@ -1,0 +1,768 @@
+# Copyright: selfhosted.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The logic of the compose_stack module: validate, compare, plan, apply, wait, roll back.
+
+The module file only declares its interface and calls ``run(module)``. Everything that touches
+the outside goes through ComposeCLI (one runner function) and the small file helpers below.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from ansible_collections.selfhosted.platform.plugins.module_utils import compose_plan as cp
+from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import (
+    MIN_COMPOSE_VERSION,
+    ComposeCLI,
+    ComposeError,
+)
+
+try:
+    import yaml
+
+    HAS_YAML = True
+except ImportError:  # pragma: no cover - Compose reads JSON as YAML, so this still works
+    HAS_YAML = False
+
+STATE_DIR = ".compose_stack"
+LABEL_INPUTS = "org.selfhosted.compose-stack.restart-on"
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+MASK = "********"
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------------
+class _Dumper(yaml.SafeDumper if HAS_YAML else object):
+    """Block-style YAML with multi-line strings as literal blocks."""
+
+
+if HAS_YAML:
+
+    def _str_presenter(dumper, data):
+        if "\n" in data:
+            return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+    _Dumper.add_representer(str, _str_presenter)
+
+
+def render_compose(definition):
+    header = "# Managed by selfhosted.platform.compose_stack; local edits are overwritten.\n"
+    if HAS_YAML:
+        return header + yaml.dump(definition, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                                  allow_unicode=True, width=1000)
+    return header + json.dumps(definition, indent=2, sort_keys=False) + "\n"
+
+
+def dotenv_quote(value):
+    """Quote a value for Compose's .env parser so it reads back literally."""
+    value = "" if value is None else str(value)
+    if "'" not in value and "\n" not in value:
+        return "'%s'" % value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n")
+    return '"%s"' % escaped
+
+
+def render_env(env):
+    lines = ["# Managed by selfhosted.platform.compose_stack (mode 0600); local edits are overwritten."]
+    for key in sorted(env):
+        lines.append("%s=%s" % (key, dotenv_quote(env[key])))
+    return "\n".join(lines) + "\n"
+
+
+def parse_env_keys(text):
+    """{key: raw value text} of a .env file we wrote (for masked diffs)."""
+    out = {}
+    for line in (text or "").splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            out[k.strip()] = v
+    return out
+
+
+def masked_env(text, other_text=None):
+    """The env file with every value masked; keys whose value differs from other_text are
+    marked, so a diff tells which secrets change without showing them."""
+    if text is None:
+        return ""
+    mine, theirs = parse_env_keys(text), parse_env_keys(other_text or "")
+    lines = []
+    for key in sorted(mine):
+        mark = ""
+        if other_text is not None and key in theirs and theirs[key] != mine[key]:
+            mark = "  # value changed"
+        lines.append("%s=%s%s" % (key, MASK, mark))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def file_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def atomic_write(path, content, mode):
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(65536), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def secret_values(env):
+    return [str(v) for v in (env or {}).values() if v not in (None, "") and len(str(v)) >= 3]
+
+
+def mask_text(text, secrets):
+    if not text:
+        return text
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, MASK)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# restart_on: bind-mounted files whose content must recreate the services that mount them
+# ---------------------------------------------------------------------------------------------
+def restart_on_map(resolved, paths, project_dir):
+    """{service: [absolute file paths]} for every restart_on path, matched against the bind
+    mounts of the resolved model (a file mounted directly, or inside a mounted directory).
+    Raises ValueError for a path no service mounts, or a path that does not exist."""
+    result = {}
+    for raw in paths or []:
+        path = os.path.normpath(os.path.join(project_dir, raw))
+        if not os.path.isfile(path):
+            raise ValueError("restart_on: %s does not exist or is not a file" % raw)
+        users = []
+        for name, svc in (resolved.get("services") or {}).items():
+            for vol in svc.get("volumes") or []:
+                if not isinstance(vol, dict) or vol.get("type") != "bind":
+                    continue
+                src = os.path.normpath(vol.get("source", ""))
+                if path == src or path.startswith(src.rstrip("/") + "/"):
+                    users.append(name)
+                    break
+        if not users:
+            raise ValueError("restart_on: %s is not bind-mounted by any service of the project" % raw)
+        for name in users:
+            result.setdefault(name, []).append(path)
+    return result
+
+
+def restart_on_labels(mapping):
+    """{service: checksum} over the contents of the files each service mounts."""
+    labels = {}
+    for service, files in mapping.items():
+        h = hashlib.sha256()
+        for f in sorted(set(files)):
+            h.update(f.encode())
+            h.update(b"\0")
+            h.update(sha256_file(f).encode())
+        labels[service] = "sha256:" + h.hexdigest()
+    return labels
+
+
+def add_labels(doc, labels):
+    """Put LABEL_INPUTS on the given services of a compose document (dict), in place."""
+    for service, value in labels.items():
+        svc = doc.setdefault("services", {}).setdefault(service, {})
+        lab = svc.get("labels")
+        if isinstance(lab, list):
+            lab = [x for x in lab if not str(x).startswith(LABEL_INPUTS + "=")]
+            lab.append("%s=%s" % (LABEL_INPUTS, value))
+            svc["labels"] = lab
+        else:
+            lab = dict(lab or {})
+            lab[LABEL_INPUTS] = value
+            svc["labels"] = lab
+    return doc
+
+
+def rewrite_env_file_refs(doc, old, new):
+    """Point service env_file entries that name ``old`` at ``new`` (staging copy for validation)."""
+    for svc in (doc.get("services") or {}).values():
+        ef = svc.get("env_file")
+        if ef is None:
+            continue
+        items = ef if isinstance(ef, list) else [ef]
+        out = []
+        for item in items:
+            if isinstance(item, dict):
+                item = dict(item)
+                if os.path.normpath(item.get("path", "")) == os.path.normpath(old):
+                    item["path"] = new
+            elif os.path.normpath(str(item)) == os.path.normpath(old):
+                item = new
+            out.append(item)
+        svc["env_file"] = out
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------
+class StackFailure(Exception):
+    def __init__(self, msg, **result):
+        super().__init__(msg)
+        self.msg = msg
+        self.result = result
+
+
+class Stack:
+    """One compose_stack invocation. ``runner(args, data=None)`` -> (rc, out, err);
+    ``clock``/``sleep`` are injectable for tests."""
+
+    def __init__(self, params, runner, check_mode=False, diff_mode=False, sleep=time.sleep, clock=time.monotonic,
+                 warn=None):
+        self.p = params
+        self.check_mode = check_mode
+        self.diff_mode = diff_mode
+        self.sleep = sleep
+        self.clock = clock
+        self.warn = warn or (lambda msg: None)
+        self.project_dir = os.path.abspath(params["project_dir"])
+        self.state_dir = os.path.join(self.project_dir, STATE_DIR)
+        self.env_path = os.path.join(self.project_dir, params.get("env_file_name") or ".env")
+        self.secrets = secret_values(params.get("env"))
+        self.cli = ComposeCLI(runner, params["project_name"], self.project_dir, profiles=params.get("profiles"))
+        self.diffs = []
+        self.desired = {}
+        self.result = {"changed": False, "project_name": params["project_name"], "project_dir": self.project_dir,
+                       "rolled_back": False, "actions": [], "services": {}, "path": None}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def check_version(self):
+        text, parsed = self.cli.version()
+        self.result["compose_version"] = text
+        if parsed < MIN_COMPOSE_VERSION:
+            raise StackFailure("Compose %s is too old: compose_stack needs %s or newer"
+                               % (text, ".".join(str(x) for x in MIN_COMPOSE_VERSION)))
+
+    def compose_files(self):
+        """The compose files of the project, relative to project_dir (definition mode: the one
+        file the module writes)."""
+        files = self.p.get("files") or []
+        if self.p.get("definition") is not None:
+            if len(files) > 1:
+                raise StackFailure("files: with definition, give at most one file name (the file to write)")
+            return [files[0] if files else "compose.yaml"]
+        if files:
+            missing = [f for f in files if not os.path.isfile(os.path.join(self.project_dir, f))]
+            if missing:
+                raise StackFailure("files: %s not found in %s" % (", ".join(missing), self.project_dir))
+            return list(files)
+        for name in DEFAULT_FILES:
+            if os.path.isfile(os.path.join(self.project_dir, name)):
+                return [name]
+        raise StackFailure("project_dir %s has no compose file (%s) and no definition was given"
+                           % (self.project_dir, ", ".join(DEFAULT_FILES)))
+
+    def env_files_args(self, env_path):
+        """The env files Compose reads for interpolation: the managed one first, then env_files."""
+        out = []
+        if env_path:
+            out.append(env_path)
+        for f in self.p.get("env_files") or []:
+            path = os.path.join(self.project_dir, f)
+            if not os.path.isfile(path):
+                raise StackFailure("env_files: %s not found" % f)
+            out.append(path)
+        return out
+
+    def run_config(self, files, env_files):
+        _, out, _ = self.cli.run(self.base_args(files, env_files) + ["config", "--format", "json"],
+                                 what="docker compose config")
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            raise StackFailure("docker compose config printed no JSON: %s" % exc)
+
+    def base_args(self, files, env_files):
+        args = self.cli.base(files=files, env_file="")
+        for ef in env_files:
+            args += ["--env-file", ef]
+        return args
+
+    # -- state=present ------------------------------------------------------------------------
+    def candidate(self):
+        """Build and validate the new project in memory + a private staging dir; return a dict
+        with the managed file contents, resolved model, labels and hashes. Nothing in
+        project_dir is written here."""
+        p = self.p
+        files = self.compose_files()
+        managed = {}  # absolute path -> (content, mode)
+        env = p.get("env")
+        if env is not None:
+            bad = [k for k in env if not ENV_KEY.match(str(k))]
+            if bad:
+                raise StackFailure("env: invalid variable name(s): %s" % ", ".join(sorted(bad)))
+            managed[self.env_path] = (render_env(env), 0o600)
+
+        staging = tempfile.mkdtemp(prefix="compose-stack-")
+        os.chmod(staging, 0o700)
+        try:
+            staged_env = None
+            if env is not None:
+                staged_env = os.path.join(staging, "env")
+                atomic_write(staged_env, managed[self.env_path][0], 0o600)
+            env_files = self.env_files_args(staged_env if env is not None else self.existing_env())
+
+            definition = copy.deepcopy(p.get("definition")) if p.get("definition") is not None else None
+            if definition is not None:
+                if not isinstance(definition, dict):
+                    raise StackFailure("definition: must be a dict (a compose document)")
+                staged_def = copy.deepcopy(definition)
+                if staged_env:
+                    rewrite_env_file_refs(staged_def, self.env_path, staged_env)
+                    rewrite_env_file_refs(staged_def, os.path.relpath(self.env_path, self.project_dir), staged_env)
+                staged_file = os.path.join(staging, "compose.json")
+                atomic_write(staged_file, json.dumps(staged_def), 0o600)
+                config_files = [staged_file]
+            else:
+                config_files = [os.path.join(self.project_dir, f) for f in files]
+
+            try:
+                resolved = self.run_config(config_files, env_files)
+            except ComposeError as exc:
+                raise StackFailure("definition is invalid: %s" % (exc.stderr or exc.msg).strip(),
+                                   invalid=True)
+            try:
+                labels = restart_on_labels(restart_on_map(resolved, p.get("restart_on"), self.project_dir))
+            except ValueError as exc:
+                raise StackFailure(str(exc))
+            add_labels(resolved, labels)
+            hashes = self.cli.config_hashes(resolved)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+        override = os.path.join(self.state_dir, "restart-on.override.json")
+        if definition is not None:
+            add_labels(definition, labels)
+            compose_path = os.path.join(self.project_dir, files[0])
+            managed[compose_path] = (render_compose(definition), 0o640 if env is None else 0o600)
+            run_files = [compose_path]
+        else:
+            run_files = [os.path.join(self.project_dir, f) for f in files]
+            if labels:
+                doc = add_labels({"services": {}}, labels)
+                managed[override] = (json.dumps(doc, indent=2, sort_keys=True) + "\n", 0o600)
+                run_files.append(override)
+            elif os.path.exists(override):
+                managed[override] = (None, None)  # to be removed
+        run_env_files = self.env_files_args(self.env_path if env is not None else self.existing_env())
+        return {"managed": managed, "resolved": resolved, "labels": labels, "hashes": hashes,
+                "files": run_files, "env_files": run_env_files}
+
+    def existing_env(self):
+        return self.env_path if os.path.isfile(self.env_path) else None
+
+    def file_changes(self, managed):
+        changes = []
+        for path, (content, mode) in sorted(managed.items()):
+            current = read_text(path)
+            if content is None:
+                if current is not None:
+                    changes.append(path)
+                continue
+            if current != content or file_mode(path) != mode:
+                changes.append(path)
+        return changes
+
+    def add_file_diffs(self, managed, changes):
+        for path in changes:
+            content, _ = managed[path]
+            before = read_text(path)
+            if path == self.env_path:
+                before_t, after_t = masked_env(before), masked_env(content, before)
+            else:
+                before_t, after_t = mask_text(before, self.secrets), mask_text(content, self.secrets)
+            self.diffs.append({"before_header": path, "after_header": path,
+                               "before": before_t or "", "after": after_t or ""})
+
+    def write_files(self, managed, changes):
+        if changes and not os.path.isdir(self.project_dir):
+            os.makedirs(self.project_dir, 0o755)
+        for path in changes:
+            content, mode = managed[path]
+            if content is None:
+                os.unlink(path)
+                continue
+            d = os.path.dirname(path)
+            if not os.path.isdir(d):
+                os.makedirs(d, 0o700)
+            atomic_write(path, content, mode)
+
+    def image_state(self, desired_resolved):
+        images = [s.get("image") for s in (desired_resolved.get("services") or {}).values() if s.get("image")]
+        return self.cli.image_ids(images)
+
+    def present(self):
+        p = self.p
+        cand = self.candidate()
+        resolved = cand["resolved"]
+        selected = p.get("services") or None
+        if selected:
+            unknown = sorted(set(selected) - set(resolved.get("services") or {}))
+            if unknown:
+                raise StackFailure("services: %s not in the project" % ", ".join(unknown))
+
+        pulled = []
+        if p["pull"] == "always" and not self.check_mode:
+            before = self.image_state(resolved)
+            for ref in self.pullable(resolved, selected):
+                self.cli.run([self.cli.docker, "pull", "--quiet", ref], what="docker pull %s" % ref)
+            after = self.image_state(resolved)
+            pulled = sorted(ref for ref in after if after[ref] and after[ref] != before.get(ref))
+        image_ids = self.image_state(resolved)
+        containers = self.cli.containers()
+        desired = cp.desired_services(resolved, cand["hashes"], image_ids)
+        self.desired = desired
+        steps = cp.plan(desired, containers, recreate=p["recreate"], remove_orphans=p["remove_orphans"],
+                        services=selected)
+        changes = self.file_changes(cand["managed"])
+        changing = cp.is_changing(steps)
+        self.result["actions"] = steps
+        self.result["files_changed"] = changes
+        self.result["pulled"] = pulled
+        if p["pull"] == "always" and self.check_mode:
+            self.warn("pull=always: check mode does not contact the registry; a newer image there is not predicted")
+        if self.diff_mode:
+            self.add_file_diffs(cand["managed"], changes)
+            self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
+                               "before": "", "after": cp.plan_text(steps)})
+        self.result["changed"] = bool(changes or changing or pulled)
+
+        if self.check_mode:
+            self.result["path"] = "check"
+            self.report(desired, containers, containers, image_ids)
+            return
+        if not changing and not changes:
+            self.result["path"] = "fast-noop"
+            self.ensure_last_good(cand, containers, desired, first_only=True)
+            self.report(desired, containers, containers, image_ids)
+            return
+
+        rollback_point = self.load_last_good() if p["rollback"] else None
+        self.write_files(cand["managed"], changes)
+        if not changing:
+            # Only managed files changed in ways Compose does not act on (e.g. file mode).
+            self.result["path"] = "files-only"
+            self.report(desired, containers, containers, image_ids)
+            return
+        self.result["path"] = "up"
+        try:
+            self.cli.run(self.up_args(cand, selected), what="docker compose up")
+            if p["wait"]:
+                self.wait(desired, selected)
+        except (ComposeError, StackFailure) as exc:
+            msg = exc.msg
+            extra = getattr(exc, "result", {}) or {}
+            if rollback_point is not None:
+                self.roll_back(rollback_point, msg, extra)
+            raise StackFailure(msg, **extra)
+        after = self.cli.containers()
+        self.report(desired, containers, after, image_ids)
+        self.ensure_last_good(cand, after, desired)
+
+    @staticmethod
+    def pullable(resolved, selected):
+        """Images Compose would pull: services with an image and no build section."""
+        refs = set()
+        for name, svc in (resolved.get("services") or {}).items():
+            if (not selected or name in selected) and svc.get("image") and not svc.get("build"):
+                refs.add(svc["image"])
+        return sorted(refs)
+
+    def up_args(self, cand, selected, pin_files=None):
+        p = self.p
+        args = self.base_args(cand["files"] + list(pin_files or []), cand["env_files"])
+        args += ["up", "--detach", "--quiet-pull"]
+        pull = {"always": "missing", "missing": "missing", "never": "never", "policy": None}[p["pull"]]
+        if pull:
+            args += ["--pull", pull]
+        if p["build"] == "always":
+            args.append("--build")
+        elif p["build"] == "never":
+            args.append("--no-build")
+        if p["recreate"] == "always":
+            args.append("--force-recreate")
+        elif p["recreate"] == "never":
+            args.append("--no-recreate")
+        if p["remove_orphans"]:
+            args.append("--remove-orphans")
+        if p.get("timeout") is not None:
+            args += ["--timeout", str(p["timeout"])]
+        return args + list(selected or [])
+
+    # -- health-gated wait ----------------------------------------------------------------------
+    def wait(self, desired, selected):
+        targets = sorted(selected or desired)
+        deadline = self.clock() + self.p["wait_timeout"]
+        good_polls = 0
+        failing = []
+        while True:
+            containers = self.cli.containers()
+            done, failing = cp.wait_verdict(targets, containers, desired)
+            if done:
+                good_polls += 1
+                # Two consecutive good polls: a crash-looping container that is briefly "running"
+                # does not pass.
+                if good_polls >= 2:
+                    return
+            else:
+                good_polls = 0
+                policies = self.restart_policies(failing)
+                if cp.hopeless(failing, policies):
+                    break
+            if self.clock() >= deadline:
+                break
+            self.sleep(1)
+        raise StackFailure(self.wait_failure_message(failing), failed_services=self.failure_details(failing))
+
+    def restart_policies(self, failing):
+        names = [f["container"] for f in failing if f["container"] and f["state"] in ("exited", "dead")]
+        if not names:
+            return {}
+        return {c["Name"].lstrip("/"): (c.get("HostConfig") or {}).get("RestartPolicy", {}).get("Name", "no")
+                for c in self.cli.inspect_containers(names)}
+
+    def failure_details(self, failing):
+        names = [f["container"] for f in failing if f["container"]]
+        details = {}
+        inspected = {c["Name"].lstrip("/"): c for c in self.cli.inspect_containers(names)} if names else {}
+        for f in failing:
+            row = {"container": f["container"], "state": f["state"], "health": f["health"]}
+            info = inspected.get(f["container"] or "")
+            if info:
+                st = info.get("State") or {}
+                row["exit_code"] = st.get("ExitCode")
+                log = ((st.get("Health") or {}).get("Log") or [])
+                if log:
+                    row["health_log"] = mask_text((log[-1].get("Output") or "").strip(), self.secrets)
+                    row["health_exit_code"] = log[-1].get("ExitCode")
+            details.setdefault(f["service"], []).append(row)
+        return details
+
+    def wait_failure_message(self, failing):
+        parts = []
+        for f in failing:
+            parts.append("%s (%s%s)" % (f["container"] or f["service"], f["state"],
+                                        ", " + f["health"] if f["health"] else ""))
+        return "services not healthy within %ss: %s" % (self.p["wait_timeout"], "; ".join(parts))
+
+    # -- rollback -----------------------------------------------------------------------------
+    def last_good_dir(self):
+        return os.path.join(self.state_dir, "last-good")
+
+    def ensure_last_good(self, cand, containers, desired, first_only=False):
+        """Record the deployed definition, env and image ids as the rollback point."""
+        if not self.p["rollback"]:
+            return
+        d = self.last_good_dir()
+        if first_only and os.path.isfile(os.path.join(d, "state.json")):
+            return
+        if not containers or any(c.get("state") != "running" for c in containers if not c.get("oneoff")):
+            return
+        images = {}
+        for c in containers:
+            if not c.get("oneoff") and c.get("image_id"):
+                images[c["service"]] = c["image_id"]
+        os.makedirs(d, 0o700, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        saved = []
+        for path in cand["files"] + cand["env_files"]:
+            if os.path.isfile(path):
+                name = "%02d-%s" % (len(saved), os.path.basename(path))
+                shutil.copy2(path, os.path.join(d, name))
+                os.chmod(os.path.join(d, name), 0o600)
+                saved.append({"path": path, "copy": name, "env": path in cand["env_files"]})
+        atomic_write(os.path.join(d, "state.json"), json.dumps({"files": saved, "images": images}, indent=2), 0o600)
+
+    def load_last_good(self):
+        path = os.path.join(self.last_good_dir(), "state.json")
+        text = read_text(path)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    def roll_back(self, point, msg, extra):
+        """Restore the last good files and bring them back up healthy. Services whose image tag
+        now points elsewhere are pinned to the recorded image id (an override file), so only
+        they and the services whose definition changed are recreated."""
+        d = self.last_good_dir()
+        files, env_files = [], []
+        for f in point["files"]:
+            shutil.copy2(os.path.join(d, f["copy"]), f["path"])
+            (env_files if f.get("env") else files).append(f["path"])
+        pin = os.path.join(self.state_dir, "rollback-pin.json")
+        extra["rolled_back"] = True
+        try:
+            resolved = self.run_config(files, env_files)
+            now = self.image_state(resolved)
+            pins = {}
+            for svc, recorded in (point.get("images") or {}).items():
+                image = ((resolved.get("services") or {}).get(svc) or {}).get("image")
+                if image and recorded and now.get(image) != recorded:
+                    pins[svc] = {"image": recorded}
+            pin_files = []
+            if pins:
+                atomic_write(pin, json.dumps({"services": pins}, indent=2), 0o600)
+                pin_files = [pin]
+                resolved = self.run_config(files + pin_files, env_files)
+            elif os.path.exists(pin):
+                os.unlink(pin)
+            self.cli.run(self.up_args({"files": files, "env_files": env_files}, None, pin_files=pin_files),
+                         what="docker compose up (rollback)")
+            hashes = self.cli.config_hashes(resolved)
+            desired = cp.desired_services(resolved, hashes, self.image_state(resolved))
+            if self.p["wait"]:
+                self.wait(desired, None)
+            extra["rollback_msg"] = "rolled back to the last good definition%s" % (
+                " and image ids of %s" % ", ".join(sorted(pins)) if pins else "")
+        except (ComposeError, StackFailure) as exc:
+            extra["rollback_msg"] = "rollback failed too: %s" % exc.msg
+        self.result["rolled_back"] = True
+        self.result["services"] = self.services_report(None, self.cli.containers(), {})
+
+    # -- other states ---------------------------------------------------------------------------
+    def stopped(self):
+        containers = [c for c in self.cli.containers() if not c.get("oneoff")]
+        selected = set(self.p.get("services") or [])
+        running = [c for c in containers if c["state"] in ("running", "restarting", "paused")
+                   and (not selected or c["service"] in selected)]
+        self.result["actions"] = [{"service": s, "action": cp.STOP, "reasons": ["running"]}
+                                  for s in sorted({c["service"] for c in running})]
+        self.result["changed"] = bool(running)
+        self.result["path"] = "stop" if running else "fast-noop"
+        if running and not self.check_mode:
+            self.cli.stop(sorted(selected) or None, self.p.get("timeout"))
+        self.result["services"] = self.services_report(None, self.cli.containers() if running and not self.check_mode
+                                                       else containers, {})
+
+    def restarted(self):
+        self.present()
+        if self.check_mode:
+            self.result["changed"] = True
+            return
+        self.cli.restart(self.p.get("services") or None, self.p.get("timeout"))
+        self.result["changed"] = True
+        self.result["path"] = "restart"
+        if self.p["wait"]:
+            self.wait(self.desired, self.p.get("services"))
+
+    def absent(self):
+        containers = self.cli.containers()
+        networks = self.cli.project_networks()
+        changed = bool(containers or networks)
+        self.result["actions"] = [{"service": s, "action": cp.REMOVE, "reasons": ["state=absent"]}
+                                  for s in sorted({c["service"] for c in containers if not c.get("oneoff")})]
+        self.result["changed"] = changed
+        self.result["path"] = "down" if changed else "fast-noop"
+        if changed and not self.check_mode:
+            self.cli.down(remove_volumes=self.p["remove_volumes"], remove_images=self.p["remove_images"],
+                          timeout=self.p.get("timeout"))
+        if self.p["remove_volumes"] and not self.check_mode and os.path.isdir(self.state_dir):
+            shutil.rmtree(self.state_dir)
+
+    # -- reporting ------------------------------------------------------------------------------
+    def services_report(self, desired, containers, image_ids_before, before=None):
+        report = {}
+        for c in containers:
+            if c.get("oneoff"):
+                continue
+            row = report.setdefault(c["service"], {"containers": [], "state": None, "health": None})
+            row["containers"].append(c["name"])
+            row["state"] = c["state"] if row["state"] in (None, c["state"]) else "mixed"
+            row["health"] = c["health"] if row["health"] in (None, c["health"]) else "mixed"
+            row["image_id"] = c.get("image_id")
+        for name, want in (desired or {}).items():
+            row = report.setdefault(name, {"containers": [], "state": "absent", "health": None})
+            row["image"] = want["image"]
+        if before is not None:
+            olds = {}
+            for c in before:
+                if not c.get("oneoff"):
+                    olds.setdefault(c["service"], c.get("image_id"))
+            for name, row in report.items():
+                row["image_id_before"] = olds.get(name)
+                row["image_id_after"] = row.get("image_id")
+        return report
+
+    def report(self, desired, before, after, image_ids):
+        services = self.services_report(desired, after, image_ids, before=before)
+        for step in self.result["actions"]:
+            services.setdefault(step["service"], {"containers": [], "state": "absent", "health": None})
+            services[step["service"]]["action"] = step["action"]
+        self.result["services"] = services
+
+    def execute(self):
+        self.check_version()
+        state = self.p["state"]
+        if state == "present":
+            self.present()
+        elif state == "stopped":
+            self.stopped()
+        elif state == "restarted":
+            self.restarted()
+        else:
+            self.absent()
+        self.result["cli_calls"] = self.cli.calls
+        if self.diff_mode and self.diffs:
+            self.result["diff"] = self.diffs
+        return self.result
+
+
+def run(module):
+    """Entry point used by the compose_stack module."""
+
+    def runner(args, data=None):
+        return module.run_command(args, data=data, binary_data=False, check_rc=False)
+
+    stack = Stack(module.params, runner, check_mode=module.check_mode, diff_mode=module._diff,
+                  warn=module.warn)
+    try:
+        result = stack.execute()
+    except StackFailure as exc:
+        res = dict(stack.result)
+        res.update(exc.result)
+        res["cli_calls"] = stack.cli.calls
+        module.fail_json(msg=exc.msg, **res)
+    except ComposeError as exc:
+        res = dict(stack.result)
+        module.fail_json(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, **res)
+    module.exit_json(**result)

@@ -1,0 +1,314 @@
+#!/usr/bin/python
+# Copyright: selfhosted.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: compose_stack
+short_description: Converge a Docker Compose v2 project, fast when nothing changed, honest in check and diff mode
+version_added: 0.1.0
+description:
+  - Deploys a Docker Compose v2 project from a definition given as a dict (rendered to a compose file in
+    O(project_dir)) or from compose files already in O(project_dir).
+  - Validates the new definition with C(docker compose config) before anything is written or started; an
+    invalid definition fails with Compose's message and leaves the old files and the running stack as they were.
+  - Decides whether anything must change from the per-service configuration hashes Compose itself computes
+    (C(config --hash) over the resolved model, so env_file contents count), the containers' compose labels,
+    local image ids, container states and orphans. When nothing differs it makes no change and runs no
+    C(up) (the C(fast-noop) path). It never re-implements Compose's hashing.
+  - Files listed in O(restart_on) (bind-mounted configuration such as an nginx.conf) recreate exactly the
+    services that mount them when their content changes, through a checksum label the module adds.
+  - Check mode computes the same plan and never runs C(up), never pulls and never builds. Diff mode shows the
+    compose file and env file before and after (secret values masked) and the per-service plan.
+  - With O(wait), waits until every service with a healthcheck is healthy (a container that starts unhealthy and
+    then recovers is fine) and every other service is running. With O(rollback), a deploy that does not become
+    healthy restores the last good definition, env file and image ids, brings them back up, and fails with
+    RV(rolled_back=true) while the old version keeps serving.
+author:
+  - selfhosted.platform maintainers
+requirements:
+  - Docker Engine and the Compose v2 CLI plugin (2.20.0 or newer) on the managed host.
+  - PyYAML on the managed host to write O(definition) as YAML (JSON, which Compose also reads, otherwise).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  project_name:
+    description:
+      - Compose project name (C(--project-name)); containers, networks and volumes are named after it.
+    type: str
+    required: true
+  project_dir:
+    description:
+      - Project directory. Relative paths in the compose files resolve against it. Created when missing and
+        O(definition) is given.
+    type: path
+    required: true
+  definition:
+    description:
+      - The compose document as a dict. Written to the first of O(files) (default C(compose.yaml)) in
+        O(project_dir). When omitted, the compose files already in O(project_dir) are used.
+    type: dict
+  files:
+    description:
+      - Compose files relative to O(project_dir). Without O(definition), defaults to the first of
+        C(compose.yaml), C(compose.yml), C(docker-compose.yaml), C(docker-compose.yml) found.
+      - With O(definition), at most one name, the file to write.
+    type: list
+    elements: str
+    default: []
+  env:
+    description:
+      - Variables written to the env file O(env_file_name) in O(project_dir) with mode C(0600). Compose reads
+        them for C(${VAR}) interpolation; services can also load the file with C(env_file).
+      - Values are never logged, never put on a command line, and masked in diffs.
+    type: dict
+  env_file_name:
+    description:
+      - Name of the env file O(env) is written to, relative to O(project_dir).
+    type: str
+    default: .env
+  env_files:
+    description:
+      - Further env files (relative to O(project_dir)) read for interpolation after the managed one.
+    type: list
+    elements: str
+    default: []
+  profiles:
+    description:
+      - Compose profiles to enable.
+    type: list
+    elements: str
+    default: []
+  services:
+    description:
+      - Act only on these services (and what they depend on, as C(docker compose up SERVICE) does).
+    type: list
+    elements: str
+    default: []
+  state:
+    description:
+      - V(present) converges the project; V(stopped) stops its containers; V(restarted) converges then restarts
+        (always a change); V(absent) runs C(docker compose down).
+    type: str
+    choices: [present, stopped, restarted, absent]
+    default: present
+  pull:
+    description:
+      - V(missing) pulls images that are not present; V(always) pulls every image first, and a pull that fetched
+        nothing new is not a change; V(never) never pulls; V(policy) follows each service's C(pull_policy).
+      - Check mode never pulls; with V(always) it cannot know about a newer image in the registry.
+    type: str
+    choices: [missing, always, never, policy]
+    default: missing
+  build:
+    description:
+      - V(policy) builds missing images of services with a C(build) section; V(always) rebuilds them on every
+        deploy (C(--build)); V(never) never builds (C(--no-build)).
+    type: str
+    choices: [policy, always, never]
+    default: policy
+  recreate:
+    description:
+      - V(auto) recreates containers whose configuration or image changed; V(always) recreates every container
+        (always a change); V(never) only creates missing containers and starts stopped ones.
+    type: str
+    choices: [auto, always, never]
+    default: auto
+  remove_orphans:
+    description:
+      - Remove containers of services no longer in the definition.
+    type: bool
+    default: false
+  restart_on:
+    description:
+      - Files (relative to O(project_dir) or absolute) whose content change recreates the services that
+        bind-mount them (the file itself or a directory containing it). A file no service mounts is an error.
+    type: list
+    elements: path
+    default: []
+  wait:
+    description:
+      - Wait until every service with a healthcheck is healthy and every other service is running.
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait for health. On timeout the module fails with the failing service's last health log.
+    type: int
+    default: 120
+  rollback:
+    description:
+      - Keep the last good definition, env file and image ids (under C(.compose_stack/) in O(project_dir),
+        mode C(0700)). When a deploy fails or does not become healthy within O(wait_timeout), restore them,
+        bring the previous version back up and fail with RV(rolled_back=true).
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Shutdown timeout in seconds for containers that are stopped or recreated.
+    type: int
+  remove_volumes:
+    description:
+      - With O(state=absent), also remove named volumes declared by the project and anonymous volumes.
+    type: bool
+    default: false
+  remove_images:
+    description:
+      - With O(state=absent), remove images used by services, V(all) or only V(local) ones (no custom tag).
+    type: str
+    choices: [all, local]
+notes:
+  - The module adds the label C(org.selfhosted.compose-stack.restart-on) to services affected by O(restart_on).
+  - Edits to bind-mounted files are invisible to Compose; list them in O(restart_on).
+seealso:
+  - module: community.docker.docker_compose_v2
+"""
+
+EXAMPLES = r"""
+- name: Deploy the app stack, health-gated, rolling back a bad release
+  selfhosted.platform.compose_stack:
+    project_name: amn
+    project_dir: /opt/stacks/amn
+    definition:
+      services:
+        backend:
+          image: registry.example.test/amn/backend:1.4.2
+          env_file: [.env]
+          healthcheck:
+            test: [CMD, node, healthcheck.js]
+            interval: 30s
+        nginx:
+          image: nginx:1.27-alpine
+          ports: ["8083:80"]
+          volumes: [./nginx/nginx.conf:/etc/nginx/nginx.conf:ro]
+    env:
+      MONGO_URI: "{{ vault_amn_mongo_uri }}"
+    restart_on: [nginx/nginx.conf]
+    wait: true
+    wait_timeout: 180
+    rollback: true
+    remove_orphans: true
+
+- name: Converge an existing compose directory, pulling newer images
+  selfhosted.platform.compose_stack:
+    project_name: monitoring
+    project_dir: /opt/stacks/monitoring
+    pull: always
+
+- name: Remove a stack and its volumes
+  selfhosted.platform.compose_stack:
+    project_name: old-app
+    project_dir: /opt/stacks/old-app
+    state: absent
+    remove_volumes: true
+"""
+
+RETURN = r"""
+path:
+  description:
+    - How the module got its answer. V(fast-noop) nothing differed and no C(up) ran; V(up) C(docker compose up)
+      ran; V(files-only) only managed files changed; V(check) check mode; V(stop), V(restart), V(down) for the
+      other states.
+  returned: always
+  type: str
+  sample: fast-noop
+actions:
+  description: Per-service plan, sorted by service. C(action) is one of none, create, recreate, start, scale, stop,
+    remove, skip.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"service": "backend", "action": "recreate", "reasons": ["configuration changed"]}]
+services:
+  description: Per service after the run, its action, containers, state, health, image and image ids before
+    and after.
+  returned: always
+  type: dict
+  sample: {"backend": {"action": "recreate", "containers": ["amn-backend-1"], "state": "running",
+           "health": "healthy", "image": "registry.example.test/amn/backend:1.4.2",
+           "image_id_before": "sha256:1111", "image_id_after": "sha256:2222"}}
+files_changed:
+  description: Managed files (compose file, env file, override) that were or would be written.
+  returned: state is present
+  type: list
+  elements: str
+pulled:
+  description: Images whose local id changed because of O(pull=always).
+  returned: state is present
+  type: list
+  elements: str
+rolled_back:
+  description: Whether a failed deploy was rolled back to the last good version.
+  returned: always
+  type: bool
+rollback_msg:
+  description: What the rollback did.
+  returned: when rolled_back is true
+  type: str
+failed_services:
+  description: On a health timeout, per failing service its containers' state, health, exit code and last health
+    log.
+  returned: failure
+  type: dict
+compose_version:
+  description: The Compose version on the host.
+  returned: always
+  type: str
+  sample: v2.40.3
+cli_calls:
+  description: Number of docker/compose CLI calls the module made.
+  returned: always
+  type: int
+  sample: 4
+project_dir:
+  description: Absolute project directory.
+  returned: always
+  type: str
+project_name:
+  description: The project name.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.selfhosted.platform.plugins.module_utils.compose_stack import run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            project_name=dict(type="str", required=True),
+            project_dir=dict(type="path", required=True),
+            definition=dict(type="dict"),
+            files=dict(type="list", elements="str", default=[]),
+            env=dict(type="dict", no_log=True),
+            env_file_name=dict(type="str", default=".env"),
+            env_files=dict(type="list", elements="str", default=[]),
+            profiles=dict(type="list", elements="str", default=[]),
+            services=dict(type="list", elements="str", default=[]),
+            state=dict(type="str", default="present", choices=["present", "stopped", "restarted", "absent"]),
+            pull=dict(type="str", default="missing", choices=["missing", "always", "never", "policy"]),
+            build=dict(type="str", default="policy", choices=["policy", "always", "never"]),
+            recreate=dict(type="str", default="auto", choices=["auto", "always", "never"]),
+            remove_orphans=dict(type="bool", default=False),
+            restart_on=dict(type="list", elements="path", default=[]),
+            wait=dict(type="bool", default=True),
+            wait_timeout=dict(type="int", default=120),
+            rollback=dict(type="bool", default=False),
+            timeout=dict(type="int"),
+            remove_volumes=dict(type="bool", default=False),
+            remove_images=dict(type="str", choices=["all", "local"]),
+        ),
+        supports_check_mode=True,
+    )
+    run(module)
+
+
+if __name__ == "__main__":
+    main()
