@@ -11,6 +11,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+COLLECTIONS = ROOT / ".build" / "collections"
+
+
+def _install_collection_loader() -> None:
+    """Make `ansible_collections.selfhosted.platform` importable in unit tests, the way
+    ansible-test does: Ansible's collection finder over the checkout's collection link plus
+    the collections bundled with the `ansible` package."""
+    link = COLLECTIONS / "ansible_collections" / "selfhosted" / "platform"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(ROOT)
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    _AnsibleCollectionFinder(paths=[str(COLLECTIONS)])._install()
+
+
+_install_collection_loader()
 
 
 def tool_env(**extra: str) -> dict[str, str]:

@@ -162,11 +162,10 @@ class ComposeCLI:
                               "label=com.docker.compose.project=%s" % self.project_name,
                               "--format", PS_FORMAT], what="docker ps")
         result = []
-        for line in out.splitlines():
-            line = line.strip()
-            if not line:
+        for raw in out.splitlines():
+            if not raw.strip():
                 continue
-            c = json.loads(line)
+            c = json.loads(raw)
             c["state"] = state_from_status(c.get("state"), c.get("status"))
             c["health"] = health_from_status(c.get("status"))
             c["oneoff"] = (c.get("oneoff") or "").lower() == "true"
@@ -178,7 +177,8 @@ class ComposeCLI:
         refs = sorted(set(r for r in refs if r))
         if not refs:
             return {}
-        rc, out, _ = self.run([self.docker, "image", "inspect"] + refs, check=False)
+        # Exit 1 when some are missing; the found ones are still printed.
+        _, out, _ = self.run([self.docker, "image", "inspect"] + refs, check=False)
         found = {}
         try:
             images = json.loads(out) if out.strip() else []

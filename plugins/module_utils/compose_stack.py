@@ -220,12 +220,12 @@ def rewrite_env_file_refs(doc, old, new):
         out = []
         for item in items:
             if isinstance(item, dict):
-                item = dict(item)
-                if os.path.normpath(item.get("path", "")) == os.path.normpath(old):
-                    item["path"] = new
-            elif os.path.normpath(str(item)) == os.path.normpath(old):
-                item = new
-            out.append(item)
+                entry = dict(item)
+                if os.path.normpath(entry.get("path", "")) == os.path.normpath(old):
+                    entry["path"] = new
+                out.append(entry)
+            else:
+                out.append(new if os.path.normpath(str(item)) == os.path.normpath(old) else item)
         svc["env_file"] = out
     return doc
 
@@ -307,7 +307,7 @@ class Stack:
         try:
             return json.loads(out)
         except ValueError as exc:
-            raise StackFailure("docker compose config printed no JSON: %s" % exc)
+            raise StackFailure("docker compose config printed no JSON: %s" % exc) from exc
 
     def base_args(self, files, env_files):
         args = self.cli.base(files=files, env_file="")
@@ -357,11 +357,11 @@ class Stack:
                 resolved = self.run_config(config_files, env_files)
             except ComposeError as exc:
                 raise StackFailure("definition is invalid: %s" % (exc.stderr or exc.msg).strip(),
-                                   invalid=True)
+                                   invalid=True) from exc
             try:
                 labels = restart_on_labels(restart_on_map(resolved, p.get("restart_on"), self.project_dir))
             except ValueError as exc:
-                raise StackFailure(str(exc))
+                raise StackFailure(str(exc)) from exc
             add_labels(resolved, labels)
             hashes = self.cli.config_hashes(resolved)
         finally:
@@ -491,7 +491,7 @@ class Stack:
             extra = getattr(exc, "result", {}) or {}
             if rollback_point is not None:
                 self.roll_back(rollback_point, msg, extra)
-            raise StackFailure(msg, **extra)
+            raise StackFailure(msg, **extra) from exc
         after = self.cli.containers()
         self.report(desired, containers, after, image_ids)
         self.ensure_last_good(cand, after, desired)

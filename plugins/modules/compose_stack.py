@@ -276,7 +276,6 @@ project_name:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.selfhosted.platform.plugins.module_utils.compose_stack import run
 
 

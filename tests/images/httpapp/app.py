@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stand-in application for the selfhosted.platform tests (image ``shp-test/httpapp``).
 
 Environment:

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Entrypoint of the mariadb stand-in. Same behaviour and structure as the official image's
 # docker-entrypoint.sh (MariaDB/mariadb-docker, 10.11), written for Debian's mariadb-server.
 #
@@ -278,13 +278,13 @@ docker_setup_db() {
 		mysql_note "GENERATED ROOT PASSWORD: $MARIADB_ROOT_PASSWORD"
 	fi
 
-	local rootPasswordEscaped=
+	local rootPasswordEscaped=''
 	if [ -n "$MARIADB_ROOT_PASSWORD" ]; then
 		rootPasswordEscaped=$( docker_sql_escape_string_literal "${MARIADB_ROOT_PASSWORD}" )
 	fi
 
 	# root for connections from anywhere (MARIADB_ROOT_HOST, default '%')
-	local rootCreate=
+	local rootCreate=''
 	if [ -n "$MARIADB_ROOT_HOST" ] && [ "$MARIADB_ROOT_HOST" != 'localhost' ]; then
 		local identified="IDENTIFIED BY '${rootPasswordEscaped}'"
 		if [ -n "$MARIADB_ROOT_PASSWORD_HASH" ]; then
@@ -297,7 +297,7 @@ docker_setup_db() {
 		EOSQL
 	fi
 
-	local mysqlAtLocalhost= mysqlAtLocalhostGrants=
+	local mysqlAtLocalhost='' mysqlAtLocalhostGrants=''
 	if [ -n "$MARIADB_MYSQL_LOCALHOST_USER" ]; then
 		mysqlAtLocalhost="CREATE USER mysql@localhost IDENTIFIED VIA unix_socket;"
 		if [ -n "$MARIADB_MYSQL_LOCALHOST_GRANTS" ]; then
@@ -315,13 +315,13 @@ docker_setup_db() {
 		rootLocalhostPass="SET PASSWORD FOR 'root'@'localhost'= '${MARIADB_ROOT_PASSWORD_HASH}';"
 	fi
 
-	local createDatabase=
+	local createDatabase=''
 	if [ -n "$MARIADB_DATABASE" ]; then
 		mysql_note "Creating database ${MARIADB_DATABASE}"
 		createDatabase="CREATE DATABASE IF NOT EXISTS \`$MARIADB_DATABASE\`;"
 	fi
 
-	local createUser= userGrants=
+	local createUser='' userGrants=''
 	if [ -n "$MARIADB_PASSWORD" ] || [ -n "$MARIADB_PASSWORD_HASH" ] && [ -n "$MARIADB_USER" ]; then
 		mysql_note "Creating user ${MARIADB_USER}"
 		if [ -n "$MARIADB_PASSWORD_HASH" ]; then

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # healthcheck.sh of the mariadb stand-in: the command-line interface of the official image's
 # /usr/local/bin/healthcheck.sh (MariaDB/mariadb-docker), reimplemented for this image.
 #
@@ -98,6 +98,8 @@ galera_ready() {
 }
 
 replication() {
+	# the single quotes are SQL quotes around the connection name
+	# shellcheck disable=SC2016
 	local query="SHOW ${repl[all]:+ALL} REPLICA${repl[all]:+S} ${repl[name]:+'${repl[name]}'} STATUS\\G"
 	local out n v
 	out=$(_process_sql -e "$query") || return 1

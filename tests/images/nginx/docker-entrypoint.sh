@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Entrypoint of the nginx stand-in, as the official image's /docker-entrypoint.sh: when the command
 # is nginx or nginx-debug, run /docker-entrypoint.d/ in version order (*.envsh sourced, *.sh run if
 # executable), then exec the command. NGINX_ENTRYPOINT_QUIET_LOGS=1 silences it.

@@ -105,6 +105,7 @@ docker_verify_minimum_env() {
 # run *.sh (executed if executable, else sourced), *.sql, *.sql.gz, *.sql.xz, *.sql.zst
 docker_process_init_files() {
 	# psql here for backwards compatibility "${psql[@]}"
+	# shellcheck disable=SC2034
 	psql=( docker_process_sql )
 
 	printf '\n'
@@ -143,13 +144,16 @@ docker_process_sql() {
 
 # create POSTGRES_DB unless it exists already (e.g. "postgres")
 docker_setup_db() {
+	# POSTGRES_DB='' only for the function (it picks --dbname postgres); :'db' gets the real name
 	local dbAlreadyExists
+	# shellcheck disable=SC2097,SC2098
 	dbAlreadyExists="$(
 		POSTGRES_DB='' docker_process_sql --dbname postgres --set db="$POSTGRES_DB" --tuples-only <<-'EOSQL'
 			SELECT 1 FROM pg_database WHERE datname = :'db' ;
 		EOSQL
 	)"
 	if [ -z "$dbAlreadyExists" ]; then
+		# shellcheck disable=SC2097,SC2098
 		POSTGRES_DB='' docker_process_sql --dbname postgres --set db="$POSTGRES_DB" <<-'EOSQL'
 			CREATE DATABASE :"db" ;
 		EOSQL

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Entrypoint of the redis stand-in. Same behaviour as the official image's docker-entrypoint.sh
 # (docker-library/redis), written for Debian's redis-server package.
 #

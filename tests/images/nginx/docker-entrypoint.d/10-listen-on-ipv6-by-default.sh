@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Adds `listen [::]:80;` to the shipped default.conf when the container has IPv6, as the official
 # image's script does; leaves a changed or mounted default.conf alone.
 set -Eeo pipefail

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Renders templates with envsubst, as the official image's script does:
 #   $NGINX_ENVSUBST_TEMPLATE_DIR (/etc/nginx/templates)/**/*$NGINX_ENVSUBST_TEMPLATE_SUFFIX (.template)
 #     → $NGINX_ENVSUBST_OUTPUT_DIR (/etc/nginx/conf.d)/**/* (suffix dropped)

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # With NGINX_ENTRYPOINT_WORKER_PROCESSES_AUTOTUNE set, sets worker_processes in nginx.conf to the
 # CPUs this container may use (its cgroup CPU quota, else the CPUs it may run on), like the
 # official image's script (which also reads cpusets; this one relies on nproc for those).

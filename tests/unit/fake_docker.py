@@ -1,0 +1,151 @@
+"""A fake of the docker / docker compose CLI at the process boundary, for compose_stack unit tests.
+
+It keeps a tiny model (images, containers) and answers the exact commands ComposeCLI issues,
+in their JSON output formats. Hashes are a digest of the service's resolved config, as Compose's
+are, so a changed definition changes the hash of exactly the services it touches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import yaml
+
+PS_KEYS = ("id", "name", "state", "status", "service", "config_hash", "image_id", "image", "oneoff", "number")
+
+
+def svc_hash(svc: dict) -> str:
+    return hashlib.sha256(json.dumps(svc, sort_keys=True).encode()).hexdigest()
+
+
+class FakeDocker:
+    def __init__(self, version: str = "v2.40.3"):
+        self.version = version
+        self.images: dict[str, str] = {}
+        self.containers: list[dict] = []
+        self.calls: list[list[str]] = []
+        self.unhealthy: set[str] = set()  # services whose containers never become healthy
+        self.fail_up = False
+
+    # helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def opt_values(args, flag):
+        return [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
+
+    def load_files(self, args):
+        doc = {"services": {}}
+        for f in self.opt_values(args, "--file"):
+            with open(f) as fh:
+                part = yaml.safe_load(fh) or {}
+            for name, svc in (part.get("services") or {}).items():
+                doc["services"].setdefault(name, {}).update(svc)
+        env = {}
+        for f in self.opt_values(args, "--env-file"):
+            with open(f) as fh:
+                for line in fh:
+                    if "=" in line and not line.startswith("#"):
+                        k, v = line.rstrip("\n").split("=", 1)
+                        env[k] = self.unquote(v)
+        return doc, env
+
+    @staticmethod
+    def unquote(v):
+        """Compose's dotenv rules for the quoting compose_stack writes."""
+        if v.startswith("'") and v.endswith("'"):
+            return v[1:-1]
+        if v.startswith('"') and v.endswith('"'):
+            out, i, body = [], 0, v[1:-1]
+            while i < len(body):
+                if body[i] == "\\" and i + 1 < len(body):
+                    out.append({"n": "\n"}.get(body[i + 1], body[i + 1]))
+                    i += 2
+                else:
+                    out.append(body[i])
+                    i += 1
+            return "".join(out)
+        return v
+
+    def resolve(self, doc, env):
+        text = json.dumps(doc)
+        for k, v in env.items():
+            text = text.replace("${%s}" % k, json.dumps(v)[1:-1])
+        resolved = json.loads(text)
+        for svc in resolved["services"].values():
+            svc.pop("env_file", None)
+        return resolved
+
+    def project_rows(self):
+        return [json.dumps({k: c.get(k) for k in PS_KEYS}) for c in self.containers]
+
+    # the runner --------------------------------------------------------------------------------
+    def __call__(self, args, data=None):
+        self.calls.append(list(args))
+        if args[:2] != ["docker", "compose"]:
+            return self.plain_docker(args)
+        sub = next((a for a in args[2:] if a in ("version", "config", "up", "down", "stop", "restart")), None)
+        if sub == "version":
+            return 0, json.dumps({"version": self.version}), ""
+        if sub == "config" and "--hash" in args:
+            doc = json.loads(data)
+            return 0, "".join("%s %s\n" % (n, svc_hash(s)) for n, s in sorted(doc["services"].items())), ""
+        if sub == "config":
+            doc, env = self.load_files(args)
+            if "x-invalid" in doc or any("x-invalid" in s for s in doc["services"].values()):
+                return 15, "", "validating compose.yaml: services.web additional property x-invalid is not allowed"
+            return 0, json.dumps(self.resolve(doc, env)), ""
+        if sub == "up":
+            if self.fail_up:
+                return 1, "", "Error response from daemon: driver failed programming external connectivity"
+            doc, env = self.load_files(args)
+            resolved = self.resolve(doc, env)
+            self.containers = [c for c in self.containers if c["service"] in resolved["services"]
+                               or "--remove-orphans" not in args]
+            for name, svc in resolved["services"].items():
+                h = svc_hash(svc)
+                image_id = self.images.get(svc.get("image"))
+                if image_id is None:
+                    image_id = self.images[svc["image"]] = "sha256:pulled-" + svc["image"]
+                existing = [c for c in self.containers if c["service"] == name]
+                if existing and existing[0]["config_hash"] == h and existing[0]["image_id"] == image_id:
+                    existing[0]["state"] = "running"
+                    continue
+                self.containers = [c for c in self.containers if c["service"] != name]
+                health = None
+                if svc.get("healthcheck"):
+                    health = "unhealthy" if name in self.unhealthy else "healthy"
+                status = "Up 1 second" + (" (%s)" % health if health else "")
+                self.containers.append({"id": name, "name": "p-%s-1" % name, "state": "running", "status": status,
+                                        "service": name, "config_hash": h, "image_id": image_id,
+                                        "image": svc.get("image"), "oneoff": "False", "number": "1"})
+            return 0, "", ""
+        if sub == "stop":
+            for c in self.containers:
+                c["state"], c["status"] = "exited", "Exited (0) 1 second ago"
+            return 0, "", ""
+        if sub == "down":
+            self.containers = []
+            return 0, "", ""
+        if sub == "restart":
+            return 0, "", ""
+        return 99, "", "fake: unsupported %s" % args
+
+    def plain_docker(self, args):
+        if args[1] == "ps":
+            return 0, "\n".join(self.project_rows()) + "\n", ""
+        if args[1:3] == ["image", "inspect"]:
+            found = [{"Id": self.images[r], "RepoTags": [r]} for r in args[3:] if r in self.images]
+            rc = 0 if len(found) == len(args[3:]) else 1
+            return rc, json.dumps(found), "" if rc == 0 else "Error: No such image"
+        if args[1:3] == ["container", "inspect"]:
+            out = []
+            for name in args[3:]:
+                out.append({"Name": "/" + name, "State": {"ExitCode": 0, "Health": {"Log": [
+                    {"ExitCode": 1, "Output": "curl: (22) The requested URL returned error: 500"}]}},
+                    "HostConfig": {"RestartPolicy": {"Name": "no"}}})
+            return 0, json.dumps(out), ""
+        if args[1:3] == ["network", "ls"]:
+            return 0, "p_default\n" if self.containers else "", ""
+        if args[1] == "pull":
+            return 0, "", ""
+        return 99, "", "fake: unsupported %s" % args
