@@ -27,6 +27,22 @@ PS_FORMAT = (
 )
 
 
+PROGRESS = re.compile(
+    r"^\s*(Network|Container|Volume|Image|Service)\s+\S+\s+(Creating|Created|Starting|Started|Stopping|Stopped|"
+    r"Recreate|Recreated|Running|Waiting|Healthy|Removing|Removed|Pulling|Pulled|Skipped|Building|Built|Exited|"
+    r"Killing|Killed)\b.*$")
+
+
+def error_text(text):
+    """Compose's stderr without its progress lines: what actually went wrong."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip() and not PROGRESS.match(ln)]
+    seen = []
+    for ln in lines:
+        if ln.strip() not in seen:
+            seen.append(ln.strip())
+    return "\n".join(seen)
+
+
 class ComposeError(Exception):
     """A docker/compose command failed; ``msg`` says which and why."""
 
@@ -106,10 +122,14 @@ class ComposeCLI:
         self.calls += 1
         rc, out, err = self.runner(args, data=data)
         if check and rc != 0:
-            detail = (err or out or "").strip()
+            detail = error_text(err) or (err or out or "").strip()
             raise ComposeError("%s failed (rc=%s): %s" % (what or " ".join(args[:4]), rc, detail),
                                rc=rc, stdout=out, stderr=err, cmd=args)
         return rc, out, err
+
+    def stdout(self, args, data=None, check=True, what=None):
+        """Run and return only stdout."""
+        return self.run(args, data=data, check=check, what=what)[1]
 
     def base(self, files=None, env_file=None):
         args = [self.docker, "compose", "--project-name", self.project_name,
@@ -147,8 +167,8 @@ class ComposeCLI:
                 "--project-directory", self.project_dir, "--file", "-"]
         for p in self.profiles:
             args += ["--profile", p]
-        _, out, _ = self.run(args + ["config", "--hash", "*"], data=json.dumps(resolved),
-                             what="docker compose config --hash")
+        out = self.stdout(args + ["config", "--hash", "*"], data=json.dumps(resolved),
+                          what="docker compose config --hash")
         hashes = {}
         for line in out.splitlines():
             parts = line.split()
@@ -158,9 +178,9 @@ class ComposeCLI:
 
     def containers(self):
         """Every container of the project (running or not), as dicts."""
-        _, out, _ = self.run([self.docker, "ps", "--all", "--no-trunc", "--filter",
-                              "label=com.docker.compose.project=%s" % self.project_name,
-                              "--format", PS_FORMAT], what="docker ps")
+        out = self.stdout([self.docker, "ps", "--all", "--no-trunc", "--filter",
+                          "label=com.docker.compose.project=%s" % self.project_name,
+                          "--format", PS_FORMAT], what="docker ps")
         result = []
         for raw in out.splitlines():
             if not raw.strip():
@@ -178,7 +198,7 @@ class ComposeCLI:
         if not refs:
             return {}
         # Exit 1 when some are missing; the found ones are still printed.
-        _, out, _ = self.run([self.docker, "image", "inspect"] + refs, check=False)
+        out = self.stdout([self.docker, "image", "inspect"] + refs, check=False)
         found = {}
         try:
             images = json.loads(out) if out.strip() else []
@@ -195,7 +215,7 @@ class ComposeCLI:
     def inspect_containers(self, ids):
         if not ids:
             return []
-        _, out, _ = self.run([self.docker, "container", "inspect"] + list(ids), what="docker container inspect")
+        out = self.stdout([self.docker, "container", "inspect"] + list(ids), what="docker container inspect")
         return json.loads(out)
 
     # -- actions ----------------------------------------------------------------------------
@@ -229,7 +249,7 @@ class ComposeCLI:
         return self.run(args, what="docker compose down")
 
     def project_networks(self):
-        _, out, _ = self.run([self.docker, "network", "ls", "--filter",
-                              "label=com.docker.compose.project=%s" % self.project_name,
-                              "--format", "{{.Name}}"], what="docker network ls")
+        out = self.stdout([self.docker, "network", "ls", "--filter",
+                          "label=com.docker.compose.project=%s" % self.project_name,
+                          "--format", "{{.Name}}"], what="docker network ls")
         return [n for n in out.split() if n]

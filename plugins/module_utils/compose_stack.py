@@ -302,8 +302,8 @@ class Stack:
         return out
 
     def run_config(self, files, env_files):
-        _, out, _ = self.cli.run(self.base_args(files, env_files) + ["config", "--format", "json"],
-                                 what="docker compose config")
+        out = self.cli.stdout(self.base_args(files, env_files) + ["config", "--format", "json"],
+                              what="docker compose config")
         try:
             return json.loads(out)
         except ValueError as exc:
@@ -402,7 +402,7 @@ class Stack:
 
     def add_file_diffs(self, managed, changes):
         for path in changes:
-            content, _ = managed[path]
+            content = managed[path][0]
             before = read_text(path)
             if path == self.env_path:
                 before_t, after_t = masked_env(before), masked_env(content, before)

@@ -27,14 +27,16 @@ description:
     healthy restores the last good definition, env file and image ids, brings them back up, and fails with
     RV(rolled_back=true) while the old version keeps serving.
 author:
-  - selfhosted.platform maintainers
+  - selfhosted.platform maintainers (@selfhosted-platform)
 requirements:
   - Docker Engine and the Compose v2 CLI plugin (2.20.0 or newer) on the managed host.
   - PyYAML on the managed host to write O(definition) as YAML (JSON, which Compose also reads, otherwise).
 attributes:
   check_mode:
+    description: Computes the plan from the same comparison; never runs up, never pulls, never builds.
     support: full
   diff_mode:
+    description: Shows the compose and env files before and after (secrets masked) and the per-service plan.
     support: full
 options:
   project_name:

@@ -236,7 +236,7 @@ class Container:
         """The 127.0.0.1 address CONTAINER_PORT is published on (run with publish=[port])."""
         out = docker("port", self.name, f"{port}/{proto}").stdout
         for line in out.splitlines():
-            host, _, hport = line.strip().rpartition(":")
+            host, _ignored, hport = line.strip().rpartition(":")
             if host == "127.0.0.1":
                 return host, int(hport)
         raise AssertionError(f"{self.name}: port {port} not published on 127.0.0.1: {out!r}")
@@ -372,7 +372,7 @@ def http(url: str, method: str = "GET", data: bytes | None = None, headers: Mapp
 
 
 def http_json(url: str, **kw: Any) -> tuple[int, Any]:
-    status, body, _ = http(url, **kw)
+    status, body, _ignored = http(url, **kw)
     return status, json.loads(body)
 
 
@@ -400,7 +400,7 @@ class WebSocket:
         if " 101 " not in f"{lines[0]} ":
             self.sock.close()
             raise ConnectionError(f"websocket upgrade refused: {lines[0]}")
-        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        fields = {k.strip().lower(): v.strip() for k, _ignored, v in (line.partition(":") for line in lines[1:])}
         expected = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         if fields.get("sec-websocket-accept") != expected:
             self.sock.close()

@@ -378,11 +378,11 @@ def wait_http(url: str, timeout: float = 30, status: int = 200) -> tuple[int, by
 def test_nginx_default_site(dk):
     image = dh.require_image("nginx")
     web = dk.run(image, publish=[80])
-    _, body, headers = wait_http(web.url(80))
+    _ignored, body, headers = wait_http(web.url(80))
     assert b"Welcome to nginx!" in body
     assert headers["content-type"].startswith("text/html")
     assert headers["server"].startswith("nginx")
-    status, _, _ = dh.http(web.url(80, "/nope"))
+    status, _ignored, _ignored = dh.http(web.url(80, "/nope"))
     assert status == 404
 
     res = web.exec("nginx", "-t")
@@ -437,14 +437,14 @@ def test_nginx_conf_d_proxy_websocket_gzip(dk):
     app = dk.run(app_image, network=net, alias="app", env={"APP_NAME": "backend", "APP_VERSION": "3"})
     app.wait_exec("curl", "-fs", "http://localhost:8080/health", timeout=30)
     web = dk.run(image, network=net, publish=[80], files={"/etc/nginx/conf.d/default.conf": NGINX_SITE})
-    _, body, _ = wait_http(web.url(80, "/hello"))
+    _ignored, body, _ignored = wait_http(web.url(80, "/hello"))
     assert body == b"hello from conf.d\n"
 
     # a mounted default.conf is left as it is by the IPv6 step
     assert "[::]" not in web.exec_ok("cat", "/etc/nginx/conf.d/default.conf")
 
     # reverse proxy, websocket upgrade through the proxy, gzip
-    status, body, _ = dh.http(web.url(80, "/"))
+    status, body, _ignored = dh.http(web.url(80, "/"))
     assert (status, body) == (200, b"backend 3\n")
     host, port = web.host_port(80)
     assert dh.ws_echo(host, port, "/ws", ["hello", "again"]) == ["backend: hello", "backend: again"]
@@ -466,7 +466,7 @@ def test_nginx_templates(dk):
     web = dk.run(image, env={"NGINX_PORT": "8081", "GREETING": "hi-there"}, publish=[8081],
                  files={"/etc/nginx/templates/site.conf.template": NGINX_TEMPLATE,
                         "/etc/nginx/templates/sub/extra.conf.template": "# ${GREETING}\n"})
-    _, body, _ = wait_http(web.url(8081))
+    _ignored, body, _ignored = wait_http(web.url(8081))
     assert body == b"hi-there from 127.0.0.1\n"
     rendered = web.exec_ok("cat", "/etc/nginx/conf.d/site.conf")
     assert "listen 8081;" in rendered and "$host" in rendered
@@ -485,14 +485,14 @@ def test_httpapp_endpoints(dk):
     app = dk.run(image, publish=[5001], env={
         "APP_NAME": "backend", "APP_VERSION": "7", "PORT": "5001", "UPLOAD_DIR": "/tmp/uploads",
         "PUBLIC_API_URL": "https://api.example.test", "SECRET_KEY": "do-not-show"})
-    status, body, _ = wait_http(app.url(5001, "/health"))
+    status, body, _ignored = wait_http(app.url(5001, "/health"))
     assert json.loads(body) == {"status": "ok", "name": "backend", "version": "7"}
     assert dh.http(app.url(5001, "/"))[:2] == (200, b"backend 7\n")
 
     # only PUBLIC_* variables can be read back
     assert dh.http(app.url(5001, "/env/PUBLIC_API_URL"))[:2] == (200, b"https://api.example.test")
     for name in ("SECRET_KEY", "PATH", "PUBLIC_MISSING"):
-        status, body, _ = dh.http(app.url(5001, f"/env/{name}"))
+        status, body, _ignored = dh.http(app.url(5001, f"/env/{name}"))
         assert status == 404 and b"do-not-show" not in body
 
     # websocket echo on /ws and /socket.io/
@@ -501,7 +501,7 @@ def test_httpapp_endpoints(dk):
     assert dh.ws_echo(host, port, "/socket.io/?EIO=4&transport=websocket", ["hi"]) == ["backend: hi"]
 
     # uploads land in UPLOAD_DIR
-    status, body, _ = dh.http(app.url(5001, "/upload?name=photo.jpg"), method="POST", data=b"\x00\x01jpeg")
+    status, body, _ignored = dh.http(app.url(5001, "/upload?name=photo.jpg"), method="POST", data=b"\x00\x01jpeg")
     assert status == 201 and json.loads(body) == {"name": "photo.jpg", "bytes": 6}
     assert app.exec_ok("od", "-An", "-c", "/tmp/uploads/photo.jpg").split() == ["\\0", "001", "j", "p", "e", "g"]
     assert dh.http(app.url(5001, "/upload?name=../etc/passwd"), method="POST", data=b"x")[0] == 400
@@ -516,7 +516,7 @@ def test_httpapp_health_modes(dk):
     image = dh.require_image("httpapp")
     sick = dk.run(image, publish=[8080], env={"HEALTH": "unhealthy"})
     wait_http(sick.url(8080, "/"))
-    status, body, _ = dh.http(sick.url(8080, "/health"))
+    status, body, _ignored = dh.http(sick.url(8080, "/health"))
     assert status == 500 and json.loads(body)["status"] == "unhealthy"
     assert sick.exec("curl", "-f", "http://localhost:8080/health").returncode == 22
 
@@ -528,7 +528,7 @@ def test_httpapp_health_modes(dk):
     slow = dk.run(image, publish=[8080], env={"HEALTHY_AFTER": "4"})
     wait_http(slow.url(8080, "/"))
     started = time.monotonic()
-    status, body, _ = dh.http(slow.url(8080, "/health"))
+    status, body, _ignored = dh.http(slow.url(8080, "/health"))
     assert status == 500 and json.loads(body)["status"] == "starting"
     wait_http(slow.url(8080, "/health"), timeout=20)
     assert time.monotonic() - started >= 2
@@ -574,7 +574,7 @@ def test_httpapp_check_backends(dk):
         "REDIS_URL": "redis://:redis-WRONG@redis:6379/0",
         "MONGO_URL": "mongodb://app:mongo-WRONG@no-such-host:27017/app"})
     wait_http(bad.url(8080, "/health"))
-    status, raw, _ = dh.http(bad.url(8080, "/check"), timeout=60)
+    status, raw, _ignored = dh.http(bad.url(8080, "/check"), timeout=60)
     body = json.loads(raw)
     assert status == 503, body
     assert body["status"] == "error"

@@ -137,3 +137,14 @@ def test_hopeless_only_for_exited_without_restart_policy():
 def test_plan_text_lists_every_service():
     text = cp.plan_text(cp.plan({"web": want("new"), "db": want()}, [box("web", "old"), box("db")]))
     assert "web" in text and "recreate" in text and "configuration changed" in text and "db" in text
+
+
+def test_error_text_drops_compose_progress_lines():
+    from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import error_text
+
+    err = ("Network p_default  Creating\n Network p_default  Created\n Container p-web-1  Creating\n"
+           " Container p-web-1  can't set healthcheck.start_interval as feature require Docker Engine v25 or later\n"
+           "can't set healthcheck.start_interval as feature require Docker Engine v25 or later\n")
+    assert error_text(err) == ("Container p-web-1  can't set healthcheck.start_interval as feature require Docker "
+                               "Engine v25 or later\ncan't set healthcheck.start_interval as feature require Docker "
+                               "Engine v25 or later")

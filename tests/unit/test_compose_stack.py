@@ -184,8 +184,8 @@ def test_restart_on_file_recreates_only_its_service(tmp_path, docker):
     assert not deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])["changed"]
     conf.write_text("b\n")
     res = deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
-    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "none", "proxy": "recreate",
-                                                                    "web": "none"}
+    expected = {"cache": "none", "proxy": "recreate", "web": "none"}
+    assert {a["service"]: a["action"] for a in res["actions"]} == expected
 
 
 def test_restart_on_unmounted_file_is_an_error(tmp_path, docker):

@@ -1,0 +1,331 @@
+"""compose_stack against the real Docker Engine and Compose v2, run as a real Ansible task.
+
+Every project is named shp-it-cs-<random> and removed afterwards (docker compose down -v).
+Services are reached through ports published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, explain, run_tool
+from tests.integration import docker_helpers as dh
+
+pytestmark = pytest.mark.integration
+
+APP = "shp-test/httpapp:latest"
+BASE = "shp-test/base:bookworm"
+SECRET = "Sup3r-$ecret'pw \"x\""
+
+
+class Project:
+    def __init__(self, tmp_path: Path):
+        self.name = dh.unique_name("cs")
+        self.dir = tmp_path / "proj"
+        self.tmp = tmp_path
+        self.images: list[str] = []
+
+    def task(self, check: bool = False, diff: bool = False, verbosity: int = 0, json_out: bool = True,
+             **args) -> tuple[dict, subprocess.CompletedProcess]:
+        args.setdefault("project_name", self.name)
+        args.setdefault("project_dir", str(self.dir))
+        play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                 "tasks": [{"name": "compose_stack", "selfhosted.platform.compose_stack": args, "register": "r",
+                            "ignore_errors": True}]}]
+        pb = self.tmp / f"play-{secrets.token_hex(3)}.yml"
+        pb.write_text(json.dumps(play))
+        cmd = ["ansible-playbook", "-i", "localhost,", str(pb)]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        if verbosity:
+            cmd.append("-" + "v" * verbosity)
+        env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_out else {}
+        res = run_tool(cmd, timeout=600, ANSIBLE_LOCALHOST_WARNING="false", **env)
+        if not json_out:
+            return {}, res
+        assert res.stdout.strip().startswith("{"), explain(res)
+        out = json.loads(res.stdout)
+        return out["plays"][0]["tasks"][0]["hosts"]["localhost"], res
+
+    def containers(self) -> dict[str, str]:
+        """service -> container id."""
+        out = dh.docker("ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}", "--format",
+                        '{{.Label "com.docker.compose.service"}} {{.ID}}').stdout
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def port(self, service: str, private: int = 8080) -> int:
+        cid = self.containers()[service]
+        out = dh.docker("port", cid, f"{private}/tcp").stdout
+        return int(out.splitlines()[0].rsplit(":", 1)[1])
+
+    def get(self, service: str, path: str = "/", timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port(service)}{path}", timeout=5) as r:
+                    return r.read().decode().strip()
+            except Exception as exc:
+                last = exc
+                time.sleep(0.5)
+        raise AssertionError(f"{service}{path} did not answer: {last}")
+
+    def build(self, tag: str, dockerfile: str) -> str:
+        dh.docker("build", "-q", "-t", tag, "-", input=dockerfile, timeout=300)
+        self.images.append(tag)
+        return tag
+
+    def cleanup(self) -> None:
+        subprocess.run(["docker", "compose", "-p", self.name, "down", "-v", "-t", "0", "--remove-orphans"],
+                       capture_output=True, check=False)
+        for tag in self.images:
+            subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True, check=False)
+
+
+@pytest.fixture
+def proj(tmp_path):
+    dh.require_image("httpapp")
+    p = Project(tmp_path)
+    yield p
+    p.cleanup()
+
+
+def app_definition(version: str = "1", image: str = APP, health: str | None = "healthy", with_worker: bool = True,
+                   extra: dict | None = None) -> dict:
+    services = {
+        "web": {
+            "image": image,
+            "environment": {"APP_NAME": "web", "APP_VERSION": version, "DB_PASSWORD": "${DB_PASSWORD}",
+                            **({"HEALTH": health} if health else {})},
+            "ports": ["127.0.0.1::8080"],
+            "healthcheck": {"test": ["CMD", "curl", "-fsS", "http://localhost:8080/health"], "interval": "1s",
+                            "timeout": "3s", "retries": 3, "start_period": "20s"},
+        },
+        "cache": {"image": BASE, "command": ["sleep", "infinity"], "init": True},
+    }
+    if with_worker:
+        services["worker"] = {"image": BASE, "command": ["sleep", "infinity"], "init": True,
+                              "environment": {"API_TOKEN": "${API_TOKEN}"}}
+    for name, svc in (extra or {}).items():
+        services[name] = svc
+    return {"services": services}
+
+
+ENV = {"DB_PASSWORD": SECRET, "API_TOKEN": "tok-1"}
+
+
+def actions(result: dict) -> dict[str, str]:
+    return {a["service"]: a["action"] for a in result["actions"]}
+
+
+def test_create_then_fast_noop(proj):
+    r, _res = proj.task(definition=app_definition(), env=ENV)
+    assert not r.get("failed"), r
+    assert r["changed"] and r["path"] == "up"
+    assert actions(r) == {"cache": "create", "web": "create", "worker": "create"}
+    assert r["services"]["web"]["health"] == "healthy"
+    assert proj.get("web") == "web 1"
+    env_file = proj.dir / ".env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    # The secret reached the container literally ($, quotes and all).
+    cid = proj.containers()["web"]
+    assert dh.docker("exec", cid, "printenv", "DB_PASSWORD").stdout.rstrip("\n") == SECRET
+
+    before = proj.containers()
+    r2, _ = proj.task(definition=app_definition(), env=ENV)
+    assert not r2["changed"] and r2["path"] == "fast-noop", r2
+    assert r2["cli_calls"] <= 5
+    assert proj.containers() == before
+
+
+def test_env_change_recreates_only_services_using_it(proj):
+    proj.task(definition=app_definition(), env=ENV)
+    before = proj.containers()
+    r, _ = proj.task(definition=app_definition(), env={**ENV, "API_TOKEN": "tok-2"})
+    assert actions(r) == {"cache": "none", "web": "none", "worker": "recreate"}
+    after = proj.containers()
+    assert after["web"] == before["web"] and after["cache"] == before["cache"]
+    assert after["worker"] != before["worker"]
+
+
+def test_env_file_content_change_recreates_only_its_users(proj):
+    d = app_definition(with_worker=False)
+    d["services"]["cache"]["env_file"] = ["cache.env"]
+    proj.dir.mkdir(parents=True)
+    (proj.dir / "cache.env").write_text("MODE=a\n")
+    proj.task(definition=d, env=ENV)
+    before = proj.containers()
+    assert not proj.task(definition=d, env=ENV)[0]["changed"]
+    (proj.dir / "cache.env").write_text("MODE=b\n")
+    r, _ = proj.task(definition=d, env=ENV)
+    assert actions(r) == {"cache": "recreate", "web": "none"}
+    assert proj.containers()["web"] == before["web"]
+
+
+def test_restart_on_file_recreates_only_its_service(proj):
+    proj.dir.mkdir(parents=True)
+    (proj.dir / "conf").mkdir()
+    (proj.dir / "conf" / "nginx.conf").write_text("worker_processes 1;\n")
+    extra = {"proxy": {"image": BASE, "command": ["sleep", "infinity"], "init": True,
+                       "volumes": ["./conf/nginx.conf:/etc/nginx/nginx.conf:ro"]}}
+    d = app_definition(extra=extra)
+    proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"])
+    before = proj.containers()
+    assert not proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"])[0]["changed"]
+    (proj.dir / "conf" / "nginx.conf").write_text("worker_processes 2;\n")
+    r, _ = proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"], check=True)
+    assert r["changed"] and actions(r)["proxy"] == "recreate"
+    assert proj.containers() == before  # check mode did not act
+    r, _ = proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"])
+    assert actions(r) == {"cache": "none", "proxy": "recreate", "web": "none", "worker": "none"}
+    after = proj.containers()
+    assert after["proxy"] != before["proxy"]
+    assert {k: v for k, v in after.items() if k != "proxy"} == {k: v for k, v in before.items() if k != "proxy"}
+
+
+def test_retagged_image_recreates(proj):
+    tag = f"{proj.name}-app:stable"
+    proj.build(tag, f"FROM {APP}\nLABEL build=one\n")
+    proj.task(definition=app_definition(image=tag), env=ENV)
+    before = proj.containers()
+    proj.build(tag, f"FROM {APP}\nLABEL build=two\nENV APP_FLAVOUR=two\n")
+    r, _ = proj.task(definition=app_definition(image=tag), env=ENV, check=True)
+    assert actions(r)["web"] == "recreate" and "now points to" in r["actions"][1]["reasons"][0]
+    r, _ = proj.task(definition=app_definition(image=tag), env=ENV)
+    assert actions(r) == {"cache": "none", "web": "recreate", "worker": "none"}
+    web = r["services"]["web"]
+    assert web["image_id_before"] != web["image_id_after"]
+    assert proj.containers()["web"] != before["web"]
+
+
+def test_orphans_removed(proj):
+    proj.task(definition=app_definition(), env=ENV)
+    r, _ = proj.task(definition=app_definition(with_worker=False), env=ENV)
+    assert actions(r)["worker"] == "none" and "orphan" in r["actions"][-1]["reasons"][0]
+    assert "worker" in proj.containers()
+    r, _ = proj.task(definition=app_definition(with_worker=False), env=ENV, remove_orphans=True)
+    assert actions(r)["worker"] == "remove"
+    assert "worker" not in proj.containers()
+
+
+def test_stopped_and_absent(proj):
+    proj.task(definition=app_definition(), env=ENV)
+    r, _ = proj.task(state="stopped", check=True)
+    assert r["changed"]
+    assert dh.docker("inspect", "-f", "{{.State.Running}}", proj.containers()["web"]).stdout.strip() == "true"
+    r, _ = proj.task(state="stopped")
+    assert r["changed"] and r["path"] == "stop"
+    assert not proj.task(state="stopped")[0]["changed"]
+    # present starts them again
+    r, _ = proj.task(definition=app_definition(), env=ENV)
+    assert set(actions(r).values()) == {"start"}
+    r, _ = proj.task(state="absent", remove_volumes=True)
+    assert r["changed"] and proj.containers() == {}
+    assert not proj.task(state="absent")[0]["changed"]
+
+
+def test_check_mode_predicts_and_changes_nothing(proj):
+    r, _ = proj.task(definition=app_definition(), env=ENV, check=True)
+    assert r["changed"] and r["path"] == "check"
+    assert actions(r) == {"cache": "create", "web": "create", "worker": "create"}
+    assert not proj.dir.exists() and proj.containers() == {}
+    proj.task(definition=app_definition(), env=ENV)
+    files = {p.name: p.read_bytes() for p in proj.dir.iterdir() if p.is_file()}
+    before = proj.containers()
+    r, _ = proj.task(definition=app_definition("2"), env=ENV, check=True)
+    assert r["changed"] and actions(r) == {"cache": "none", "web": "recreate", "worker": "none"}
+    assert proj.containers() == before
+    assert {p.name: p.read_bytes() for p in proj.dir.iterdir() if p.is_file()} == files
+    r, _ = proj.task(definition=app_definition(), env=ENV, check=True)
+    assert not r["changed"]
+
+
+def test_diff_shows_files_and_plan_with_secrets_masked(proj):
+    proj.task(definition=app_definition(), env=ENV)
+    _, res = proj.task(definition=app_definition("2"), env={**ENV, "DB_PASSWORD": "n3w-S3cret"}, check=True,
+                       diff=True, json_out=False)
+    out = res.stdout
+    assert "-      APP_VERSION: '1'" in out and "+      APP_VERSION: '2'" in out, explain(res)
+    assert "+DB_PASSWORD=********  # value changed" in out
+    assert "web                      recreate" in out
+    assert SECRET not in out and "n3w-S3cret" not in out
+
+
+def test_invalid_definition_fails_and_old_stack_keeps_serving(proj):
+    proj.task(definition=app_definition(), env=ENV)
+    compose_before = (proj.dir / "compose.yaml").read_text()
+    before = proj.containers()
+    bad = app_definition("2")
+    bad["services"]["web"]["healthcheck"]["interval"] = "every now and then"
+    r, _ = proj.task(definition=bad, env=ENV)
+    assert r["failed"] and "definition is invalid" in r["msg"] and "interval" in r["msg"], r
+    assert (proj.dir / "compose.yaml").read_text() == compose_before
+    assert proj.containers() == before
+    assert proj.get("web") == "web 1"
+
+
+def test_broken_new_image_rolls_back_and_old_version_keeps_serving(proj):
+    tag = f"{proj.name}-app:release"
+    proj.build(tag, f"FROM {APP}\nLABEL release=good\n")
+    r, _ = proj.task(definition=app_definition(image=tag, health=None), env=ENV, rollback=True, wait_timeout=60)
+    assert not r.get("failed"), r
+    good_id = r["services"]["web"]["image_id"]
+    worker = proj.containers()["worker"]
+    # The same tag now points to a release that never becomes healthy.
+    proj.build(tag, f"FROM {APP}\nLABEL release=broken\nENV HEALTH=unhealthy\n")
+    r, _ = proj.task(definition=app_definition(image=tag, health=None), env=ENV, rollback=True, wait_timeout=25)
+    assert r["failed"] and r["rolled_back"] is True, r
+    assert "not healthy" in r["msg"]
+    assert "500" in r["failed_services"]["web"][0]["health_log"]
+    assert "image ids of web" in r["rollback_msg"]
+    # Old version serving, healthy, on the old image; the untouched worker was not recreated.
+    assert proj.get("web") == "web 1"
+    cid = proj.containers()["web"]
+    state = json.loads(dh.docker("inspect", cid).stdout)[0]
+    assert state["Image"] == good_id
+    dh.wait_until(lambda: dh.docker("inspect", "-f", "{{.State.Health.Status}}", cid).stdout.strip() == "healthy",
+                  timeout=30)
+    assert proj.containers()["worker"] == worker
+
+
+def test_secrets_never_in_verbose_output(proj):
+    _, res = proj.task(definition=app_definition(), env=ENV, verbosity=3, json_out=False, diff=True)
+    assert res.returncode == 0, explain(res)
+    _, res2 = proj.task(definition=app_definition("2"), env={**ENV, "API_TOKEN": "tok-secret-2"}, verbosity=3,
+                        json_out=False, diff=True)
+    for out in (res.stdout + res.stderr, res2.stdout + res2.stderr):
+        assert SECRET not in out
+        assert "tok-1" not in out and "tok-secret-2" not in out
+    # Nor on any process's command line: the env only ever lives in the 0600 file.
+    assert SECRET not in (proj.dir / "compose.yaml").read_text()
+
+
+def test_files_mode_with_existing_compose_file(proj):
+    proj.dir.mkdir(parents=True)
+    (proj.dir / "compose.yaml").write_text(textwrap.dedent(f"""\
+        services:
+          one:
+            image: {BASE}
+            command: [sleep, infinity]
+            init: true
+        """))
+    r, _ = proj.task()
+    assert r["changed"] and actions(r) == {"one": "create"}
+    assert not proj.task()[0]["changed"]
+    (proj.dir / "compose.yaml").write_text((proj.dir / "compose.yaml").read_text() + "    stop_grace_period: 3s\n")
+    assert actions(proj.task()[0]) == {"one": "recreate"}
+
+
+def test_module_docs_render():
+    res = run_tool(["ansible-doc", "selfhosted.platform.compose_stack"], cwd=ROOT)
+    assert res.returncode == 0 and "health" in res.stdout, explain(res)
