@@ -178,9 +178,9 @@ class ComposeCLI:
 
     def containers(self):
         """Every container of the project (running or not), as dicts."""
-        out = self.stdout([self.docker, "ps", "--all", "--no-trunc", "--filter",
-                          "label=com.docker.compose.project=%s" % self.project_name,
-                          "--format", PS_FORMAT], what="docker ps")
+        args = [self.docker, "ps", "--all", "--no-trunc", "--filter",
+                "label=com.docker.compose.project=%s" % self.project_name, "--format", PS_FORMAT]
+        out = self.stdout(args, what="docker ps")
         result = []
         for raw in out.splitlines():
             if not raw.strip():
@@ -249,7 +249,7 @@ class ComposeCLI:
         return self.run(args, what="docker compose down")
 
     def project_networks(self):
-        out = self.stdout([self.docker, "network", "ls", "--filter",
-                          "label=com.docker.compose.project=%s" % self.project_name,
-                          "--format", "{{.Name}}"], what="docker network ls")
+        args = [self.docker, "network", "ls", "--filter",
+                "label=com.docker.compose.project=%s" % self.project_name, "--format", "{{.Name}}"]
+        out = self.stdout(args, what="docker network ls")
         return [n for n in out.split() if n]
