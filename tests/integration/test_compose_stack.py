@@ -57,6 +57,14 @@ class Project:
         out = json.loads(res.stdout)
         return out["plays"][0]["tasks"][0]["hosts"]["localhost"], res
 
+    def result(self, **kw) -> dict:
+        """Run the module; return its result."""
+        return self.task(**kw)[0]
+
+    def process(self, **kw) -> subprocess.CompletedProcess:
+        """Run the module; return the ansible-playbook process (for text output)."""
+        return self.task(**kw)[1]
+
     def containers(self) -> dict[str, str]:
         """service -> container id."""
         out = dh.docker("ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}", "--format",
@@ -142,7 +150,7 @@ def test_create_then_fast_noop(proj):
     assert dh.docker("exec", cid, "printenv", "DB_PASSWORD").stdout.rstrip("\n") == SECRET
 
     before = proj.containers()
-    r2, _ = proj.task(definition=app_definition(), env=ENV)
+    r2 = proj.result(definition=app_definition(), env=ENV)
     assert not r2["changed"] and r2["path"] == "fast-noop", r2
     assert r2["cli_calls"] <= 5
     assert proj.containers() == before
@@ -151,7 +159,7 @@ def test_create_then_fast_noop(proj):
 def test_env_change_recreates_only_services_using_it(proj):
     proj.task(definition=app_definition(), env=ENV)
     before = proj.containers()
-    r, _ = proj.task(definition=app_definition(), env={**ENV, "API_TOKEN": "tok-2"})
+    r = proj.result(definition=app_definition(), env={**ENV, "API_TOKEN": "tok-2"})
     assert actions(r) == {"cache": "none", "web": "none", "worker": "recreate"}
     after = proj.containers()
     assert after["web"] == before["web"] and after["cache"] == before["cache"]
@@ -167,7 +175,7 @@ def test_env_file_content_change_recreates_only_its_users(proj):
     before = proj.containers()
     assert not proj.task(definition=d, env=ENV)[0]["changed"]
     (proj.dir / "cache.env").write_text("MODE=b\n")
-    r, _ = proj.task(definition=d, env=ENV)
+    r = proj.result(definition=d, env=ENV)
     assert actions(r) == {"cache": "recreate", "web": "none"}
     assert proj.containers()["web"] == before["web"]
 
@@ -183,10 +191,10 @@ def test_restart_on_file_recreates_only_its_service(proj):
     before = proj.containers()
     assert not proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"])[0]["changed"]
     (proj.dir / "conf" / "nginx.conf").write_text("worker_processes 2;\n")
-    r, _ = proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"], check=True)
+    r = proj.result(definition=d, env=ENV, restart_on=["conf/nginx.conf"], check=True)
     assert r["changed"] and actions(r)["proxy"] == "recreate"
     assert proj.containers() == before  # check mode did not act
-    r, _ = proj.task(definition=d, env=ENV, restart_on=["conf/nginx.conf"])
+    r = proj.result(definition=d, env=ENV, restart_on=["conf/nginx.conf"])
     assert actions(r) == {"cache": "none", "proxy": "recreate", "web": "none", "worker": "none"}
     after = proj.containers()
     assert after["proxy"] != before["proxy"]
@@ -199,9 +207,9 @@ def test_retagged_image_recreates(proj):
     proj.task(definition=app_definition(image=tag), env=ENV)
     before = proj.containers()
     proj.build(tag, f"FROM {APP}\nLABEL build=two\nENV APP_FLAVOUR=two\n")
-    r, _ = proj.task(definition=app_definition(image=tag), env=ENV, check=True)
+    r = proj.result(definition=app_definition(image=tag), env=ENV, check=True)
     assert actions(r)["web"] == "recreate" and "now points to" in r["actions"][1]["reasons"][0]
-    r, _ = proj.task(definition=app_definition(image=tag), env=ENV)
+    r = proj.result(definition=app_definition(image=tag), env=ENV)
     assert actions(r) == {"cache": "none", "web": "recreate", "worker": "none"}
     web = r["services"]["web"]
     assert web["image_id_before"] != web["image_id_after"]
@@ -210,49 +218,49 @@ def test_retagged_image_recreates(proj):
 
 def test_orphans_removed(proj):
     proj.task(definition=app_definition(), env=ENV)
-    r, _ = proj.task(definition=app_definition(with_worker=False), env=ENV)
+    r = proj.result(definition=app_definition(with_worker=False), env=ENV)
     assert actions(r)["worker"] == "none" and "orphan" in r["actions"][-1]["reasons"][0]
     assert "worker" in proj.containers()
-    r, _ = proj.task(definition=app_definition(with_worker=False), env=ENV, remove_orphans=True)
+    r = proj.result(definition=app_definition(with_worker=False), env=ENV, remove_orphans=True)
     assert actions(r)["worker"] == "remove"
     assert "worker" not in proj.containers()
 
 
 def test_stopped_and_absent(proj):
     proj.task(definition=app_definition(), env=ENV)
-    r, _ = proj.task(state="stopped", check=True)
+    r = proj.result(state="stopped", check=True)
     assert r["changed"]
     assert dh.docker("inspect", "-f", "{{.State.Running}}", proj.containers()["web"]).stdout.strip() == "true"
-    r, _ = proj.task(state="stopped")
+    r = proj.result(state="stopped")
     assert r["changed"] and r["path"] == "stop"
     assert not proj.task(state="stopped")[0]["changed"]
     # present starts them again
-    r, _ = proj.task(definition=app_definition(), env=ENV)
+    r = proj.result(definition=app_definition(), env=ENV)
     assert set(actions(r).values()) == {"start"}
-    r, _ = proj.task(state="absent", remove_volumes=True)
+    r = proj.result(state="absent", remove_volumes=True)
     assert r["changed"] and proj.containers() == {}
     assert not proj.task(state="absent")[0]["changed"]
 
 
 def test_check_mode_predicts_and_changes_nothing(proj):
-    r, _ = proj.task(definition=app_definition(), env=ENV, check=True)
+    r = proj.result(definition=app_definition(), env=ENV, check=True)
     assert r["changed"] and r["path"] == "check"
     assert actions(r) == {"cache": "create", "web": "create", "worker": "create"}
     assert not proj.dir.exists() and proj.containers() == {}
     proj.task(definition=app_definition(), env=ENV)
     files = {p.name: p.read_bytes() for p in proj.dir.iterdir() if p.is_file()}
     before = proj.containers()
-    r, _ = proj.task(definition=app_definition("2"), env=ENV, check=True)
+    r = proj.result(definition=app_definition("2"), env=ENV, check=True)
     assert r["changed"] and actions(r) == {"cache": "none", "web": "recreate", "worker": "none"}
     assert proj.containers() == before
     assert {p.name: p.read_bytes() for p in proj.dir.iterdir() if p.is_file()} == files
-    r, _ = proj.task(definition=app_definition(), env=ENV, check=True)
+    r = proj.result(definition=app_definition(), env=ENV, check=True)
     assert not r["changed"]
 
 
 def test_diff_shows_files_and_plan_with_secrets_masked(proj):
     proj.task(definition=app_definition(), env=ENV)
-    _, res = proj.task(definition=app_definition("2"), env={**ENV, "DB_PASSWORD": "n3w-S3cret"}, check=True,
+    res = proj.process(definition=app_definition("2"), env={**ENV, "DB_PASSWORD": "n3w-S3cret"}, check=True,
                        diff=True, json_out=False)
     out = res.stdout
     assert "-      APP_VERSION: '1'" in out and "+      APP_VERSION: '2'" in out, explain(res)
@@ -267,7 +275,7 @@ def test_invalid_definition_fails_and_old_stack_keeps_serving(proj):
     before = proj.containers()
     bad = app_definition("2")
     bad["services"]["web"]["healthcheck"]["interval"] = "every now and then"
-    r, _ = proj.task(definition=bad, env=ENV)
+    r = proj.result(definition=bad, env=ENV)
     assert r["failed"] and "definition is invalid" in r["msg"] and "interval" in r["msg"], r
     assert (proj.dir / "compose.yaml").read_text() == compose_before
     assert proj.containers() == before
@@ -277,13 +285,13 @@ def test_invalid_definition_fails_and_old_stack_keeps_serving(proj):
 def test_broken_new_image_rolls_back_and_old_version_keeps_serving(proj):
     tag = f"{proj.name}-app:release"
     proj.build(tag, f"FROM {APP}\nLABEL release=good\n")
-    r, _ = proj.task(definition=app_definition(image=tag, health=None), env=ENV, rollback=True, wait_timeout=60)
+    r = proj.result(definition=app_definition(image=tag, health=None), env=ENV, rollback=True, wait_timeout=60)
     assert not r.get("failed"), r
     good_id = r["services"]["web"]["image_id"]
     worker = proj.containers()["worker"]
     # The same tag now points to a release that never becomes healthy.
     proj.build(tag, f"FROM {APP}\nLABEL release=broken\nENV HEALTH=unhealthy\n")
-    r, _ = proj.task(definition=app_definition(image=tag, health=None), env=ENV, rollback=True, wait_timeout=25)
+    r = proj.result(definition=app_definition(image=tag, health=None), env=ENV, rollback=True, wait_timeout=25)
     assert r["failed"] and r["rolled_back"] is True, r
     assert "not healthy" in r["msg"]
     assert "500" in r["failed_services"]["web"][0]["health_log"]
@@ -299,9 +307,9 @@ def test_broken_new_image_rolls_back_and_old_version_keeps_serving(proj):
 
 
 def test_secrets_never_in_verbose_output(proj):
-    _, res = proj.task(definition=app_definition(), env=ENV, verbosity=3, json_out=False, diff=True)
+    res = proj.process(definition=app_definition(), env=ENV, verbosity=3, json_out=False, diff=True)
     assert res.returncode == 0, explain(res)
-    _, res2 = proj.task(definition=app_definition("2"), env={**ENV, "API_TOKEN": "tok-secret-2"}, verbosity=3,
+    res2 = proj.process(definition=app_definition("2"), env={**ENV, "API_TOKEN": "tok-secret-2"}, verbosity=3,
                         json_out=False, diff=True)
     for out in (res.stdout + res.stderr, res2.stdout + res2.stderr):
         assert SECRET not in out
@@ -319,7 +327,7 @@ def test_files_mode_with_existing_compose_file(proj):
             command: [sleep, infinity]
             init: true
         """))
-    r, _ = proj.task()
+    r = proj.result()
     assert r["changed"] and actions(r) == {"one": "create"}
     assert not proj.task()[0]["changed"]
     (proj.dir / "compose.yaml").write_text((proj.dir / "compose.yaml").read_text() + "    stop_grace_period: 3s\n")

@@ -47,8 +47,8 @@ def test_collection_builds_installs_and_documents(tmp_path: Path):
     assert not [n for n in names if n.startswith((".venv", ".sandbox", ".build", ".ci/"))]
 
     install_root = tmp_path / "collections"
-    res = run_tool(["ansible-galaxy", "collection", "install", "--force", "--offline", "--no-deps", "-p", str(install_root),
-                    str(tarball)])
+    res = run_tool(["ansible-galaxy", "collection", "install", "--force", "--offline", "--no-deps",
+                    "-p", str(install_root), str(tarball)])
     assert res.returncode == 0, explain(res)
     assert (install_root / "ansible_collections/selfhosted/platform/roles/docker_engine").is_dir()
 
