@@ -12,7 +12,7 @@ export PY_COLORS := 0
 SANDBOX_NAME ?= shp-sandbox
 SANDBOX_STATE ?= $(ROOT)/.sandbox
 export SHP_SANDBOX_STATE := $(SANDBOX_STATE)
-STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest \
+STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
             shp-test/nginx:latest shp-test/httpapp:latest
 PLAYBOOK_ARGS ?=
 

@@ -32,7 +32,7 @@ LABEL = "org.selfhosted.build-hash"
 SUITE = "bookworm"
 MIRROR = os.environ.get("SHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # Order matters: an image must come after the image it is built FROM.
-ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp"]
+ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower"]
 
 
 def log(msg: str) -> None:

@@ -2,7 +2,12 @@
 
 Creates a sandbox under a test-only name and state directory, converges playbooks/site.yml on it
 twice (the second run must report changed=0), then runs `--check --diff` and proves it reported
-no change and altered nothing on the server, and finally destroys it. Wall times are printed for
+no change and altered nothing on the server. Then the platform itself is probed on the server (the
+"amn" topology of seeds 000/001 on the stand-in images): the backend reaches its databases with the
+generated credentials, no data port is published, an app on the shared Postgres is refused another
+app's database, Watchtower's scope is exactly the opted-in containers, a dockerd restart brings
+everything back healthy and a bad release rolls back while the app keeps answering. Finally the
+sandbox is destroyed. Wall times are printed for
 the closing notes (pytest -s shows them; they are also written to tests/output/sandbox-times.txt).
 """
 
@@ -30,8 +35,8 @@ stat -c '%n %a %U %Y' /etc/docker/daemon.json /mnt/data /usr/local/lib/docker/cl
 dpkg-query -W -f '${Package} ${Version} ${Status}\n' | sort | sha256sum
 systemctl show docker -p ActiveEnterTimestampMonotonic -p MainPID
 docker image ls --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort
-find /etc /mnt/data /var/cache/selfhosted -newer /etc/hostname -xdev 2>/dev/null | grep -v '^/etc/ssh' | sort \
-  | xargs -r stat -c '%n %Y' || true
+find /etc /mnt/data /opt/selfhosted /var/cache/selfhosted -newer /etc/hostname -xdev 2>/dev/null \
+  | grep -v '^/etc/ssh' | sort | xargs -r stat -c '%n %Y' || true
 """
 
 
@@ -105,3 +110,112 @@ def test_make_sandbox_converges_then_is_idempotent_and_check_is_honest(sandbox):
               f"second run: {times['second']:.1f}s (changed=0); --check --diff: {times['check']:.1f}s (changed=0)\n")
     (out / "sandbox-times.txt").write_text(report)
     print(report)
+
+
+def docker_json(state: Path, *args: str) -> str:
+    return server(state, "docker " + " ".join(args))
+
+
+def wait_all_healthy(state: Path, timeout: float = 240) -> str:
+    """Every container running, and healthy where it has a healthcheck."""
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = server(state, "docker ps -a --format '{{.Names}} {{.State}} {{.Status}}' | sort")
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        if lines and all(" running " in ln + " " and "starting" not in ln and "unhealthy" not in ln for ln in lines):
+            return out
+        time.sleep(3)
+    raise AssertionError(f"not all containers healthy after {timeout}s:\n{out}")
+
+
+def test_platform_databases_apps_and_watchtower(sandbox):
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    wait_all_healthy(state)
+
+    # The backend stand-in reaches Postgres (the Mongo stand-in here) and Redis with generated credentials.
+    out = server(state, "docker exec amn-backend-1 curl -fsS http://localhost:5001/check")
+    assert '"postgres": {"ok": true' in out and '"redis": {"ok": true' in out, out
+    out = server(state, "docker exec devapp-web-1 curl -fsS http://localhost:8080/check")
+    assert '"database": "devapp", "user": "devapp"' in out, out
+
+    # No data port published on the host; shared-postgres only on loopback for SSH tunnels.
+    ports = dict(ln.split(" ", 1) for ln in server(
+        state, "docker ps --format '{{.Names}} {{.Ports}}.'").splitlines())
+    for db in ("amn-db-postgres-1", "amn-redis-redis-1"):
+        assert "->" not in ports[db], ports
+    assert "127.0.0.1:15432->5432/tcp" in ports["shared-postgres-postgres-1"], ports
+    assert "0.0.0.0:15432" not in ports["shared-postgres-postgres-1"]
+    listening = server(state, "ss -Hltn | awk '{print $4}'")
+    assert not [a for a in listening.split() if a.rsplit(":", 1)[1] in ("5432", "6379", "3306", "27017")]
+    assert "127.0.0.1:15432" in listening.split()
+
+    # Isolation on the shared instance: devapp's user gets its database and is refused tools'.
+    probe = (
+        'PW="$(cat /etc/selfhosted/secrets/shared-postgres/db-devapp)"; '
+        'for db in devapp tools; do docker exec -e PGPASSWORD="$PW" shared-postgres-postgres-1 '
+        'sh -c "psql -h \\$(hostname -i | cut -d\\" \\" -f1) -U devapp -d $db -Atc \'select current_database()\'" '
+        '2>&1; echo "rc=$?"; done'
+    )
+    out = server(state, probe)
+    assert "devapp\nrc=0" in out and 'permission denied for database "tools"' in out, out
+
+    # Secrets: root-only files, the stack env 0600, nothing readable by others.
+    out = server(state, "stat -c '%n %a' /etc/selfhosted/secrets /etc/selfhosted/secrets/*/* "
+                        "/opt/selfhosted/stacks/amn/.env")
+    modes = dict(ln.split() for ln in out.splitlines())
+    assert modes["/etc/selfhosted/secrets"] == "700"
+    assert modes["/opt/selfhosted/stacks/amn/.env"] == "600"
+    assert all(m in ("400", "600") for n, m in modes.items() if n.count("/") > 3), modes
+
+    # Watchtower watches exactly the opted-in services, never the databases or itself.
+    out = server(state, "docker logs watchtower-watchtower-1 2>&1 | grep 'Checking containers' | tail -1")
+    assert out.strip() == "Checking containers: amn-backend-1 amn-frontend-1", out
+    out = server(state, "docker logs watchtower-watchtower-1 2>&1 | head -1")
+    assert "label_enable=True" in out and "monitor_only=True" in out
+
+    # The uploads volume belongs to uid 1001 (the image's nextjs/marketplace user).
+    assert server(state, "stat -c '%u' /mnt/data/amn/uploads").strip() == "1001"
+
+
+def test_dockerd_restart_brings_everything_back(sandbox):
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    before = server(state, "docker ps --format '{{.Names}}' | sort")
+    server(state, "systemctl restart docker")
+    out = wait_all_healthy(state)
+    assert server(state, "docker ps --format '{{.Names}}' | sort") == before, out
+    out = server(state, "docker exec amn-backend-1 curl -fsS http://localhost:5001/check")
+    assert '"status": "ok"' in out
+
+
+def test_bad_release_rolls_back_and_the_app_keeps_answering(sandbox, tmp_path):
+    import yaml  # from the toolchain venv (ansible depends on it)
+
+    name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    group_vars = yaml.safe_load((ROOT / "inventories/sandbox/group_vars/all/main.yml").read_text())
+    amn = next(s for s in group_vars["app_stack_stacks"] if s["name"] == "amn")
+    amn["services"]["backend"]["environment"].update(APP_VERSION="2", HEALTH="unhealthy")
+    # An unhealthy container may still recover, so compose_stack waits the whole wait_timeout before it
+    # gives up; a short one keeps the test quick.
+    amn["wait_timeout"] = 45
+    bad = tmp_path / "bad-release.yml"
+    bad.write_text(yaml.safe_dump({"app_stack_stacks": [amn]}))
+
+    res, _took = make_sandbox(name, state, "sandbox",
+                              f"PLAYBOOK_ARGS=--tags data_tier,app_stack -e @{bad}")
+    assert res.returncode != 0, explain(res)
+    assert "rolled back" in res.stdout or "rolled_back" in res.stdout, explain(res)
+    out = server(state, "docker exec amn-backend-1 curl -fsS http://localhost:5001/health")
+    assert '"version": "1"' in out, out
+    assert server(state, "docker inspect -f '{{.State.Health.Status}}' amn-backend-1").strip() == "healthy"
+
+    # The good definition converges as a no-op again: the rollback restored the last good files.
+    again, _took = make_sandbox(name, state, "sandbox")
+    assert again.returncode == 0, explain(again)
+    assert recap(again.stdout)["changed"] == 0, explain(again)

@@ -85,3 +85,17 @@ def test_every_role_has_argument_specs_and_commented_defaults():
 def test_reference_docs_are_generated_from_specs():
     res = run_tool(["python", "scripts/gen_docs.py", "--check"])
     assert res.returncode == 0, explain(res)
+
+
+def test_example_inventories_resolve_with_the_documented_vault_password():
+    """inventories/amn decrypts with the documented example password and every variable the roles get
+    renders (vault values included); the addresses are documentation ones."""
+    # data_tier_connections is what the data_tier role records at run time; a stand-in here.
+    runtime = '{"data_tier_connections": {"amn-mongodb": {"databases": {"marketplace": {"password": "gen"}}}}}'
+    res = run_tool(["ansible", "all", "-i", "inventories/amn", "--vault-password-file",
+                    "inventories/vault-password.example.txt", "-e", runtime, "-m", "ansible.builtin.debug", "-a",
+                    "msg={{ [app_stack_stacks, watchtower_registry_auths, watchtower_notification_url,"
+                    " data_tier_instances | map(attribute='superuser_password') | list, ansible_host] }}"])
+    assert res.returncode == 0, explain(res)
+    assert "example-jwt-secret" in res.stdout and "192.0.2.10" in res.stdout
+    assert "VARIABLE IS NOT DEFINED" not in res.stdout
