@@ -35,8 +35,13 @@ stat -c '%n %a %U %Y' /etc/docker/daemon.json /mnt/data /usr/local/lib/docker/cl
 dpkg-query -W -f '${Package} ${Version} ${Status}\n' | sort | sha256sum
 systemctl show docker -p ActiveEnterTimestampMonotonic -p MainPID
 docker image ls --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort
-find /etc /mnt/data /opt/selfhosted /var/cache/selfhosted -newer /etc/hostname -xdev 2>/dev/null \
-  | grep -v '^/etc/ssh' | sort | xargs -r stat -c '%n %Y' || true
+find /etc /opt/selfhosted /var/cache/selfhosted -newer /etc/hostname -xdev 2>/dev/null \
+  | grep -v '^/etc/ssh/ssh_host' | sort | xargs -r stat -c '%n %Y' || true
+# Data directories: owner and mode only (the databases write inside them on their own).
+stat -c '%n %a %U' /mnt/data/* /mnt/data/*/*/ 2>/dev/null | grep -v '/mnt/data/[^/]*-\(db\|redis\|postgres\)/' || true
+# No container was recreated or restarted.
+docker ps -a --format '{{.Names}} {{.ID}} {{.CreatedAt}} {{.State}}' | sort
+iptables -S | sort | sha256sum
 """
 
 
