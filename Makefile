@@ -58,6 +58,10 @@ sandbox-check: ## --check --diff against the converged sandbox (changes nothing)
 sandbox-destroy: ## remove the sandbox container, its Docker volume and .sandbox/
 	@python3 tests/tools/sandbox.py destroy --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE) --purge-state
 
+.PHONY: bench
+bench: setup ## benchmark compose_stack vs raw Compose and docker_compose_v2 (docs/performance.md)
+	.venv/bin/python bench/compose_bench.py $(BENCH_ARGS)
+
 build: setup ## build the collection tarball into .build/
 	ansible-galaxy collection build --force --output-path .build .
 

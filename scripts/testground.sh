@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests and the sandbox need on a fresh Debian machine, and does nothing
 # that is already done (a warm run takes seconds):
-#   - Debian packages: docker.io, debootstrap, iptables, openssh-client, rsync, shellcheck (when missing)
+#   - Debian packages: docker.io, debootstrap, iptables, openssh-client, rsync, shellcheck, restic (when missing)
 #   - a running Docker daemon (systemd when it is PID 1, else dockerd in the background)
 #   - .venv with the newest Python available (pyenv 3.12 when present, else python3) and the
 #     pinned requirements (reinstalled only when requirements.txt changes)
@@ -32,6 +32,7 @@ ensure_packages() {
   command -v git >/dev/null || missing+=(git)
   command -v rsync >/dev/null || missing+=(rsync)
   command -v shellcheck >/dev/null || missing+=(shellcheck)   # ansible-test sanity's shellcheck test
+  command -v restic >/dev/null || missing+=(restic)   # restic_* module tests (real restic)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq

@@ -224,3 +224,126 @@ def test_bad_release_rolls_back_and_the_app_keeps_answering(sandbox, tmp_path):
     again, _took = make_sandbox(name, state, "sandbox")
     assert again.returncode == 0, explain(again)
     assert recap(again.stdout)["changed"] == 0, explain(again)
+
+
+RESTIC_ENV = "export RESTIC_REPOSITORY=/mnt/backup/restic RESTIC_PASSWORD_FILE=/etc/selfhosted/backup/password; "
+PG = ("export PGPASSWORD=$(cat /etc/selfhosted/secrets/amn-db/superuser); "
+      "docker exec -i -e PGPASSWORD amn-db-postgres-1 psql -U postgres -d marketplace -v ON_ERROR_STOP=1 -Atq ")
+MARIA = ("export MYSQL_PWD=$(cat /etc/selfhosted/secrets/shared-mariadb/superuser); "
+         "docker exec -i -e MYSQL_PWD shared-mariadb-mariadb-1 mariadb -u root -N -B wiki ")
+FINGERPRINTS = (
+    PG + "-c \"SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM drill\"; "
+    + MARIA + "-e \"SELECT COUNT(*), MD5(GROUP_CONCAT(CONCAT(id, ':', v) ORDER BY id SEPARATOR ',')) FROM drill\"; "
+    "cd /mnt/data/amn/uploads && find . -type f -printf '%P %m %s\\n' | sort | sha256sum && "
+    "find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum"
+)
+
+
+def snapshots(state: Path) -> list[dict]:
+    import json
+
+    return json.loads(server(state, RESTIC_ENV + "restic snapshots --json --no-lock"))
+
+
+def playbook(state: Path, name: str, *args: str) -> subprocess.CompletedProcess:
+    return run_tool(["ansible-playbook", f"playbooks/{name}", "-i", "inventories/sandbox", *args], timeout=900,
+                    SHP_SANDBOX_STATE=str(state))
+
+
+def test_backup_restore_drill_loses_nothing(sandbox):
+    """Known rows in Postgres and MariaDB and files in the uploads dir -> the systemd backup units ->
+    the data directories destroyed -> restore.yml -> identical row counts and checksums."""
+    name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    times = {}
+    # What the role installed: private secrets, four timers, an initialised repository.
+    out = server(state, "stat -c '%n %a %U' /etc/selfhosted/backup /etc/selfhosted/backup/password "
+                        "/etc/selfhosted/backup/config.json; systemctl list-timers --all --no-legend 'selfhosted-*' "
+                        "| grep -o 'selfhosted-backup[^ ]*timer' | sort; restic version")
+    assert "/etc/selfhosted/backup 700 root" in out and "/etc/selfhosted/backup/password 600 root" in out, out
+    assert "/etc/selfhosted/backup/config.json 600 root" in out, out
+    for timer in ("selfhosted-backup-check.timer", "selfhosted-backup-forget.timer",
+                  "selfhosted-backup@databases.timer", "selfhosted-backup@files.timer"):
+        assert timer in out, out
+
+    fill_pg = ("-c \"DROP TABLE IF EXISTS drill; CREATE TABLE drill (id int PRIMARY KEY, v text); "
+               "INSERT INTO drill SELECT g, md5(g::text) || repeat('x', g % 97) FROM generate_series(1, 20000) g\"; ")
+    fill_maria = ("-e \"DROP TABLE IF EXISTS drill; CREATE TABLE drill (id INT PRIMARY KEY, v TEXT); "
+                  "INSERT INTO drill SELECT seq, CONCAT(MD5(seq), REPEAT('y', seq % 89)) FROM seq_1_to_20000\"; ")
+    fill_files = ("mkdir -p /mnt/data/amn/uploads/2026/11 && for i in $(seq 1 60); do "
+                  "head -c $((i * 1531)) /dev/urandom > /mnt/data/amn/uploads/2026/11/img-$i.bin; done; "
+                  "chmod 0640 /mnt/data/amn/uploads/2026/11/img-7.bin; chown -R 1001:1001 /mnt/data/amn/uploads")
+    server(state, PG + fill_pg + MARIA + fill_maria + fill_files)
+    before = server(state, FINGERPRINTS)
+    assert before.splitlines()[0].startswith("20000|") and before.splitlines()[1].startswith("20000\t"), before
+
+    start = time.monotonic()
+    res = playbook(state, "backup_now.yml")
+    times["backup"] = time.monotonic() - start
+    assert res.returncode == 0, explain(res)
+    snaps = snapshots(state)
+    paths = sorted(p for s in snaps for p in s["paths"])
+    for expected in ("/postgres/amn-db/globals.sql", "/postgres/amn-db/marketplace.dump",
+                     "/postgres/shared-postgres/devapp.dump", "/mariadb/shared-mariadb/wiki.sql",
+                     "/redis/amn-redis/dump.rdb", "/mnt/data/amn/uploads"):
+        assert expected in paths, paths
+
+    # A dump that fails (its instance is down) fails the unit and leaves no snapshot of it behind;
+    # the other instances are still saved.
+    server(state, "docker stop shared-mariadb-mariadb-1 >/dev/null")
+    try:
+        failed = server(state, "systemctl start selfhosted-backup@databases.service; echo rc=$?; "
+                               "journalctl -u selfhosted-backup@databases.service -n 30 --no-pager -o cat")
+    finally:
+        server(state, "docker start shared-mariadb-mariadb-1 >/dev/null")
+    assert "rc=0" not in failed and "shared-mariadb/wiki" in failed and "forgotten" in failed, failed
+    after_fail = snapshots(state)
+
+    def count(snaps: list[dict], path: str) -> int:
+        return len([s for s in snaps if path in s["paths"]])
+
+    maria, pg = "/mariadb/shared-mariadb/wiki.sql", "/postgres/amn-db/marketplace.dump"
+    assert count(after_fail, maria) == count(snaps, maria), after_fail
+    assert count(after_fail, pg) == count(snaps, pg) + 1, after_fail
+
+    # Destroy the data: the database instances with their data directories, and the uploads.
+    server(state, "set -e; for i in amn-db shared-mariadb; do (cd /opt/selfhosted/stacks/$i && "
+                  "docker compose down --timeout 5 >/dev/null 2>&1); rm -rf /mnt/data/$i; done; "
+                  "rm -rf /mnt/data/amn/uploads/*")
+    gone = server(state, "ls -A /mnt/data/amn/uploads | wc -l; test -d /mnt/data/amn-db && echo db-dir || true")
+    assert gone.split() == ["0"], gone
+
+    start = time.monotonic()
+    for args in (["-e", "restore_instance=amn-db", "-e", "restore_database=marketplace",
+                  "-e", "restore_confirm=amn-db/marketplace"],
+                 ["-e", "restore_instance=shared-mariadb", "-e", "restore_database=wiki",
+                  "-e", "restore_confirm=shared-mariadb/wiki"],
+                 ["-e", "restore_kind=path", "-e", "restore_path=/mnt/data/amn/uploads",
+                  "-e", "restore_confirm=/mnt/data/amn/uploads"]):
+        res = playbook(state, "restore.yml", *args)
+        assert res.returncode == 0, explain(res)
+    times["restore"] = time.monotonic() - start
+    assert server(state, FINGERPRINTS) == before
+
+    # Without the confirmation a live restore refuses, before touching anything.
+    res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace")
+    assert res.returncode != 0 and "restore_confirm=amn-db/marketplace" in res.stdout, explain(res)
+    # A scratch restore needs no confirmation and leaves the live instance alone.
+    res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace",
+                   "-e", "restore_into=scratch")
+    assert res.returncode == 0, explain(res)
+    scratch = re.search(r"shp-restore-amn-db-\d+", res.stdout)
+    assert scratch, explain(res)
+    out = server(state, f"docker exec {scratch[0]} psql -U postgres -d marketplace -Atc 'SELECT count(*) FROM drill'; "
+                        f"docker rm -f {scratch[0]} >/dev/null")
+    assert out.strip() == "20000", out
+
+    # The converge is still a no-op after all this (restored instances included).
+    again, _took = make_sandbox(name, state, "sandbox")
+    assert again.returncode == 0, explain(again)
+    assert recap(again.stdout)["changed"] == 0, explain(again)
+    report = f"backup drill: backup_now {times['backup']:.1f}s, three restores {times['restore']:.1f}s\n"
+    (ROOT / "tests" / "output").mkdir(parents=True, exist_ok=True)
+    (ROOT / "tests" / "output" / "backup-drill-times.txt").write_text(report)
+    print(report)

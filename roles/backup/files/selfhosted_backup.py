@@ -1,0 +1,355 @@
+# Copyright: selfhosted.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host side of the backup role: what the systemd units run, with no Ansible on the host.
+
+    python3 selfhosted_backup.py [--config FILE] run SET   # one backup set: database dumps, then paths
+    python3 selfhosted_backup.py [--config FILE] forget    # the retention policy (and prune)
+    python3 selfhosted_backup.py [--config FILE] check     # restic check (with --read-data-subset)
+    python3 selfhosted_backup.py [--config FILE] plan SET  # print the dump commands, run nothing
+
+It drives restic through the same client the restic_* modules use (plugins/module_utils/restic.py,
+installed next to this file as shp_restic.py), so the rules are the same: the repository password
+comes from a 0600 file, no secret is ever on a command line (database passwords travel in the
+environment of ``docker exec -e NAME`` only), a dump command that fails leaves no snapshot behind
+(restic 0.14 has no --stdin-from-command, so the dump is piped and a snapshot of a failed dump is
+forgotten), and unreadable files (restic exit code 3) are a warning listing them.
+
+Dumps (each its own snapshot, tagged with the set, ``db`` and the instance, saved under a stable
+file name so ``restic dump`` and restic_restore find it):
+  postgres  pg_dumpall --globals-only  -> postgres/<instance>/globals.sql
+            pg_dump -Fc, per database  -> postgres/<instance>/<db>.dump
+  mariadb   mariadb-dump --single-transaction --routines --events --databases <db>
+                                       -> mariadb/<instance>/<db>.sql
+  mongodb   mongodump --archive        -> mongodb/<instance>/all.archive
+  redis     BGSAVE, wait for it, then the RDB file -> redis/<instance>/dump.rdb
+
+Healthcheck pings follow healthchecks.io's convention: <url>/start, <url> on success and
+<url>/<exit code> on failure. A notification command gets SHP_BACKUP_JOB, SHP_BACKUP_STATUS,
+SHP_BACKUP_EXIT_CODE and SHP_BACKUP_MESSAGE in its environment. Everything is logged to stdout,
+which systemd sends to the journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+rs = importlib.import_module("shp_restic")
+
+DEFAULT_CONFIG = "/etc/selfhosted/backup/config.json"
+# The superuser each engine's official image creates.
+SUPERUSER = {"postgres": "postgres", "mariadb": "root", "mongodb": "root", "redis": "default"}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+class HostModule:
+    """What rs.Runner needs of an AnsibleModule (run_command, get_bin_path), with subprocess."""
+
+    def run_command(self, argv, data=None, binary_data=False, environ_update=None):
+        env = dict(os.environ)
+        env.update(environ_update or {})
+        proc = subprocess.run(argv, input=data.encode() if isinstance(data, str) else data, env=env,
+                              capture_output=True, check=False)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+    @staticmethod
+    def get_bin_path(name, required=False):
+        path = shutil.which(name)
+        if required and not path:
+            raise rs.ResticError("%s not found on PATH" % name)
+        return path
+
+
+def read_secret(path):
+    with open(path) as fh:
+        return fh.read().strip()
+
+
+def client_for(config, module=None):
+    return rs.Restic(rs.Runner(module or HostModule()), config.get("restic_bin") or "restic", config["repository"],
+                     config["password_file"], env=config.get("env") or {}, cache_dir=config.get("cache_dir"),
+                     options=config.get("options") or [], unlock_stale=config.get("unlock_stale", True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dump jobs
+# ---------------------------------------------------------------------------------------------
+
+def docker_exec(container, env_names, *argv):
+    cmd = ["docker", "exec"]
+    for name in env_names:
+        cmd += ["-e", name]  # the value comes from docker's own environment, never the command line
+    return cmd + [container] + list(argv)
+
+
+def list_databases(instance):
+    """The databases of an instance that declares none (every non-template Postgres database, every
+    MariaDB schema but the system ones)."""
+    engine, container = instance["engine"], instance["container"]
+    env = dict(os.environ)
+    if engine == "postgres":
+        env["PGPASSWORD"] = read_secret(instance["password_file"])
+        argv = docker_exec(container, ["PGPASSWORD"], "psql", "-U", instance.get("superuser") or "postgres", "-At",
+                           "-c", "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
+    elif engine == "mariadb":
+        env["MYSQL_PWD"] = read_secret(instance["password_file"])
+        argv = docker_exec(container, ["MYSQL_PWD"], "mariadb", "-u", instance.get("superuser") or "root", "-N", "-B",
+                           "-e", "SHOW DATABASES")
+    else:
+        return []
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise rs.ResticError("%s: listing the databases failed: %s" % (instance["name"], proc.stderr.strip()[-500:]))
+    system = {"information_schema", "performance_schema", "mysql", "sys"}
+    return [d for d in proc.stdout.split() if d and d not in system]
+
+
+def dump_jobs(instance, databases=None):
+    """[(label, argv, env, filename)] for one database instance. ENV holds the secrets the dump needs;
+    they reach the container by name only."""
+    name, engine, container = instance["name"], instance["engine"], instance["container"]
+    user = instance.get("superuser") or SUPERUSER[engine]
+    password = read_secret(instance["password_file"]) if instance.get("password_file") else ""
+    dbs = databases if databases is not None else instance.get("databases") or []
+    jobs = []
+    if engine == "postgres":
+        env = {"PGPASSWORD": password}
+        jobs.append(("%s globals" % name, docker_exec(container, env, "pg_dumpall", "--globals-only", "-U", user),
+                     env, "postgres/%s/globals.sql" % name))
+        for db in dbs:
+            jobs.append(("%s/%s" % (name, db), docker_exec(container, env, "pg_dump", "-Fc", "-U", user, "-d", db),
+                         env, "postgres/%s/%s.dump" % (name, db)))
+    elif engine == "mariadb":
+        env = {"MYSQL_PWD": password}
+        for db in dbs:
+            jobs.append(("%s/%s" % (name, db),
+                         docker_exec(container, env, "mariadb-dump", "-u", user, "--single-transaction", "--routines",
+                                     "--events", "--triggers", "--databases", db),
+                         env, "mariadb/%s/%s.sql" % (name, db)))
+    elif engine == "mongodb":
+        # mongodump takes the password from a --config file (not argv): written 0600 inside the
+        # container from the variable, and removed again.
+        env = {"SHP_MONGO_PASSWORD": password}
+        script = ('umask 077; f=$(mktemp); printf "password: \'%s\'\\n" "$SHP_MONGO_PASSWORD" >"$f"; '
+                  'mongodump --archive --authenticationDatabase admin -u "$1" --config "$f"; rc=$?; rm -f "$f"; '
+                  'exit $rc')
+        jobs.append(("%s" % name, docker_exec(container, env, "sh", "-c", script, "sh", user), env,
+                     "mongodb/%s/all.archive" % name))
+    elif engine == "redis":
+        env = {"REDISCLI_AUTH": password} if password else {}
+        jobs.append(("%s" % name, docker_exec(container, env, "sh", "-c",
+                                              'cat "$(redis-cli --raw CONFIG GET dir | tail -n 1)/'
+                                              '$(redis-cli --raw CONFIG GET dbfilename | tail -n 1)"'),
+                     env, "redis/%s/dump.rdb" % name))
+    else:
+        raise rs.ResticError("%s: unknown engine %r" % (name, engine))
+    return jobs
+
+
+def redis_bgsave(instance, timeout=600, run=None, sleep=time.sleep):
+    """BGSAVE and wait until it finished with status ok (LASTSAVE moved on)."""
+    password = read_secret(instance["password_file"]) if instance.get("password_file") else ""
+    env = dict(os.environ, REDISCLI_AUTH=password) if password else dict(os.environ)
+    names = ["REDISCLI_AUTH"] if password else []
+
+    def cli(*args):
+        argv = docker_exec(instance["container"], names, "redis-cli", "--raw", *args)
+        proc = (run or subprocess.run)(argv, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or proc.stdout.startswith(("ERR", "NOAUTH", "WRONGPASS")):
+            detail = (proc.stderr or proc.stdout).strip()[-300:]
+            raise rs.ResticError("%s: redis-cli %s failed: %s" % (instance["name"], args[0], detail))
+        return proc.stdout.strip()
+
+    before = cli("LASTSAVE")
+    reply = cli("BGSAVE")
+    if "in progress" in reply.lower():  # one is already running: wait for it, then save again
+        wait_bgsave(cli, timeout, sleep)
+        before = cli("LASTSAVE")
+        cli("BGSAVE")
+    deadline = time.monotonic() + timeout
+    while cli("LASTSAVE") == before:
+        if time.monotonic() > deadline:
+            raise rs.ResticError("%s: BGSAVE did not finish within %ss" % (instance["name"], timeout))
+        sleep(0.5)
+    wait_bgsave(cli, timeout, sleep)
+    info = cli("INFO", "persistence")
+    if "rdb_last_bgsave_status:ok" not in info:
+        raise rs.ResticError("%s: BGSAVE failed: %s" % (instance["name"], info[:300]))
+
+
+def wait_bgsave(cli, timeout, sleep):
+    deadline = time.monotonic() + timeout
+    while "rdb_bgsave_in_progress:1" in cli("INFO", "persistence"):
+        if time.monotonic() > deadline:
+            raise rs.ResticError("BGSAVE still running after %ss" % timeout)
+        sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notifications
+# ---------------------------------------------------------------------------------------------
+
+def ping(url, suffix="", body=""):
+    """A healthcheck ping; a failing ping is logged, never fatal."""
+    if not url:
+        return
+    target = url.rstrip("/") + ("/" + suffix if suffix else "")
+    try:
+        req = urllib.request.Request(target, data=body.encode()[-10000:] or None,
+                                     headers={"User-Agent": "selfhosted-backup"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+    except Exception as exc:  # a monitoring outage must not fail the backup
+        log("warning: healthcheck ping %s failed: %s" % (target, exc))
+
+
+def notify(command, job, status, code, message):
+    if not command:
+        return
+    env = dict(os.environ, SHP_BACKUP_JOB=job, SHP_BACKUP_STATUS=status, SHP_BACKUP_EXIT_CODE=str(code),
+               SHP_BACKUP_MESSAGE=message[-4000:])
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode != 0:
+        log("warning: notification command exited %d: %s" % (proc.returncode, proc.stderr.strip()[-300:]))
+
+
+def with_reporting(config, job, url, func):
+    """Run FUNC() between the start ping and the success/failure ping; returns the exit code."""
+    ping(url, "start")
+    try:
+        problems = func()
+        code = 1 if problems else 0
+        message = "; ".join(problems) if problems else "ok"
+    except rs.ResticError as exc:
+        code, message = 1, str(exc)
+    if code:
+        log("FAILED: %s" % message)
+        ping(url, str(code), message)
+        notify(config.get("notify_command"), job, "failure", code, message)
+    else:
+        log("done: %s" % job)
+        ping(url, "", message)
+        if config.get("notify_on_success"):
+            notify(config.get("notify_command"), job, "success", 0, message)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+def backup_set(config, name, client=None):
+    """Run one set; returns the list of problems (empty when everything was saved)."""
+    sets = config.get("sets") or {}
+    if name not in sets:
+        raise rs.ResticError("set: %r is not configured (known: %s)" % (name, ", ".join(sorted(sets)) or "none"))
+    bset = sets[name]
+    client = client or client_for(config)
+    if client.config() is None:
+        raise rs.ResticError("repository: there is no restic repository at %s (the backup role initialises it)" %
+                             rs.redact(config["repository"]))
+    host = config.get("host") or None
+    problems = []
+    for instance in bset.get("databases") or []:
+        tags = list(bset.get("tags") or [name]) + ["db", instance["name"]]
+        try:
+            dbs = instance.get("databases")
+            if not dbs and instance["engine"] in ("postgres", "mariadb"):
+                dbs = list_databases(instance)
+            if instance["engine"] == "redis":
+                redis_bgsave(instance)
+            jobs = dump_jobs(instance, dbs)
+        except (rs.ResticError, OSError) as exc:
+            problems.append(str(exc))
+            log("error: %s" % exc)
+            continue
+        for label, argv, env, filename in jobs:
+            started = time.monotonic()
+            try:
+                summary, _full, short = rs.command_snapshot(client, argv, env, filename, tags, host)
+            except rs.ResticError as exc:
+                problems.append("%s: %s" % (label, exc))
+                log("error: %s: %s" % (label, exc))
+                continue
+            log("saved %s as %s in snapshot %s (%d bytes, %.1fs)" % (
+                label, filename, short, int(summary.get("total_bytes_processed") or 0), time.monotonic() - started))
+    if bset.get("paths"):
+        tags = list(bset.get("tags") or [name]) + ["files"]
+        rc, summary, errors = client.backup_paths(bset["paths"], excludes=bset.get("excludes") or [], tags=tags,
+                                                  host=host, exclude_caches=bset.get("exclude_caches", True),
+                                                  one_file_system=bset.get("one_file_system", False))
+        short = rs.snapshot_ids(client, summary.get("snapshot_id"))[1]
+        log("saved %s in snapshot %s (%d new, %d changed files, %d bytes added)" % (
+            ", ".join(bset["paths"]), short, int(summary.get("files_new") or 0),
+            int(summary.get("files_changed") or 0), int(summary.get("data_added") or 0)))
+        if rc == 3:
+            items = rs.unique_items(errors)
+            text = "restic could not read %d file(s); snapshot %s lacks them: %s" % (
+                len(items), short, ", ".join(items[:20]))
+            if bset.get("unreadable") == "fail":
+                problems.append(text)
+            log("warning: " + text)
+    if client.stale_locks_removed:
+        log("removed %d stale lock(s)" % client.stale_locks_removed)
+    return problems
+
+
+def forget(config, client=None):
+    client = client or client_for(config)
+    spec = config.get("forget") or {}
+    policy = dict(spec.get("policy") or {})
+    if not rs.retention_args(policy):
+        raise rs.ResticError("forget: no retention policy configured")
+    keep, remove = client.forget(policy, host=config.get("host") or None, group_by=spec.get("group_by", "host,tags"),
+                                 prune=spec.get("prune", True))
+    pruned = " and pruned" if remove and spec.get("prune", True) else ""
+    log("kept %d snapshot(s), removed %d%s" % (len(keep), len(remove), pruned))
+    return []
+
+
+def check(config, client=None):
+    client = client or client_for(config)
+    rc, out, err = client.check((config.get("check") or {}).get("read_data_subset"))
+    log("\n".join((out + err).strip().splitlines()[-20:]))
+    return [] if rc == 0 else ["restic check found errors (rc=%d)" % rc]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="selfhosted-backup", description=__doc__.split("\n", maxsplit=1)[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run").add_argument("set")
+    sub.add_parser("plan").add_argument("set")
+    sub.add_parser("forget")
+    sub.add_parser("check")
+    args = parser.parse_args(argv)
+    with open(args.config) as fh:
+        config = json.load(fh)
+    if args.cmd == "plan":
+        for instance in (config.get("sets") or {}).get(args.set, {}).get("databases") or []:
+            for label, cmd, env, filename in dump_jobs(instance):
+                print("%s -> %s: %s (env: %s)" % (label, filename, " ".join(cmd), ", ".join(env)))
+        return 0
+    os.umask(0o077)
+    urls = config.get("healthcheck_urls") or {}
+    if args.cmd == "run":
+        job = "backup %s" % args.set
+        return with_reporting(config, job, urls.get(args.set), lambda: backup_set(config, args.set))
+    if args.cmd == "forget":
+        return with_reporting(config, "forget", urls.get("forget"), lambda: forget(config))
+    return with_reporting(config, "check", urls.get("check"), lambda: check(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
