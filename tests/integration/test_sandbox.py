@@ -38,7 +38,8 @@ docker image ls --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sort
 find /etc /opt/selfhosted /var/cache/selfhosted -newer /etc/hostname -xdev 2>/dev/null \
   | grep -v '^/etc/ssh/ssh_host' | sort | xargs -r stat -c '%n %Y' || true
 # Data directories: owner and mode only (the databases write inside them on their own).
-stat -c '%n %a %U' /mnt/data/* /mnt/data/*/*/ 2>/dev/null | grep -v '/mnt/data/[^/]*-\(db\|redis\|postgres\)/' || true
+stat -c '%n %a %U' /mnt/data/* /mnt/data/*/*/ 2>/dev/null \
+  | grep -v '/mnt/data/[^/]*-\(db\|redis\|postgres\|mariadb\)/' || true
 # No container was recreated or restarted.
 docker ps -a --format '{{.Names}} {{.ID}} {{.CreatedAt}} {{.State}}' | sort
 iptables -S | sort | sha256sum
@@ -347,3 +348,133 @@ def test_backup_restore_drill_loses_nothing(sandbox):
     (ROOT / "tests" / "output").mkdir(parents=True, exist_ok=True)
     (ROOT / "tests" / "output" / "backup-drill-times.txt").write_text(report)
     print(report)
+
+
+# ---------------------------------------------------------------------------------------------
+# The amn router (roles/proxy, mode nginx): routes, websocket, uploads, nginx -t before replace.
+# ---------------------------------------------------------------------------------------------
+ROUTER = "amn-router-nginx-1"
+ROUTER_CONF = "/opt/selfhosted/stacks/amn-router/conf.d/default.conf"
+
+# A minimal RFC 6455 client (stdlib only, runs with the server's python3): handshake through the
+# router, one masked text frame, the echo read back.
+WS_CLIENT = r"""
+import base64, os, socket, sys
+path, message = sys.argv[1], sys.argv[2].encode()
+s = socket.create_connection(("127.0.0.1", 8083), timeout=10)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8083\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+print(head.split(b"\r\n")[0].decode())
+mask = os.urandom(4)
+s.sendall(bytes([0x81, 0x80 | len(message)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(message)))
+hdr = s.recv(2)
+n = hdr[1] & 0x7F
+data = b""
+while len(data) < n:
+    data += s.recv(n - len(data))
+print(data.decode())
+"""
+
+
+def router_state(state: Path) -> str:
+    return server(state, f"docker inspect -f '{{{{.Id}}}} {{{{.State.StartedAt}}}} {{{{.RestartCount}}}}' {ROUTER}; "
+                         f"sha256sum {ROUTER_CONF}")
+
+
+def test_router_reaches_backend_frontend_websocket_and_uploads(sandbox):
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    wait_all_healthy(state)
+    token = secrets.token_hex(6)
+
+    # Everything else goes to the frontend; /api/ reaches the backend (its own 404 and its access log).
+    assert server(state, "curl -fsS http://127.0.0.1:8083/").strip() == "frontend 1"
+    out = server(state, f"curl -sS -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8083/api/probe-{token}; echo; "
+                        f"sleep 1; docker logs amn-backend-1 2>&1 | grep -c 'probe-{token}' || true")
+    assert out.split() == ["404", "1"], out
+
+    # A websocket upgrade through /socket.io/ is answered by the backend's echo.
+    out = server(state, f"python3 - /socket.io/ hello-{token} <<'EOF'\n{WS_CLIENT}\nEOF")
+    assert out.splitlines() == ["HTTP/1.1 101 Switching Protocols", f"backend: hello-{token}"], out
+
+    # A file in the uploads volume is served by nginx itself (alias), not by an app.
+    out = server(state, f"echo 'upload {token}' > /mnt/data/amn/uploads/probe-{token}.txt; "
+                        f"curl -fsS -D - http://127.0.0.1:8083/uploads/probe-{token}.txt; "
+                        f"rm -f /mnt/data/amn/uploads/probe-{token}.txt; "
+                        f"docker logs amn-frontend-1 2>&1 | grep -c 'probe-{token}.txt' || true")
+    assert f"upload {token}" in out and "Server: nginx" in out and out.splitlines()[-1] == "0", out
+
+    # gzip, the body limit, basic auth from the passlib-made htpasswd file (0640, group nginx).
+    out = server(state, f"seq 1 2000 > /mnt/data/amn/uploads/gz-{token}.txt; curl -fsS -D - -o /dev/null "
+                        f"-H 'Accept-Encoding: gzip' http://127.0.0.1:8083/uploads/gz-{token}.txt; "
+                        f"rm -f /mnt/data/amn/uploads/gz-{token}.txt")
+    assert "Content-Encoding: gzip" in out, out
+    out = server(state, "head -c 11000000 /dev/zero > /tmp/big && curl -s -o /dev/null -w '%{http_code}' "
+                        "-X POST --data-binary @/tmp/big http://127.0.0.1:8083/api/upload; rm -f /tmp/big")
+    assert out.strip() == "413", out
+    out = server(state, "curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:8083/internal/health; "
+                        "curl -s -u ops:wrong -o /dev/null -w '%{http_code} ' http://127.0.0.1:8083/internal/health; "
+                        "curl -fsS -u ops:sandbox-dummy-router-password http://127.0.0.1:8083/internal/health; "
+                        "stat -c ' %a %g' /opt/selfhosted/stacks/amn-router/htpasswd/*")
+    assert out.startswith("401 401 ") and '"name": "backend"' in out and out.rstrip().endswith("640 101"), out
+
+    # Config mounted read-only; logs in the host directory, rotated by logrotate with USR1 (no restart).
+    mounts = server(state, f"docker inspect -f '{{{{range .Mounts}}}}{{{{.Destination}}}}={{{{.RW}}}} "
+                           f"{{{{end}}}}' {ROUTER}").split()
+    assert "/etc/nginx/conf.d=false" in mounts and "/var/log/nginx=true" in mounts, mounts
+    before = router_state(state)
+    out = server(state, f"grep -c 'probe-{token}' /mnt/data/amn/nginx-logs/access.log; "
+                        "logrotate -f /etc/logrotate.d/selfhosted-amn-router && sleep 1; "
+                        f"curl -fsS -o /dev/null http://127.0.0.1:8083/?after-rotate-{token}; sleep 1; "
+                        f"grep -c 'after-rotate-{token}' /mnt/data/amn/nginx-logs/access.log; "
+                        "ls /mnt/data/amn/nginx-logs")
+    lines = out.split()
+    assert lines[0] != "0" and lines[1] == "1" and "access.log.1" in lines, out
+    assert router_state(state) == before, "log rotation restarted the router"
+
+
+def test_broken_route_is_rejected_by_nginx_t_and_the_old_config_keeps_serving(sandbox, tmp_path):
+    import yaml
+
+    name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    proxy_vars = yaml.safe_load((ROOT / "inventories/sandbox/group_vars/all/proxy.yml").read_text())
+    routes = proxy_vars["proxy_nginx_routes"]
+    next(r for r in routes if r["path"] == "/api/")["directives"] = ["proxy_bogus_directive on"]
+    bad = tmp_path / "bad-route.yml"
+    bad.write_text(yaml.safe_dump({"proxy_nginx_routes": routes}))
+
+    before = router_state(state)
+    res, _took = make_sandbox(name, state, "sandbox", f"PLAYBOOK_ARGS=--tags proxy -e @{bad}")
+    assert res.returncode != 0, explain(res)
+    assert 'unknown directive "proxy_bogus_directive"' in res.stdout, explain(res)
+    assert "nginx -t" in res.stdout, explain(res)  # the failed task says what rejected it
+    # Live file untouched, same container, never restarted, still serving.
+    assert router_state(state) == before
+    assert server(state, "curl -fsS http://127.0.0.1:8083/").strip() == "frontend 1"
+    assert "proxy_bogus_directive" not in server(state, f"cat {ROUTER_CONF}")
+
+    # A valid change is reloaded, not restarted: same container, same start time, new config live.
+    ok = tmp_path / "ok-route.yml"
+    next(r for r in routes if r["path"] == "/api/")["directives"] = ["add_header X-Router-Probe reloaded always"]
+    ok.write_text(yaml.safe_dump({"proxy_nginx_routes": routes}))
+    res, _took = make_sandbox(name, state, "sandbox", f"PLAYBOOK_ARGS=--tags proxy -e @{ok}")
+    assert res.returncode == 0, explain(res)
+    assert "Reload the nginx router" in res.stdout, explain(res)
+    assert "X-Router-Probe: reloaded" in server(state, "sleep 1; curl -sS -D - -o /dev/null http://127.0.0.1:8083/api/x")
+    after = router_state(state)
+    assert after.split()[:3] == before.split()[:3], (before, after)
+
+    # Back to the inventory: reloaded again, then a converge is a no-op.
+    res, _took = make_sandbox(name, state, "sandbox", "PLAYBOOK_ARGS=--tags proxy")
+    assert res.returncode == 0, explain(res)
+    again, _took = make_sandbox(name, state, "sandbox")
+    assert again.returncode == 0, explain(again)
+    assert recap(again.stdout)["changed"] == 0, explain(again)
+    assert router_state(state).split()[:3] == before.split()[:3]
