@@ -9,8 +9,14 @@ outside process is a single, mockable function.
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import re
+import socket
+import stat
+import threading
+from urllib.parse import quote, urlencode
 
 MIN_COMPOSE_VERSION = (2, 20, 0)
 
@@ -26,6 +32,14 @@ PS_FORMAT = (
     '"number":{{json (.Label "com.docker.compose.container-number")}}}'
 )
 
+
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_HASH = "com.docker.compose.config-hash"
+LABEL_IMAGE = "com.docker.compose.image"
+LABEL_ONEOFF = "com.docker.compose.oneoff"
+LABEL_NUMBER = "com.docker.compose.container-number"
+DEFAULT_SOCKET = "/var/run/docker.sock"
 
 PROGRESS = re.compile(
     r"^\s*(Network|Container|Volume|Image|Service)\s+\S+\s+(Creating|Created|Starting|Started|Stopping|Stopped|"
@@ -102,13 +116,169 @@ def normalise_image_ref(ref):
     return name + ("@" + digest if digest else "")
 
 
+# ---------------------------------------------------------------------------------------------
+# the Docker Engine API over the local unix socket (read-only queries)
+# ---------------------------------------------------------------------------------------------
+class EngineAPIError(Exception):
+    """The Engine API could not answer (no socket, refused, unexpected reply): use the CLI."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path, timeout):
+        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def unix_socket_transport(socket_path, timeout=30):
+    """``request(method, path) -> (status, body bytes)`` over one kept-alive connection to the
+    daemon's unix socket; raises EngineAPIError when the daemon cannot be reached."""
+    state = {"conn": None}
+
+    def request(method, path):
+        for attempt in (1, 2):
+            conn = state["conn"]
+            if conn is None:
+                conn = state["conn"] = _UnixHTTPConnection(socket_path, timeout)
+            try:
+                conn.request(method, path, headers={"Host": "docker"})
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    state["conn"] = None
+                return resp.status, body
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                state["conn"] = None
+                if attempt == 2:
+                    raise EngineAPIError("%s %s over %s: %s" % (method, path, socket_path, exc)) from exc
+        raise EngineAPIError("unreachable")  # pragma: no cover
+
+    return request
+
+
+def docker_config_dir(environ):
+    return environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+
+
+def read_docker_config(environ):
+    """The docker CLI's config.json as a dict ({} when absent or unreadable)."""
+    try:
+        with open(os.path.join(docker_config_dir(environ), "config.json"), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def engine_socket(environ, docker_config=None):
+    """The unix socket the docker CLI would talk to, or None when the CLI would go elsewhere
+    (DOCKER_HOST tcp:// or ssh://, a docker context other than default) or there is no socket:
+    then every query goes through the CLI, which knows how to reach that daemon."""
+    host = environ.get("DOCKER_HOST") or ""
+    context = environ.get("DOCKER_CONTEXT") or ""
+    if not host:
+        if context and context != "default":
+            return None
+        if docker_config is None:
+            docker_config = read_docker_config(environ)
+        current = docker_config.get("currentContext") or ""
+        if not context and current and current != "default":
+            return None
+        path = DEFAULT_SOCKET
+    elif host.startswith("unix://"):
+        path = host[len("unix://"):]
+    else:
+        return None
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    return path
+
+
+class EngineAPI:
+    """Read-only Engine API queries. ``transport(method, path) -> (status, body)``, the one
+    boundary with the daemon (a unix socket in the module, a fake in unit tests)."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.calls = 0
+
+    def get(self, path, params=None, allow=(200,)):
+        """GET path -> (status, decoded JSON). Statuses outside ``allow`` raise EngineAPIError."""
+        if params:
+            path += "?" + urlencode(params)
+        self.calls += 1
+        status, body = self.transport("GET", path)
+        if status not in allow:
+            raise EngineAPIError("GET %s: HTTP %s %s" % (path, status, (body or b"")[:200]))
+        if status != 200:
+            return status, None
+        try:
+            return status, json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+        except ValueError as exc:
+            raise EngineAPIError("GET %s: not JSON: %s" % (path, exc)) from exc
+
+    def containers(self, project):
+        filters = json.dumps({"label": ["%s=%s" % (LABEL_PROJECT, project)]})
+        return self.get("/containers/json", {"all": "1", "filters": filters})[1] or []
+
+    def image_id(self, ref):
+        status, img = self.get("/images/%s/json" % quote(ref, safe="/:@"), allow=(200, 404))
+        return img.get("Id") if status == 200 else None
+
+    def inspect_container(self, ident):
+        status, info = self.get("/containers/%s/json" % quote(ident, safe=""), allow=(200, 404))
+        return info if status == 200 else None
+
+    def networks(self, project):
+        filters = json.dumps({"label": ["%s=%s" % (LABEL_PROJECT, project)]})
+        return self.get("/networks", {"filters": filters})[1] or []
+
+
+def ps_row(c):
+    """An Engine API container (GET /containers/json) as the dict ``docker ps --format PS_FORMAT
+    --no-trunc`` prints for it, before normalisation."""
+    labels = c.get("Labels") or {}
+    names = [n[1:] if n.startswith("/") else n for n in c.get("Names") or []]
+    return {"id": c.get("Id"), "name": ",".join(names), "state": c.get("State") or "", "status": c.get("Status") or "",
+            "service": labels.get(LABEL_SERVICE, ""), "config_hash": labels.get(LABEL_HASH, ""),
+            "image_id": labels.get(LABEL_IMAGE, ""), "image": c.get("Image") or "<no image>",
+            "oneoff": labels.get(LABEL_ONEOFF, ""), "number": labels.get(LABEL_NUMBER, "")}
+
+
+def normalise_ps_row(c):
+    c["state"] = state_from_status(c.get("state"), c.get("status"))
+    c["health"] = health_from_status(c.get("status"))
+    c["oneoff"] = (c.get("oneoff") or "").lower() == "true"
+    return c
+
+
+
 class ComposeCLI:
     """Runs ``docker compose`` for one project. ``runner(args, data=None, env=None)`` returns
-    ``(rc, stdout, stderr)``."""
+    ``(rc, stdout, stderr)``. With ``api`` (an EngineAPI), container, image and network queries go
+    to the Engine API instead of a CLI process; when the API fails, they fall back to the CLI for
+    the rest of the run."""
 
     def __init__(self, runner, project_name, project_dir, files=None, env_file=None, profiles=None,
-                 docker="docker"):
+                 docker="docker", api=None):
         self.runner = runner
+        self.engine = api
+        self.use_api = api is not None
+        self.api_failures = []
         self.project_name = project_name
         self.project_dir = project_dir
         self.files = list(files or [])
@@ -116,16 +286,35 @@ class ComposeCLI:
         self.profiles = list(profiles or [])
         self.docker = docker
         self.calls = 0
+        self.lock = threading.Lock()  # compose_stack runs `compose version` in a thread
 
     # -- plumbing ---------------------------------------------------------------------------
     def run(self, args, data=None, check=True, what=None):
-        self.calls += 1
+        with self.lock:
+            self.calls += 1
         rc, out, err = self.runner(args, data=data)
         if check and rc != 0:
             detail = error_text(err) or (err or out or "").strip()
             raise ComposeError("%s failed (rc=%s): %s" % (what or " ".join(args[:4]), rc, detail),
                                rc=rc, stdout=out, stderr=err, cmd=args)
         return rc, out, err
+
+    @property
+    def api_calls(self):
+        """Engine API requests made (failed ones included)."""
+        return self.engine.calls if self.engine is not None else 0
+
+    def via_api(self, query):
+        """``query(api)``, or None when there is no API or it failed (then the CLI is used from
+        here on)."""
+        if not self.use_api:
+            return None
+        try:
+            return query(self.engine)
+        except EngineAPIError as exc:
+            self.api_failures.append(str(exc))
+            self.use_api = False
+            return None
 
     def stdout(self, args, data=None, check=True, what=None):
         """Run and return only stdout."""
@@ -178,6 +367,9 @@ class ComposeCLI:
 
     def containers(self):
         """Every container of the project (running or not), as dicts."""
+        rows = self.via_api(lambda api: [ps_row(c) for c in api.containers(self.project_name)])
+        if rows is not None:
+            return [normalise_ps_row(c) for c in rows]
         args = [self.docker, "ps", "--all", "--no-trunc", "--filter",
                 "label=com.docker.compose.project=%s" % self.project_name, "--format", PS_FORMAT]
         out = self.stdout(args, what="docker ps")
@@ -185,11 +377,7 @@ class ComposeCLI:
         for raw in out.splitlines():
             if not raw.strip():
                 continue
-            c = json.loads(raw)
-            c["state"] = state_from_status(c.get("state"), c.get("status"))
-            c["health"] = health_from_status(c.get("status"))
-            c["oneoff"] = (c.get("oneoff") or "").lower() == "true"
-            result.append(c)
+            result.append(normalise_ps_row(json.loads(raw)))
         return result
 
     def image_ids(self, refs):
@@ -197,6 +385,9 @@ class ComposeCLI:
         refs = sorted(set(r for r in refs if r))
         if not refs:
             return {}
+        found = self.via_api(lambda api: dict((r, api.image_id(r)) for r in refs))
+        if found is not None:
+            return found
         # Exit 1 when some are missing; the found ones are still printed.
         out = self.stdout([self.docker, "image", "inspect"] + refs, check=False)
         found = {}
@@ -215,6 +406,9 @@ class ComposeCLI:
     def inspect_containers(self, ids):
         if not ids:
             return []
+        found = self.via_api(lambda api: [api.inspect_container(i) for i in ids])
+        if found is not None:
+            return [c for c in found if c]
         out = self.stdout([self.docker, "container", "inspect"] + list(ids), what="docker container inspect")
         return json.loads(out)
 
@@ -249,6 +443,9 @@ class ComposeCLI:
         return self.run(args, what="docker compose down")
 
     def project_networks(self):
+        nets = self.via_api(lambda api: [n.get("Name") for n in api.networks(self.project_name)])
+        if nets is not None:
+            return sorted(n for n in nets if n)
         args = [self.docker, "network", "ls", "--filter",
                 "label=com.docker.compose.project=%s" % self.project_name, "--format", "{{.Name}}"]
         out = self.stdout(args, what="docker network ls")

@@ -28,19 +28,28 @@ def replicas_of(service):
     return 1
 
 
+def has_healthcheck(service):
+    """Whether a service of the resolved model has an enabled healthcheck (the slim model of the
+    resolution cache stores the answer itself)."""
+    hc = service.get("healthcheck")
+    if isinstance(hc, bool):
+        return hc
+    hc = hc or {}
+    return bool(hc.get("test")) and not hc.get("disable", False) and hc.get("test") != ["NONE"]
+
+
 def desired_services(resolved, hashes, image_ids):
     """Summarise the resolved model: {service: {hash, image, image_id, replicas, build, healthcheck}}."""
     out = {}
     for name, svc in (resolved.get("services") or {}).items():
         image = svc.get("image")
-        hc = svc.get("healthcheck") or {}
         out[name] = {
             "hash": hashes.get(name),
             "image": image,
             "image_id": image_ids.get(image) if image else None,
             "replicas": replicas_of(svc),
             "build": bool(svc.get("build")),
-            "healthcheck": bool(hc.get("test")) and not hc.get("disable", False) and hc.get("test") != ["NONE"],
+            "healthcheck": has_healthcheck(svc),
         }
     return out
 
@@ -134,9 +143,10 @@ def plan_text(steps):
 def wait_verdict(targets, containers, desired):
     """Judge one poll of a health-gated deploy.
 
-    Returns (done, failing): done when every target service has its replicas running and,
-    where it has a healthcheck, healthy. ``failing`` lists {service, container, state, health}
-    rows that are not there yet (used for the timeout report).
+    Returns (done, failing): done when every target service has its replicas running (for at
+    least a second since their last start) and, where it has a healthcheck, healthy. ``failing``
+    lists {service, container, state, health[, note]} rows that are not there yet (used for the
+    timeout report).
     """
     failing = []
     by_service = {}
@@ -156,7 +166,18 @@ def wait_verdict(targets, containers, desired):
             if not ok:
                 failing.append({"service": name, "container": c.get("name"), "state": c.get("state"),
                                 "health": c.get("health")})
+            elif just_started(c):
+                failing.append({"service": name, "container": c.get("name"), "state": c.get("state"),
+                                "health": c.get("health"), "note": "up less than a second"})
     return not failing, failing
+
+
+def just_started(container):
+    """Running for less than a second, by the daemon's own clock (its Status text says "Up Less
+    than a second"). A container counts as up only once it has stayed up a full second since its
+    last (re)start, so a crash-looping container caught between two restarts does not pass, even
+    though its state reads "running"."""
+    return "less than a second" in (container.get("status") or "").lower()
 
 
 def hopeless(failing, restart_policies):

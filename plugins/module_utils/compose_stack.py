@@ -14,7 +14,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
+import threading
 import time
 
 from ansible_collections.selfhosted.platform.plugins.module_utils import compose_plan as cp
@@ -22,6 +24,11 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli im
     MIN_COMPOSE_VERSION,
     ComposeCLI,
     ComposeError,
+    EngineAPI,
+    docker_config_dir,
+    engine_socket,
+    read_docker_config,
+    unix_socket_transport,
 )
 
 try:
@@ -36,6 +43,14 @@ LABEL_INPUTS = "org.selfhosted.compose-stack.restart-on"
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 MASK = "********"
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CACHE_FILE = "resolved.json"
+CACHE_SCHEMA = 1
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SYSTEM_PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+                      "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
+MANAGED_ENV = "\0managed-env"
+WAIT_INTERVAL_API = 0.25
+WAIT_INTERVAL_CLI = 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +246,120 @@ def rewrite_env_file_refs(doc, old, new):
 
 
 # ---------------------------------------------------------------------------------------------
+# the resolution cache: `docker compose config` and `config --hash` answers, keyed by their inputs
+# ---------------------------------------------------------------------------------------------
+class Uncacheable(Exception):
+    """The inputs of the resolution cannot all be known without running Compose."""
+
+
+def compose_plugin(environ, docker_config):
+    """Identity of the Compose CLI plugin the docker CLI would run, without running it: the first
+    ``docker-compose`` in the CLI's plugin directories (config.json's cliPluginsExtraDirs, then
+    $DOCKER_CONFIG/cli-plugins or ~/.docker/cli-plugins, then the system directories), as
+    path, resolved path, size and mtime. None when there is none."""
+    dirs = [d for d in (docker_config.get("cliPluginsExtraDirs") or []) if isinstance(d, str)]
+    dirs.append(os.path.join(docker_config_dir(environ), "cli-plugins"))
+    dirs.extend(SYSTEM_PLUGIN_DIRS)
+    for d in dirs:
+        path = os.path.join(d, "docker-compose")
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            return "%s -> %s size=%d mtime_ns=%d" % (path, os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return None
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def referenced_files(doc):
+    """Files a compose document makes Compose read besides itself: services' env_file and
+    label_file entries, configs and secrets with a file source. Raises Uncacheable for what
+    cannot be listed from the document alone (include, extends from another file, paths built
+    by interpolation)."""
+    if not isinstance(doc, dict):
+        raise Uncacheable("the compose document is not a mapping")
+    if doc.get("include"):
+        raise Uncacheable("include")
+    paths = []
+    for name, svc in (doc.get("services") or {}).items():
+        if not isinstance(svc, dict):
+            raise Uncacheable("service %s is not a mapping" % name)
+        ext = svc.get("extends")
+        if ext is not None and not isinstance(ext, str) and (not isinstance(ext, dict) or ext.get("file")):
+            raise Uncacheable("extends from another file")
+        for key in ("env_file", "label_file"):
+            value = svc.get(key)
+            if value is None:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                paths.append(item.get("path") if isinstance(item, dict) else item)
+    for top in ("configs", "secrets"):
+        for entry in (doc.get(top) or {}).values():
+            if isinstance(entry, dict) and entry.get("file") is not None:
+                paths.append(entry["file"])
+    for path in paths:
+        if not isinstance(path, str) or "$" in path or path.startswith("~"):
+            raise Uncacheable("a file reference Compose resolves itself: %r" % (path,))
+    return paths
+
+
+def slim_model(resolved):
+    """What the decision needs of the resolved model, and nothing else: no environment, command
+    or other values that may carry secrets. desired_services(), pullable() and restart_on_map()
+    give the same answers on it as on the full model."""
+    services = {}
+    for name, svc in (resolved.get("services") or {}).items():
+        slim = {"healthcheck": cp.has_healthcheck(svc)}
+        if svc.get("image"):
+            slim["image"] = svc["image"]
+        if svc.get("build"):
+            slim["build"] = True
+        replicas = (svc.get("deploy") or {}).get("replicas")
+        if replicas is not None:
+            slim["deploy"] = {"replicas": replicas}
+        if svc.get("scale") is not None:
+            slim["scale"] = svc["scale"]
+        binds = [{"type": "bind", "source": v.get("source", "")} for v in svc.get("volumes") or []
+                 if isinstance(v, dict) and v.get("type") == "bind"]
+        if binds:
+            slim["volumes"] = binds
+        services[name] = slim
+    return {"services": services}
+
+
+# ---------------------------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------------------------
+class Background(threading.Thread):
+    """Run ``fn()`` in a thread; ``result()`` waits and re-raises what it raised."""
+
+    def __init__(self, fn):
+        threading.Thread.__init__(self)
+        self.daemon = True
+        self.fn = fn
+        self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self.error = exc
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
 class StackFailure(Exception):
     def __init__(self, msg, **result):
         super().__init__(msg)
@@ -245,8 +372,9 @@ class Stack:
     ``clock``/``sleep`` are injectable for tests."""
 
     def __init__(self, params, runner, check_mode=False, diff_mode=False, sleep=time.sleep, clock=time.monotonic,
-                 warn=None):
+                 warn=None, api=None, environ=None):
         self.p = params
+        self.environ = os.environ if environ is None else environ
         self.check_mode = check_mode
         self.diff_mode = diff_mode
         self.sleep = sleep
@@ -256,7 +384,11 @@ class Stack:
         self.state_dir = os.path.join(self.project_dir, STATE_DIR)
         self.env_path = os.path.join(self.project_dir, params.get("env_file_name") or ".env")
         self.secrets = secret_values(params.get("env"))
-        self.cli = ComposeCLI(runner, params["project_name"], self.project_dir, profiles=params.get("profiles"))
+        self.cli = ComposeCLI(runner, params["project_name"], self.project_dir, profiles=params.get("profiles"),
+                              api=api)
+        self.cache_path = os.path.join(self.state_dir, CACHE_FILE)
+        self.cache_entry = None  # a fresh resolution to record (outside check mode)
+        self.deferred_model = None  # the full resolved model whose hashes are still to be computed
         self.diffs = []
         self.desired = {}
         self.result = {"changed": False, "project_name": params["project_name"], "project_dir": self.project_dir,
@@ -315,57 +447,179 @@ class Stack:
             args += ["--env-file", ef]
         return args
 
+    # -- the resolution cache ---------------------------------------------------------------------
+    def resolution_key(self, files, definition, env_text):
+        """sha256 over everything that can change what ``docker compose config`` and ``config
+        --hash`` print for this project: the parameters, the compose document (as given, or the
+        bytes of the files), the env files in the order Compose reads them, every file the
+        document makes Compose read (env_file, label_file, config and secret sources), the value
+        of every process environment variable named anywhere in those texts (interpolation,
+        ``environment: [NAME]``), DOCKER_* and COMPOSE_* variables, and the identity of the
+        Compose plugin binary. Raises Uncacheable when some input cannot be known that way."""
+        p = self.p
+        docker_config = read_docker_config(self.environ)
+        plugin = compose_plugin(self.environ, docker_config)
+        if plugin is None:
+            raise Uncacheable("no Compose plugin found in the docker CLI plugin directories")
+        h = hashlib.sha256()
+        texts = []
+
+        def feed(label, data):
+            data = data if isinstance(data, bytes) else ("" if data is None else str(data)).encode("utf-8")
+            h.update(("%s %d\n" % (label, len(data))).encode("utf-8"))
+            h.update(data)
+
+        feed("schema", str(CACHE_SCHEMA))
+        feed("plugin", plugin)
+        feed("params", json.dumps([p["project_name"], self.project_dir, list(p.get("profiles") or []), files,
+                                   p.get("env_file_name"), list(p.get("env_files") or []),
+                                   list(p.get("restart_on") or []), env_text is not None, definition is not None]))
+        feed("docker-config", json.dumps([docker_config.get(k) for k in ("cliPluginsExtraDirs", "proxies",
+                                                                         "currentContext")], sort_keys=True))
+        feed("docker-env", json.dumps(sorted((k, v) for k, v in self.environ.items()
+                                             if k.startswith(("DOCKER_", "COMPOSE_")))))
+        if definition is not None:
+            doc_text = json.dumps(definition)
+            feed("definition", doc_text)
+            texts.append(doc_text)
+            # The staged copy Compose validates points env_file entries naming the managed env file at
+            # its rendered content.
+            doc = definition
+            if env_text is not None:
+                doc = rewrite_env_file_refs(copy.deepcopy(definition), self.env_path, MANAGED_ENV)
+                rewrite_env_file_refs(doc, os.path.relpath(self.env_path, self.project_dir), MANAGED_ENV)
+            docs = [doc]
+        else:
+            if not HAS_YAML:
+                raise Uncacheable("PyYAML is missing: the compose files cannot be read")
+            docs = []
+            for f in files:
+                data = read_bytes(os.path.join(self.project_dir, f))
+                if data is None:
+                    raise Uncacheable("%s is not readable" % f)
+                feed("file " + f, data)
+                text = data.decode("utf-8", "replace")
+                texts.append(text)
+                try:
+                    docs.append(yaml.safe_load(text) or {})
+                except yaml.YAMLError as exc:
+                    raise Uncacheable("%s: %s" % (f, exc)) from exc
+        env_paths = self.env_files_args(MANAGED_ENV if env_text is not None else self.existing_env())
+        if not env_paths:
+            env_paths = [os.path.join(self.project_dir, ".env")]  # Compose's default
+        refs = []
+        for doc in docs:
+            refs.extend(referenced_files(doc))
+        for kind, paths in (("env", env_paths), ("ref", refs)):
+            for ref in paths:
+                if ref == MANAGED_ENV:
+                    path, data = ref, env_text.encode("utf-8")
+                else:
+                    path = os.path.normpath(os.path.join(self.project_dir, ref))
+                    data = read_bytes(path)
+                feed("%s %s" % (kind, path), "absent" if data is None else hashlib.sha256(data).hexdigest())
+                if data is not None:
+                    texts.append(data.decode("utf-8", "replace"))
+        words = set()
+        for text in texts:
+            words.update(WORD.findall(text))
+        feed("environ", json.dumps(sorted((w, self.environ[w]) for w in words if w in self.environ)))
+        return h.hexdigest()
+
+    def cached_resolution(self, files, definition, env_text):
+        """(slim model, labels, hashes) from the cache when its key matches, else None."""
+        try:
+            key = self.resolution_key(files, definition, env_text)
+        except Uncacheable as exc:
+            self.result["resolution_note"] = "not cached: %s" % exc
+            return None, None
+        text = read_text(self.cache_path)
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = None
+        if (not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA or data.get("key") != key
+                or not isinstance(data.get("model"), dict) or not isinstance(data.get("hashes"), dict)):
+            return key, None
+        model = data["model"]
+        try:
+            labels = restart_on_labels(restart_on_map(model, self.p.get("restart_on"), self.project_dir))
+        except ValueError as exc:
+            raise StackFailure(str(exc)) from exc
+        if labels != data.get("labels"):
+            return key, None  # a restart_on file changed: its label, so the hashes, change
+        self.result["compose_version"] = data.get("compose_version")
+        return key, (model, labels, data["hashes"])
+
+    def save_cache(self, created=None):
+        """Record a fresh resolution (never in check mode; mode 0600 under the 0700 state dir).
+        Hashes deferred on a first deploy are the config-hash labels Compose put on the containers
+        ``created`` by that up, when every service has containers that agree; else ``config --hash``."""
+        if self.check_mode or self.cache_entry is None or not os.path.isdir(self.project_dir):
+            return
+        if self.cache_entry["hashes"] is None:
+            hashes = self.hashes_from_labels(created) if created else None
+            if hashes is None:
+                hashes = self.cli.config_hashes(self.deferred_model)
+            self.cache_entry["hashes"] = hashes
+        if not os.path.isdir(self.state_dir):
+            os.makedirs(self.state_dir, 0o700)
+        os.chmod(self.state_dir, 0o700)
+        atomic_write(self.cache_path, json.dumps(self.cache_entry, indent=1, sort_keys=True) + "\n", 0o600)
+        self.cache_entry = None
+
+    def hashes_from_labels(self, containers):
+        """{service: config-hash label} of the containers a first ``up`` created, or None unless every
+        service that runs has containers and they agree (a services subset, replicas 0, recreate=never:
+        None)."""
+        if self.p.get("services") or self.p["recreate"] == "never":
+            return None
+        labels = {}
+        for c in containers:
+            if not c.get("oneoff"):
+                labels.setdefault(c.get("service"), set()).add(c.get("config_hash") or "")
+        hashes = {}
+        for name, svc in (self.cache_entry["model"].get("services") or {}).items():
+            found = labels.get(name) or set()
+            if cp.replicas_of(svc) == 0 or len(found) != 1 or "" in found:
+                return None
+            hashes[name] = found.pop()
+        return hashes
+
     # -- state=present ------------------------------------------------------------------------
-    def candidate(self):
+    def candidate(self, defer_hashes=False):
         """Build and validate the new project in memory + a private staging dir; return a dict
         with the managed file contents, resolved model, labels and hashes. Nothing in
-        project_dir is written here."""
+        project_dir is written here. A resolution cache hit skips Compose entirely."""
         p = self.p
         files = self.compose_files()
         managed = {}  # absolute path -> (content, mode)
         env = p.get("env")
+        env_text = None
         if env is not None:
             bad = [k for k in env if not ENV_KEY.match(str(k))]
             if bad:
                 raise StackFailure("env: invalid variable name(s): %s" % ", ".join(sorted(bad)))
-            managed[self.env_path] = (render_env(env), 0o600)
+            env_text = render_env(env)
+            managed[self.env_path] = (env_text, 0o600)
+        definition = copy.deepcopy(p.get("definition")) if p.get("definition") is not None else None
+        if definition is not None and not isinstance(definition, dict):
+            raise StackFailure("definition: must be a dict (a compose document)")
 
-        staging = tempfile.mkdtemp(prefix="compose-stack-")
-        os.chmod(staging, 0o700)
-        try:
-            staged_env = None
-            if env is not None:
-                staged_env = os.path.join(staging, "env")
-                atomic_write(staged_env, managed[self.env_path][0], 0o600)
-            env_files = self.env_files_args(staged_env if env is not None else self.existing_env())
-
-            definition = copy.deepcopy(p.get("definition")) if p.get("definition") is not None else None
-            if definition is not None:
-                if not isinstance(definition, dict):
-                    raise StackFailure("definition: must be a dict (a compose document)")
-                staged_def = copy.deepcopy(definition)
-                if staged_env:
-                    rewrite_env_file_refs(staged_def, self.env_path, staged_env)
-                    rewrite_env_file_refs(staged_def, os.path.relpath(self.env_path, self.project_dir), staged_env)
-                staged_file = os.path.join(staging, "compose.json")
-                atomic_write(staged_file, json.dumps(staged_def), 0o600)
-                config_files = [staged_file]
-            else:
-                config_files = [os.path.join(self.project_dir, f) for f in files]
-
-            try:
-                resolved = self.run_config(config_files, env_files)
-            except ComposeError as exc:
-                raise StackFailure("definition is invalid: %s" % (exc.stderr or exc.msg).strip(),
-                                   invalid=True) from exc
-            try:
-                labels = restart_on_labels(restart_on_map(resolved, p.get("restart_on"), self.project_dir))
-            except ValueError as exc:
-                raise StackFailure(str(exc)) from exc
-            add_labels(resolved, labels)
-            hashes = self.cli.config_hashes(resolved)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        key, cached = self.cached_resolution(files, definition, env_text)
+        if cached is not None:
+            resolved, labels, hashes = cached
+            self.result["resolution"] = "cache"
+        else:
+            self.result["resolution"] = "compose"
+            resolved, labels, hashes = self.resolve(files, definition, env_text, defer_hashes=defer_hashes)
+            if key is not None:
+                self.cache_entry = {"schema": CACHE_SCHEMA, "key": key, "model": slim_model(resolved),
+                                    "labels": labels, "hashes": hashes,
+                                    "compose_version": self.result.get("compose_version")}
+                if hashes is None:
+                    self.deferred_model = resolved
+            hashes = hashes or {}
 
         override = os.path.join(self.state_dir, "restart-on.override.json")
         if definition is not None:
@@ -384,6 +638,56 @@ class Stack:
         run_env_files = self.env_files_args(self.env_path if env is not None else self.existing_env())
         return {"managed": managed, "resolved": resolved, "labels": labels, "hashes": hashes,
                 "files": run_files, "env_files": run_env_files}
+
+    def resolve(self, files, definition, env_text, defer_hashes=False):
+        """Validate and resolve the project with ``docker compose config`` (the definition staged in
+        a private temp dir) and get Compose's per-service hashes: (resolved, labels, hashes);
+        hashes is None with defer_hashes."""
+        p = self.p
+        # `compose version` runs alongside `config`; its verdict (missing, too old) comes first.
+        version = Background(self.check_version) if "compose_version" not in self.result else None
+        staging = tempfile.mkdtemp(prefix="compose-stack-")
+        os.chmod(staging, 0o700)
+        try:
+            staged_env = None
+            if env_text is not None:
+                staged_env = os.path.join(staging, "env")
+                atomic_write(staged_env, env_text, 0o600)
+            env_files = self.env_files_args(staged_env if env_text is not None else self.existing_env())
+
+            if definition is not None:
+                staged_def = copy.deepcopy(definition)
+                if staged_env:
+                    rewrite_env_file_refs(staged_def, self.env_path, staged_env)
+                    rewrite_env_file_refs(staged_def, os.path.relpath(self.env_path, self.project_dir), staged_env)
+                staged_file = os.path.join(staging, "compose.json")
+                atomic_write(staged_file, json.dumps(staged_def), 0o600)
+                config_files = [staged_file]
+            else:
+                config_files = [os.path.join(self.project_dir, f) for f in files]
+
+            invalid = None
+            try:
+                resolved = self.run_config(config_files, env_files)
+            except ComposeError as exc:
+                invalid = exc
+            if version is not None:
+                version.result()
+                version = None
+            if invalid is not None:
+                raise StackFailure("definition is invalid: %s" % (invalid.stderr or invalid.msg).strip(),
+                                   invalid=True) from invalid
+            try:
+                labels = restart_on_labels(restart_on_map(resolved, p.get("restart_on"), self.project_dir))
+            except ValueError as exc:
+                raise StackFailure(str(exc)) from exc
+            add_labels(resolved, labels)
+            hashes = None if defer_hashes else self.cli.config_hashes(resolved)
+        finally:
+            if version is not None:
+                version.join()  # never leave it running (an error before config was run)
+            shutil.rmtree(staging, ignore_errors=True)
+        return resolved, labels, hashes
 
     def existing_env(self):
         return self.env_path if os.path.isfile(self.env_path) else None
@@ -430,7 +734,10 @@ class Stack:
 
     def present(self):
         p = self.p
-        cand = self.candidate()
+        containers = self.cli.containers()
+        # Without any container of the project every service is created whatever its hash: Compose's
+        # hashes are only needed for the cache, and are taken after up (see save_cache).
+        cand = self.candidate(defer_hashes=not containers)
         resolved = cand["resolved"]
         selected = p.get("services") or None
         if selected:
@@ -446,7 +753,6 @@ class Stack:
             after = self.image_state(resolved)
             pulled = sorted(ref for ref in after if after[ref] and after[ref] != before.get(ref))
         image_ids = self.image_state(resolved)
-        containers = self.cli.containers()
         desired = cp.desired_services(resolved, cand["hashes"], image_ids)
         self.desired = desired
         steps = cp.plan(desired, containers, recreate=p["recreate"], remove_orphans=p["remove_orphans"],
@@ -470,6 +776,7 @@ class Stack:
             return
         if not changing and not changes:
             self.result["path"] = "fast-noop"
+            self.save_cache()
             self.ensure_last_good(cand, containers, desired, first_only=True)
             self.report(desired, containers, containers, image_ids)
             return
@@ -479,6 +786,7 @@ class Stack:
         if not changing:
             # Only managed files changed in ways Compose does not act on (e.g. file mode).
             self.result["path"] = "files-only"
+            self.save_cache()
             self.report(desired, containers, containers, image_ids)
             return
         self.result["path"] = "up"
@@ -493,6 +801,7 @@ class Stack:
                 self.roll_back(rollback_point, msg, extra)
             raise StackFailure(msg, **extra) from exc
         after = self.cli.containers()
+        self.save_cache(after)
         self.report(desired, containers, after, image_ids)
         self.ensure_last_good(cand, after, desired)
 
@@ -528,27 +837,24 @@ class Stack:
 
     # -- health-gated wait ----------------------------------------------------------------------
     def wait(self, desired, selected):
+        """Poll until every target is up (a full second since its last start, by the daemon's
+        clock, so a crash-looping container that is briefly "running" does not pass) and healthy
+        where it has a healthcheck. Polls are Engine API requests when the API is reachable (every
+        0.25 s), else ``docker ps`` (every second)."""
         targets = sorted(selected or desired)
         deadline = self.clock() + self.p["wait_timeout"]
-        good_polls = 0
         failing = []
         while True:
             containers = self.cli.containers()
             done, failing = cp.wait_verdict(targets, containers, desired)
             if done:
-                good_polls += 1
-                # Two consecutive good polls: a crash-looping container that is briefly "running"
-                # does not pass.
-                if good_polls >= 2:
-                    return
-            else:
-                good_polls = 0
-                policies = self.restart_policies(failing)
-                if cp.hopeless(failing, policies):
-                    break
+                return
+            policies = self.restart_policies(failing)
+            if cp.hopeless(failing, policies):
+                break
             if self.clock() >= deadline:
                 break
-            self.sleep(1)
+            self.sleep(WAIT_INTERVAL_API if self.cli.use_api else WAIT_INTERVAL_CLI)
         raise StackFailure(self.wait_failure_message(failing), failed_services=self.failure_details(failing))
 
     def restart_policies(self, failing):
@@ -578,8 +884,9 @@ class Stack:
     def wait_failure_message(self, failing):
         parts = []
         for f in failing:
-            parts.append("%s (%s%s)" % (f["container"] or f["service"], f["state"],
-                                        ", " + f["health"] if f["health"] else ""))
+            parts.append("%s (%s%s%s)" % (f["container"] or f["service"], f["state"],
+                                          ", " + f["health"] if f["health"] else "",
+                                          ", " + f["note"] if f.get("note") else ""))
         return "services not healthy within %ss: %s" % (self.p["wait_timeout"], "; ".join(parts))
 
     # -- rollback -----------------------------------------------------------------------------
@@ -731,8 +1038,11 @@ class Stack:
         self.result["services"] = services
 
     def execute(self):
-        self.check_version()
         state = self.p["state"]
+        if state not in ("present", "restarted"):
+            # present checks the version when it runs Compose (not on a resolution cache hit, whose
+            # version was checked when it was recorded, for the same plugin binary).
+            self.check_version()
         if state == "present":
             self.present()
         elif state == "stopped":
@@ -742,6 +1052,7 @@ class Stack:
         else:
             self.absent()
         self.result["cli_calls"] = self.cli.calls
+        self.result["api_calls"] = self.cli.api_calls
         if self.diff_mode and self.diffs:
             self.result["diff"] = self.diffs
         return self.result
@@ -753,16 +1064,21 @@ def run(module):
     def runner(args, data=None):
         return module.run_command(args, data=data, binary_data=False, check_rc=False)
 
+    socket_path = engine_socket(os.environ)
+    api = EngineAPI(unix_socket_transport(socket_path)) if socket_path else None
     stack = Stack(module.params, runner, check_mode=module.check_mode, diff_mode=module._diff,
-                  warn=module.warn)
+                  warn=module.warn, api=api)
     try:
         result = stack.execute()
     except StackFailure as exc:
         res = dict(stack.result)
         res.update(exc.result)
         res["cli_calls"] = stack.cli.calls
+        res["api_calls"] = stack.cli.api_calls
         module.fail_json(msg=exc.msg, **res)
     except ComposeError as exc:
         res = dict(stack.result)
+        res["cli_calls"] = stack.cli.calls
+        res["api_calls"] = stack.cli.api_calls
         module.fail_json(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, **res)
     module.exit_json(**result)

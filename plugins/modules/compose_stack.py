@@ -18,14 +18,28 @@ description:
     (C(config --hash) over the resolved model, so env_file contents count), the containers' compose labels,
     local image ids, container states and orphans. When nothing differs it makes no change and runs no
     C(up) (the C(fast-noop) path). It never re-implements Compose's hashing.
+  - Compose's answers (the resolved model and the per-service hashes) are kept in a resolution cache,
+    C(.compose_stack/resolved.json) in O(project_dir) (mode C(0600), no environment values or commands in it),
+    keyed by a SHA-256 over every input that can change them, so a converge where nothing changed starts no
+    docker or Compose process at all (RV(resolution=cache)). The key covers the project name, directory,
+    profiles and other options, the compose document (O(definition) or the bytes of the files), the env files
+    in the order Compose reads them, every file the document makes Compose read (C(env_file), C(label_file),
+    config and secret sources), the value of every process environment variable named in those texts, the
+    C(DOCKER_*) and C(COMPOSE_*) variables and the Compose plugin binary (path, size, mtime, found as the docker
+    CLI finds it). Any change is a miss, and Compose resolves the project as without the cache. Documents that
+    use C(include), C(extends) from another file or interpolated file paths are not cached.
+  - Container, image and network state is read from the Docker Engine API over its unix socket
+    (C(DOCKER_HOST=unix://...) or C(/var/run/docker.sock)); with a C(tcp://) or C(ssh://) host, a docker context
+    other than C(default), or when the socket does not answer, the docker CLI is used instead.
   - Files listed in O(restart_on) (bind-mounted configuration such as an nginx.conf) recreate exactly the
     services that mount them when their content changes, through a checksum label the module adds.
   - Check mode computes the same plan and never runs C(up), never pulls and never builds. Diff mode shows the
     compose file and env file before and after (secret values masked) and the per-service plan.
   - With O(wait), waits until every service with a healthcheck is healthy (a container that starts unhealthy and
-    then recovers is fine) and every other service is running. With O(rollback), a deploy that does not become
-    healthy restores the last good definition, env file and image ids, brings them back up, and fails with
-    RV(rolled_back=true) while the old version keeps serving.
+    then recovers is fine) and every other service is running, each container up for at least a second since its
+    last start by the daemon's clock (a crash-looping container does not pass). With O(rollback), a deploy that
+    does not become healthy restores the last good definition, env file and image ids, brings them back up, and
+    fails with RV(rolled_back=true) while the old version keeps serving.
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
 requirements:
@@ -135,7 +149,9 @@ options:
     default: []
   wait:
     description:
-      - Wait until every service with a healthcheck is healthy and every other service is running.
+      - Wait until every service with a healthcheck is healthy and every other service is running (each
+        container up for at least a second). Polls the Engine API every 0.25 s (C(docker ps) every second
+        without it).
     type: bool
     default: true
   wait_timeout:
@@ -258,15 +274,31 @@ failed_services:
   returned: failure
   type: dict
 compose_version:
-  description: The Compose version on the host.
+  description: The Compose version on the host (recorded with the resolution cache on a cached run).
   returned: always
   type: str
   sample: v2.40.3
+resolution:
+  description:
+    - Where the resolved model and Compose's per-service hashes came from. V(cache) the resolution cache
+      (no Compose process); V(compose) C(docker compose config) and C(config --hash).
+  returned: state is present or restarted
+  type: str
+  sample: cache
+resolution_note:
+  description: Why the resolution cannot be cached for this project (for example C(include)).
+  returned: when the resolution is not cacheable
+  type: str
 cli_calls:
-  description: Number of docker/compose CLI calls the module made.
+  description: Number of docker/compose CLI processes the module started (0 on a cached no-op).
   returned: always
   type: int
-  sample: 4
+  sample: 0
+api_calls:
+  description: Number of Docker Engine API requests the module made over the unix socket.
+  returned: always
+  type: int
+  sample: 3
 project_dir:
   description: Absolute project directory.
   returned: always

@@ -7,6 +7,7 @@ Services are reached through ports published on 127.0.0.1 only.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import textwrap
@@ -152,8 +153,22 @@ def test_create_then_fast_noop(proj):
     before = proj.containers()
     r2 = proj.result(definition=app_definition(), env=ENV)
     assert not r2["changed"] and r2["path"] == "fast-noop", r2
-    assert r2["cli_calls"] <= 5
+    # The cached path: no docker/compose process at all; containers and the two images from the
+    # Engine API over the socket.
+    assert r2["resolution"] == "cache" and r2["cli_calls"] == 0, r2
+    assert r2["api_calls"] == 3
+    assert r2["compose_version"] == r["compose_version"]
     assert proj.containers() == before
+    cache = proj.dir / ".compose_stack" / "resolved.json"
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert SECRET not in cache.read_text() and "tok-1" not in cache.read_text()
+    # The first deploy recorded the config-hash labels Compose gave the containers it created; they are
+    # what `config --hash` prints: without the cache, Compose's own answer is the same no-op.
+    recorded = json.loads(cache.read_text())["hashes"]
+    cache.unlink()
+    r3 = proj.result(definition=app_definition(), env=ENV)
+    assert not r3["changed"] and r3["path"] == "fast-noop" and r3["resolution"] == "compose", r3
+    assert json.loads(cache.read_text())["hashes"] == recorded
 
 
 def test_env_change_recreates_only_services_using_it(proj):
@@ -173,11 +188,20 @@ def test_env_file_content_change_recreates_only_its_users(proj):
     (proj.dir / "cache.env").write_text("MODE=a\n")
     proj.task(definition=d, env=ENV)
     before = proj.containers()
-    assert not proj.task(definition=d, env=ENV)[0]["changed"]
-    (proj.dir / "cache.env").write_text("MODE=b\n")
     r = proj.result(definition=d, env=ENV)
+    assert not r["changed"] and r["resolution"] == "cache" and r["cli_calls"] == 0, r
+    # The compose definition is unchanged; only the env file a service loads changed on disk.
+    (proj.dir / "cache.env").write_text("MODE=b\n")
+    r = proj.result(definition=d, env=ENV, check=True)
+    assert r["changed"] and r["resolution"] == "compose" and actions(r) == {"cache": "recreate", "web": "none"}, r
+    r = proj.result(definition=d, env=ENV)
+    assert r["changed"] and r["resolution"] == "compose", r
     assert actions(r) == {"cache": "recreate", "web": "none"}
     assert proj.containers()["web"] == before["web"]
+    cid = proj.containers()["cache"]
+    assert dh.docker("exec", cid, "printenv", "MODE").stdout.strip() == "b"
+    r = proj.result(definition=d, env=ENV)
+    assert not r["changed"] and r["resolution"] == "cache", r
 
 
 def test_restart_on_file_recreates_only_its_service(proj):
@@ -332,6 +356,50 @@ def test_files_mode_with_existing_compose_file(proj):
     assert not proj.task()[0]["changed"]
     (proj.dir / "compose.yaml").write_text((proj.dir / "compose.yaml").read_text() + "    stop_grace_period: 3s\n")
     assert actions(proj.task()[0]) == {"one": "recreate"}
+
+
+def test_engine_api_state_matches_the_cli(proj):
+    """The Engine API answers (containers, images, networks) are the dicts the CLI gives."""
+    from ansible_collections.selfhosted.platform.plugins.module_utils import compose_cli as cc
+
+    d = app_definition(extra={"oneshot": {"image": BASE, "command": ["true"]}})
+    r = proj.result(definition=d, env=ENV, wait=False)
+    assert not r.get("failed"), r
+    dh.docker("stop", "-t", "0", proj.containers()["cache"])
+    dh.wait_until(lambda: "healthy" in dh.docker("ps", "--filter", f"name={proj.name}-web", "--format",
+                                                 "{{.Status}}").stdout, timeout=60)
+
+    def runner(args, data=None):
+        res = subprocess.run(args, input=data, capture_output=True, text=True, check=False)
+        return res.returncode, res.stdout, res.stderr
+
+    sock = cc.engine_socket(dict(os.environ))
+    assert sock, "the local daemon's unix socket"
+    via_cli = cc.ComposeCLI(runner, proj.name, str(proj.dir))
+    via_api = cc.ComposeCLI(runner, proj.name, str(proj.dir), api=cc.EngineAPI(cc.unix_socket_transport(sock)))
+    for _attempt in range(5):  # a status text ("Up 3 seconds") can tick between the two reads
+        api_rows, cli_rows = via_api.containers(), via_cli.containers()
+        if api_rows == cli_rows:
+            break
+        time.sleep(0.5)
+    assert api_rows == cli_rows
+    assert {c["service"]: c["state"] for c in api_rows} == {"web": "running", "worker": "running", "cache": "exited",
+                                                           "oneshot": "exited"}
+    assert next(c for c in api_rows if c["service"] == "web")["health"] == "healthy"
+    refs = [APP, BASE, "shp-test/does-not-exist:1", "shp-test/httpapp"]
+    assert via_api.image_ids(refs) == via_cli.image_ids(refs)
+    assert via_api.image_ids([APP])[APP].startswith("sha256:")
+    assert via_api.project_networks() == via_cli.project_networks() == [f"{proj.name}_default"]
+    names = [c["name"] for c in cli_rows]
+    assert via_api.inspect_containers(names) == via_cli.inspect_containers(names)
+    assert via_api.calls == 0 and via_api.api_calls > 0 and not via_api.api_failures
+
+
+def test_crash_looping_service_fails_the_wait(proj):
+    d = app_definition(with_worker=False, extra={
+        "flaky": {"image": BASE, "command": ["sh", "-c", "sleep 0.3; exit 1"], "restart": "always"}})
+    r = proj.result(definition=d, env=ENV, wait_timeout=10)
+    assert r["failed"] and "flaky" in r["msg"] and "not healthy within 10s" in r["msg"], r
 
 
 def test_module_docs_render():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -20,8 +22,11 @@ def svc_hash(svc: dict) -> str:
 
 
 class FakeDocker:
-    def __init__(self, version: str = "v2.40.3"):
+    def __init__(self, version: str = "v2.40.3", environ: dict | None = None):
         self.version = version
+        self.environ = {} if environ is None else environ  # the process environment Compose sees
+        self.api_requests: list[str] = []
+        self.api_down = False  # the Engine API socket refuses connections
         self.images: dict[str, str] = {}
         self.containers: list[dict] = []
         self.calls: list[list[str]] = []
@@ -66,13 +71,23 @@ class FakeDocker:
             return "".join(out)
         return v
 
-    def resolve(self, doc, env):
+    def resolve(self, doc, env, project_dir="."):
+        """Interpolation (the process environment wins over env files, as in Compose) and env_file
+        contents merged into each service's environment."""
+        env = {**env, **self.environ}
         text = json.dumps(doc)
         for k, v in env.items():
             text = text.replace("${%s}" % k, json.dumps(v)[1:-1])
         resolved = json.loads(text)
         for svc in resolved["services"].values():
-            svc.pop("env_file", None)
+            refs = svc.pop("env_file", None)
+            for ref in refs if isinstance(refs, list) else [refs] if refs else []:
+                path = os.path.join(project_dir, ref["path"] if isinstance(ref, dict) else ref)
+                with open(path) as fh:
+                    for line in fh:
+                        if "=" in line and not line.startswith("#"):
+                            k, v = line.rstrip("\n").split("=", 1)
+                            svc.setdefault("environment", {})[k] = self.unquote(v)
         return resolved
 
     def project_rows(self):
@@ -93,12 +108,12 @@ class FakeDocker:
             doc, env = self.load_files(args)
             if "x-invalid" in doc or any("x-invalid" in s for s in doc["services"].values()):
                 return 15, "", "validating compose.yaml: services.web additional property x-invalid is not allowed"
-            return 0, json.dumps(self.resolve(doc, env)), ""
+            return 0, json.dumps(self.resolve(doc, env, self.opt_values(args, "--project-directory")[0])), ""
         if sub == "up":
             if self.fail_up:
                 return 1, "", "Error response from daemon: driver failed programming external connectivity"
             doc, env = self.load_files(args)
-            resolved = self.resolve(doc, env)
+            resolved = self.resolve(doc, env, self.opt_values(args, "--project-directory")[0])
             self.containers = [c for c in self.containers if c["service"] in resolved["services"]
                                or "--remove-orphans" not in args]
             for name, svc in resolved["services"].items():
@@ -149,3 +164,40 @@ class FakeDocker:
         if args[1] == "pull":
             return 0, "", ""
         return 99, "", "fake: unsupported %s" % args
+
+    # the Engine API (GET only, the requests compose_stack makes) --------------------------------
+    def api(self, method, path):
+        """``transport(method, path) -> (status, body)`` for compose_cli.EngineAPI."""
+        from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import EngineAPIError
+
+        if self.api_down:
+            raise EngineAPIError("connection refused")
+        self.api_requests.append(path)
+        url = urlsplit(path)
+        query = parse_qs(url.query)
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        if method != "GET":
+            return 405, b"{}"
+        if parts == ["containers", "json"]:
+            assert query.get("all") == ["1"]
+            assert json.loads(query["filters"][0]) == {"label": ["com.docker.compose.project=p"]}
+            return 200, json.dumps([self.api_container(c) for c in self.containers]).encode()
+        if parts[0] == "images" and parts[-1] == "json":
+            ref = "/".join(parts[1:-1])
+            if ref in self.images:
+                return 200, json.dumps({"Id": self.images[ref], "RepoTags": [ref]}).encode()
+            return 404, b'{"message": "No such image"}'
+        if parts[0] == "containers" and len(parts) == 3 and parts[2] == "json":
+            out = self.plain_docker(["docker", "container", "inspect", parts[1]])[1]
+            return 200, json.dumps(json.loads(out)[0]).encode()
+        if parts == ["networks"]:
+            return 200, json.dumps([{"Name": "p_default"}] if self.containers else []).encode()
+        return 404, b'{"message": "page not found"}'
+
+    @staticmethod
+    def api_container(c):
+        labels = {"com.docker.compose.project": "p", "com.docker.compose.service": c["service"],
+                  "com.docker.compose.config-hash": c["config_hash"], "com.docker.compose.image": c["image_id"],
+                  "com.docker.compose.oneoff": c["oneoff"], "com.docker.compose.container-number": c["number"]}
+        return {"Id": c["id"], "Names": ["/" + c["name"]], "Image": c["image"], "ImageID": c["image_id"],
+                "State": c["state"], "Status": c["status"], "Labels": labels}

@@ -148,3 +148,23 @@ def test_error_text_drops_compose_progress_lines():
     assert error_text(err) == ("Container p-web-1  can't set healthcheck.start_interval as feature require Docker "
                                "Engine v25 or later\ncan't set healthcheck.start_interval as feature require Docker "
                                "Engine v25 or later")
+
+
+def test_wait_verdict_wants_a_full_second_of_uptime():
+    desired = {"web": want(healthcheck=True), "worker": want()}
+    fresh = dict(box("worker"), status="Up Less than a second")
+    ok, failing = cp.wait_verdict(["web", "worker"], [dict(box("web", health="healthy"), status="Up 1 second"),
+                                                      fresh], desired)
+    assert not ok and failing == [{"service": "worker", "container": "p-worker-1", "state": "running",
+                                   "health": None, "note": "up less than a second"}]
+    ok, failing = cp.wait_verdict(["worker"], [dict(fresh, status="Up 2 seconds")], desired)
+    assert ok and not failing
+    restarting = dict(box("worker", state="restarting"), status="Restarting (1) Less than a second ago")
+    assert not cp.wait_verdict(["worker"], [restarting], desired)[0]
+
+
+def test_has_healthcheck_reads_the_full_and_the_cached_model():
+    assert cp.has_healthcheck({"healthcheck": {"test": ["CMD", "true"]}})
+    assert not cp.has_healthcheck({"healthcheck": {"test": ["NONE"]}})
+    assert not cp.has_healthcheck({})
+    assert cp.has_healthcheck({"healthcheck": True}) and not cp.has_healthcheck({"healthcheck": False})

@@ -3,9 +3,12 @@ docker CLI faked at the process boundary (tests/unit/fake_docker.py)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 
 import pytest
+from ansible_collections.selfhosted.platform.plugins.module_utils import compose_cli as cc
 from ansible_collections.selfhosted.platform.plugins.module_utils import compose_stack as cs
 
 from tests.unit.fake_docker import FakeDocker
@@ -43,10 +46,11 @@ class Clock:
         self.now += s
 
 
-def stack(tmp_path, docker, check=False, diff=False, **kw):
+def stack(tmp_path, docker, check=False, diff=False, api=True, **kw):
     clock = Clock()
     return cs.Stack(params(tmp_path / "proj", **kw), docker, check_mode=check, diff_mode=diff,
-                    sleep=clock.sleep, clock=clock)
+                    sleep=clock.sleep, clock=clock, api=cc.EngineAPI(docker.api) if api else None,
+                    environ=docker.environ)
 
 
 def compose_cmds(docker, verb):
@@ -54,8 +58,13 @@ def compose_cmds(docker, verb):
 
 
 @pytest.fixture
-def docker():
-    d = FakeDocker()
+def docker(tmp_path):
+    # The Compose plugin binary the key identifies: one in $DOCKER_CONFIG/cli-plugins, which the docker
+    # CLI searches before the system directories.
+    plugins = tmp_path / "docker-config" / "cli-plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "docker-compose").write_text("compose v2.40.3\n")
+    d = FakeDocker(environ={"DOCKER_CONFIG": str(tmp_path / "docker-config")})
     d.images = {"app:1": "sha256:app1", "redis:7": "sha256:redis7"}
     return d
 
@@ -77,12 +86,316 @@ def test_first_deploy_creates_writes_files_with_modes(tmp_path, docker):
 
 
 def test_second_run_is_fast_noop_with_few_calls(tmp_path, docker):
-    deploy(tmp_path, docker)
+    first = deploy(tmp_path, docker)
+    assert first["resolution"] == "compose"
+    docker.calls.clear()
+    docker.api_requests.clear()
+    res = deploy(tmp_path, docker)
+    assert not res["changed"] and res["path"] == "fast-noop" and res["resolution"] == "cache"
+    # The resolution comes from the cache; containers and the two images from the Engine API.
+    assert res["cli_calls"] == 0 and docker.calls == []
+    assert res["api_calls"] == 3 and len(docker.api_requests) == 3
+    assert res["compose_version"] == "v2.40.3"
+
+
+def test_first_deploy_takes_the_hashes_from_the_created_containers(tmp_path, docker):
+    res = deploy(tmp_path, docker)
+    assert res["path"] == "up"
+    # version, config, up: no config --hash while the project has no container
+    assert len(docker.calls) == 3 and not compose_cmds(docker, "--hash")
+    assert compose_cmds(docker, "version") and compose_cmds(docker, "config") and compose_cmds(docker, "up")
+    cache = json.loads((tmp_path / "proj" / ".compose_stack" / "resolved.json").read_text())
+    labels = {c["service"]: c["config_hash"] for c in docker.containers}
+    assert cache["hashes"] == labels
+    # ... which is what config --hash says, so forcing a resolution by Compose is still a no-op.
+    (tmp_path / "proj" / ".compose_stack" / "resolved.json").unlink()
     docker.calls.clear()
     res = deploy(tmp_path, docker)
+    assert not res["changed"] and res["resolution"] == "compose" and compose_cmds(docker, "--hash")
+    assert json.loads((tmp_path / "proj" / ".compose_stack" / "resolved.json").read_text())["hashes"] == labels
+
+
+def test_first_deploy_without_a_container_for_every_service_asks_compose_for_hashes(tmp_path, docker):
+    d = definition()
+    d["services"]["spare"] = {"image": "redis:7", "deploy": {"replicas": 0}}
+    deploy(tmp_path, docker, definition=d)
+    assert compose_cmds(docker, "--hash")
+    assert resolution(tmp_path, docker, definition=d)[0]["resolution"] == "cache"
+
+
+def test_check_mode_on_a_fresh_host_needs_no_hashes(tmp_path, docker):
+    res = deploy(tmp_path, docker, check=True)
+    assert res["changed"] and not compose_cmds(docker, "--hash") and compose_cmds(docker, "config")
+
+
+def test_fast_noop_without_the_api_uses_two_cli_calls(tmp_path, docker):
+    deploy(tmp_path, docker, api=False)
+    docker.calls.clear()
+    res = deploy(tmp_path, docker, api=False)
+    assert not res["changed"] and res["resolution"] == "cache"
+    # image inspect and ps only
+    assert res["cli_calls"] == 2 and res["api_calls"] == 0
+    assert [c[1] for c in docker.calls] == ["ps", "image"]
+
+
+def test_api_failure_falls_back_to_the_cli(tmp_path, docker):
+    deploy(tmp_path, docker)
+    docker.api_down = True
+    res = deploy(tmp_path, docker)
     assert not res["changed"] and res["path"] == "fast-noop"
-    # version, config, config --hash, image inspect, ps: no up, nothing else.
-    assert res["cli_calls"] == 5 and not compose_cmds(docker, "up")
+    assert res["cli_calls"] == 2 and res["api_calls"] == 1  # the failed request, then the CLI from there on
+
+
+# -- the resolution cache: every input that changes Compose's answer is a miss ----------------------
+def resolution(tmp_path, docker, **kw):
+    """Converge; return (result, the compose commands it ran)."""
+    docker.calls.clear()
+    res = deploy(tmp_path, docker, **kw)
+    return res, [c for c in docker.calls if c[:2] == ["docker", "compose"]]
+
+
+def test_cache_miss_on_a_changed_definition(tmp_path, docker):
+    deploy(tmp_path, docker)
+    res, cmds = resolution(tmp_path, docker, definition=definition("2"))
+    assert res["resolution"] == "compose" and any("config" in c for c in cmds)
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "none", "web": "recreate"}
+    assert resolution(tmp_path, docker, definition=definition("2"))[0]["resolution"] == "cache"
+
+
+def test_cache_miss_on_a_changed_compose_file(tmp_path, docker):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "compose.yaml").write_text("services:\n  web:\n    image: app:1\n")
+    assert deploy(tmp_path, docker, definition=None, env=None)["changed"]
+    assert resolution(tmp_path, docker, definition=None, env=None)[0]["resolution"] == "cache"
+    (proj / "compose.yaml").write_text("services:\n  web:\n    image: app:1\n    stop_grace_period: 3s\n")
+    res = resolution(tmp_path, docker, definition=None, env=None)[0]
+    assert res["resolution"] == "compose" and res["changed"]
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"web": "recreate"}
+
+
+def test_cache_miss_on_a_changed_interpolated_process_variable(tmp_path, docker):
+    d = definition()
+    d["services"]["cache"]["environment"] = {"MODE": "${CACHE_MODE}"}
+    docker.environ["CACHE_MODE"] = "lru"
+    deploy(tmp_path, docker, definition=d)
+    assert resolution(tmp_path, docker, definition=d)[0]["resolution"] == "cache"
+    docker.environ["UNRELATED"] = "x"  # a variable the files do not name is not an input
+    assert resolution(tmp_path, docker, definition=d)[0]["resolution"] == "cache"
+    docker.environ["CACHE_MODE"] = "lfu"
+    res = resolution(tmp_path, docker, definition=d)[0]
+    assert res["resolution"] == "compose"
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "recreate", "web": "none"}
+    del docker.environ["CACHE_MODE"]
+    assert resolution(tmp_path, docker, definition=d)[0]["resolution"] == "compose"
+
+
+def test_cache_miss_on_a_changed_env_file_of_a_service(tmp_path, docker):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "cache.env").write_text("MODE=a\n")
+    d = definition()
+    d["services"]["cache"]["env_file"] = ["cache.env"]
+    deploy(tmp_path, docker, definition=d)
+    assert resolution(tmp_path, docker, definition=d)[0]["resolution"] == "cache"
+    (proj / "cache.env").write_text("MODE=b\n")
+    res = resolution(tmp_path, docker, definition=d)[0]
+    assert res["resolution"] == "compose" and res["changed"]
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "recreate", "web": "none"}
+
+
+def test_cache_miss_on_a_changed_compose_plugin(tmp_path, docker):
+    deploy(tmp_path, docker)
+    assert resolution(tmp_path, docker)[0]["resolution"] == "cache"
+    plugin = tmp_path / "docker-config" / "cli-plugins" / "docker-compose"
+    plugin.write_text("compose v2.41.0, a different binary\n")
+    docker.version = "v2.41.0"
+    res, cmds = resolution(tmp_path, docker)
+    assert res["resolution"] == "compose" and res["compose_version"] == "v2.41.0"
+    assert [c for c in cmds if "version" in c] and [c for c in cmds if "--hash" in c]
+    assert not res["changed"]
+
+
+def test_cache_miss_on_changed_profiles(tmp_path, docker):
+    deploy(tmp_path, docker, profiles=["a"])
+    assert resolution(tmp_path, docker, profiles=["a"])[0]["resolution"] == "cache"
+    res, cmds = resolution(tmp_path, docker, profiles=["a", "b"])
+    assert res["resolution"] == "compose" and cmds
+    assert all(c.count("--profile") == 2 for c in cmds if "config" in c)
+
+
+def test_cache_miss_on_a_changed_env(tmp_path, docker):
+    deploy(tmp_path, docker)
+    res = resolution(tmp_path, docker, env={"PASSWORD": "other"})[0]
+    assert res["resolution"] == "compose" and res["changed"]
+
+
+def test_check_mode_never_writes_the_cache(tmp_path, docker):
+    cache = tmp_path / "proj" / ".compose_stack" / "resolved.json"
+    deploy(tmp_path, docker, check=True)
+    assert not (tmp_path / "proj").exists()
+    deploy(tmp_path, docker)
+    recorded = cache.read_bytes()
+    res = deploy(tmp_path, docker, definition=definition("2"), check=True)
+    assert res["resolution"] == "compose" and cache.read_bytes() == recorded
+    cache.unlink()
+    assert deploy(tmp_path, docker, check=True)["resolution"] == "compose"
+    assert not cache.exists()
+    assert deploy(tmp_path, docker)["resolution"] == "compose" and cache.exists()
+
+
+def test_cache_file_is_private_and_holds_no_secret(tmp_path, docker):
+    d = definition()
+    d["services"]["web"]["command"] = ["serve", "--password", "${PASSWORD}"]
+    d["services"]["web"]["healthcheck"] = {"test": ["CMD", "check", "${PASSWORD}"]}
+    deploy(tmp_path, docker, definition=d)
+    cache = tmp_path / "proj" / ".compose_stack" / "resolved.json"
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert oct(cache.parent.stat().st_mode & 0o777) == "0o700"
+    assert SECRET not in cache.read_text() and "hunter2" not in cache.read_text()
+    res = resolution(tmp_path, docker, definition=d)[0]
+    assert res["resolution"] == "cache" and not res["changed"]
+    assert res["services"]["web"]["health"] == "healthy"
+
+
+def test_slim_model_decides_like_the_full_one():
+    resolved = {"services": {
+        "a": {"image": "x:1", "healthcheck": {"test": ["CMD", "true"]}, "environment": {"P": "secret"},
+              "volumes": [{"type": "bind", "source": "/srv/a.conf", "target": "/a.conf"},
+                          {"type": "volume", "source": "data", "target": "/data"}]},
+        "b": {"image": "y:1", "healthcheck": {"disable": True, "test": ["CMD", "true"]}, "scale": 2},
+        "c": {"build": {"context": "."}, "image": "c:dev", "deploy": {"replicas": 0}},
+        "d": {"image": "d:1", "healthcheck": {"test": ["NONE"]}, "command": ["--token", "secret"]},
+    }}
+    slim = cs.slim_model(resolved)
+    assert "secret" not in json.dumps(slim)
+    hashes, ids = {"a": "ha", "b": "hb"}, {"x:1": "sha256:x"}
+    assert cs.cp.desired_services(slim, hashes, ids) == cs.cp.desired_services(resolved, hashes, ids)
+    assert cs.Stack.pullable(slim, None) == cs.Stack.pullable(resolved, None)
+
+
+@pytest.mark.parametrize("doc", [
+    {"include": ["other.yaml"], "services": {}},
+    {"services": {"a": {"extends": {"file": "base.yaml", "service": "a"}}}},
+    {"services": {"a": {"env_file": "${ENV_DIR}/a.env"}}},
+])
+def test_inputs_compose_resolves_itself_are_not_cached(tmp_path, docker, doc):
+    for svc in doc["services"].values():
+        svc["image"] = "app:1"
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "a.env").write_text("A=1\n")
+    docker.environ["ENV_DIR"] = "."
+    res = deploy(tmp_path, docker, definition=doc, env=None, wait=False)
+    assert res["resolution"] == "compose" and res["resolution_note"].startswith("not cached")
+    assert not (tmp_path / "proj" / ".compose_stack" / "resolved.json").exists()
+
+
+def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    conf = proj / "nginx.conf"
+    conf.write_text("a\n")
+    d = definition()
+    d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
+                                                               "target": "/etc/nginx/nginx.conf"}]}
+    deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
+    assert resolution(tmp_path, docker, definition=d, restart_on=["nginx.conf"])[0]["resolution"] == "cache"
+    conf.write_text("b\n")
+    res = resolution(tmp_path, docker, definition=d, restart_on=["nginx.conf"])[0]
+    assert res["resolution"] == "compose" and res["changed"]
+
+
+# -- the Engine API --------------------------------------------------------------------------------
+def test_api_rows_match_the_cli_rows(tmp_path, docker):
+    deploy(tmp_path, docker)
+    docker.containers.append({"id": "r1", "name": "p-web-run-1", "state": "exited", "status": "Exited (0) 1 minute ago",
+                              "service": "web", "config_hash": "x", "image_id": "sha256:app1", "image": "app:1",
+                              "oneoff": "True", "number": "1"})
+    via_cli = cc.ComposeCLI(docker, "p", str(tmp_path))
+    via_api = cc.ComposeCLI(docker, "p", str(tmp_path), api=cc.EngineAPI(docker.api))
+    assert via_api.containers() == via_cli.containers()
+    refs = ["app:1", "redis:7", "missing:1"]
+    assert via_api.image_ids(refs) == via_cli.image_ids(refs) == {"app:1": "sha256:app1", "redis:7": "sha256:redis7",
+                                                                  "missing:1": None}
+    assert via_api.project_networks() == via_cli.project_networks()
+    assert via_api.calls == 0 and via_api.api_calls == 5
+
+
+def test_engine_socket_choice(tmp_path):
+    sock_path = str(tmp_path / "d.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    try:
+        cfg = tmp_path / "cfg"
+        cfg.mkdir()
+        assert cc.engine_socket({"DOCKER_HOST": "unix://" + sock_path}) == sock_path
+        assert cc.engine_socket({"DOCKER_HOST": "tcp://10.0.0.1:2376"}) is None
+        assert cc.engine_socket({"DOCKER_HOST": "ssh://me@host"}) is None
+        assert cc.engine_socket({"DOCKER_HOST": "unix://" + str(tmp_path / "nothing.sock")}) is None
+        assert cc.engine_socket({"DOCKER_CONTEXT": "remote", "DOCKER_CONFIG": str(cfg)}) is None
+        (cfg / "config.json").write_text(json.dumps({"currentContext": "remote"}))
+        assert cc.engine_socket({"DOCKER_CONFIG": str(cfg)}) is None
+        assert cc.engine_socket({"DOCKER_CONFIG": str(cfg), "DOCKER_HOST": "unix://" + sock_path}) == sock_path
+    finally:
+        srv.close()
+
+
+def test_unix_socket_transport_talks_http(tmp_path):
+    import threading
+
+    sock_path = str(tmp_path / "d.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+    seen = []
+
+    def serve():
+        conn = srv.accept()[0]
+        for _n in range(2):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            seen.append(data.split(b"\r\n", 1)[0].decode())
+            body = b'[{"Id": "abc"}]'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    api = cc.EngineAPI(cc.unix_socket_transport(sock_path, timeout=5))
+    assert api.containers("p") == [{"Id": "abc"}]
+    assert api.get("/networks")[1] == [{"Id": "abc"}]  # the same kept-alive connection
+    thread.join(5)
+    srv.close()
+    assert seen[0].startswith("GET /containers/json?all=1&filters=") and seen[1] == "GET /networks HTTP/1.1"
+    with pytest.raises(cc.EngineAPIError):
+        cc.EngineAPI(cc.unix_socket_transport(str(tmp_path / "none.sock"), timeout=1)).get("/_ping")
+
+
+def test_wait_does_not_pass_a_container_up_less_than_a_second(tmp_path, docker):
+    deploy(tmp_path, docker)
+    for c in docker.containers:
+        c["status"] = "Up Less than a second" + (" (healthy)" if c["service"] == "web" else "")
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET})
+    real_up = docker.__call__
+
+    def runner(args, data=None):
+        rc, out, err = real_up(args, data)
+        if "up" in args:  # the new container keeps restarting: never up a full second
+            for c in docker.containers:
+                c["status"] = "Up Less than a second"
+        return rc, out, err
+
+    s.cli.runner = runner
+    docker.api_requests.clear()
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert "up less than a second" in exc.value.msg
+    # It waited the whole wait_timeout (5 s), polling the Engine API every 0.25 s (21 polls after the
+    # plan's own query).
+    polls = [r for r in docker.api_requests if r.startswith("/containers/json")]
+    assert s.clock.now >= 5 and len(polls) == 1 + 21
 
 
 def test_secret_never_on_argv(tmp_path, docker):
@@ -194,6 +507,19 @@ def test_restart_on_unmounted_file_is_an_error(tmp_path, docker):
     with pytest.raises(cs.StackFailure) as exc:
         deploy(tmp_path, docker, restart_on=["stray.conf"])
     assert "not bind-mounted" in exc.value.msg
+
+
+def test_missing_compose_is_reported_before_the_config_error(tmp_path, docker):
+    def runner(args, data=None):
+        docker.calls.append(list(args))
+        return 1, "", "docker: 'compose' is not a docker command."
+
+    s = stack(tmp_path, docker, definition=definition())
+    s.cli.runner = runner
+    with pytest.raises(cc.ComposeError) as exc:
+        s.execute()
+    assert "docker compose is not available" in exc.value.msg
+    assert s.cli.calls == 2 and len(docker.calls) == 2  # version and config, side by side
 
 
 def test_old_compose_is_refused(tmp_path, docker):
