@@ -12,8 +12,10 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -340,3 +342,87 @@ def test_secrets_stay_out_of_output_and_the_process_list(tmp_path):
     assert (target / "x.txt").read_text() == "dump made with a password\n"
     # and no temporary password file is left behind
     assert set(Path("/tmp").glob("shp-restic-*")) <= before
+
+
+def test_sftp_repository_over_real_ssh(tmp_path):
+    """The sftp backend against a real OpenSSH server (the "server" image's sshd, run as the container's only
+    process): the missing repository is detected over sftp and initialised once, a backup and a byte-identical
+    restore go through it, and the SSH options travel as restic's -o sftp.command."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    dk = dh.Session()
+    try:
+        sshd = dk.run(dh.require_image("server"), "-c",
+                      "mkdir -p /run/sshd /root/.ssh /srv/backup && ssh-keygen -A >/dev/null && "
+                      "exec /usr/sbin/sshd -D -e", kind="restic-sftp", entrypoint="/bin/sh")
+        dh.docker("exec", "-i", sshd.name, "sh", "-c",
+                  "cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
+                  input=key.with_suffix(".pub").read_text())
+        sshd.wait_exec("sh", "-c", "pgrep -x sshd >/dev/null && test -s /root/.ssh/authorized_keys", timeout=60)
+        ip = dh.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                       sshd.name).stdout.strip()
+        ssh = (f"ssh -i {key} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+               f"-o LogLevel=ERROR root@{ip} -s sftp")
+        remote = conn(tmp_path, repository=f"sftp:root@{ip}:/srv/backup/restic", options=[f"sftp.command={ssh}"])
+        data = tmp_path / "data"
+        make_data(data)
+        target = tmp_path / "restored"
+        results, out = play(tmp_path, [
+            task("restic_repository", remote),
+            task("restic_repository", remote),
+            task("restic_backup", dict(remote, paths=[str(data / "uploads")], tags=["files"])),
+            task("restic_restore", dict(remote, target=str(target), tags=["files"])),
+            task("restic_repository", dict(remote, password="not-the-password")),
+        ])
+        assert results[0]["changed"] and results[0]["initialized"], results[0]
+        assert not results[1]["changed"] and results[1]["repository_id"] == results[0]["repository_id"]
+        assert results[2]["snapshot_id"] and results[2]["files_new"] >= 4, results[2]
+        assert results[3]["changed"], results[3]
+        assert tree(target / str(data / "uploads").lstrip("/")) == tree(data / "uploads")
+        assert results[4]["failed"] and results[4]["msg"].startswith("password: wrong password"), results[4]
+        assert sshd.exec_ok("sh", "-c", "ls /srv/backup/restic").split() == ["config", "data", "index", "keys",
+                                                                            "locks", "snapshots"]
+        assert PASSWORD not in out
+    finally:
+        dk.cleanup()
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """moto's standalone S3 server on a loopback port: an S3-compatible endpoint for restic's s3 backend."""
+    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        dh.wait_until(lambda: subprocess.run(["curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
+                                             check=False).returncode == 0, 60, what="moto_server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_s3_repository_with_credentials_from_env(tmp_path, s3_server):
+    """The s3 backend against an S3-compatible endpoint (moto's server): credentials only in the module's env
+    option (never printed), the missing bucket/repository detected and initialised once, backup and restore."""
+    secret_key = "S3secret-" + secrets.token_hex(8)
+    remote = conn(tmp_path, repository=f"s3:{s3_server}/shp-it-restic-{secrets.token_hex(3)}/host1",
+                  env={"AWS_ACCESS_KEY_ID": "shp-it-access", "AWS_SECRET_ACCESS_KEY": secret_key,
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    data = tmp_path / "data"
+    make_data(data)
+    target = tmp_path / "restored"
+    results, out = play(tmp_path, [
+        task("restic_repository", remote),
+        task("restic_repository", remote),
+        task("restic_backup", dict(remote, paths=[str(data / "uploads")], tags=["files"])),
+        task("restic_restore", dict(remote, target=str(target), tags=["files"])),
+    ], "-vvv")
+    assert results[0]["changed"] and results[0]["initialized"], results[0]
+    assert not results[1]["changed"] and results[1]["repository_id"] == results[0]["repository_id"]
+    assert results[2]["snapshot_id"], results[2]
+    assert tree(target / str(data / "uploads").lstrip("/")) == tree(data / "uploads")
+    assert secret_key not in out
