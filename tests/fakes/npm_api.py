@@ -4,6 +4,13 @@ Stdlib only (http.server, threaded, 127.0.0.1 on an ephemeral port; ``cryptograp
 uploaded certificates). Run it from tests (``FakeNpm(version="2.13.5").start()``) or on its own::
 
     python -m tests.fakes.npm_api --port 8181 --version 2.12.6
+    python3 npm_api.py --host 0.0.0.0 --port 81 --state-file /data/database.json   # as in shp-test/npm
+
+On its own, the version defaults to ``NPM_FAKE_VERSION`` (else 2.13.5) and the first admin of 2.13+ to
+``INITIAL_ADMIN_EMAIL`` / ``INITIAL_ADMIN_PASSWORD``, as the real image reads them; with ``--state-file`` (or
+``FakeNpm(state_file=...)``) users, tokens, hosts, certificates and access lists are loaded from that JSON file at
+start and written back after every write request, so a restarted server keeps them (the real one keeps them in
+``/data/database.sqlite``). SIGTERM stops it cleanly (it can run as a container's PID 1).
 
 What it reproduces. The facts come from BRIEF section 3 (measured on the real backend) and, where the brief is
 silent, from NPM's own source (NginxProxyManager/nginx-proxy-manager, ``backend/``), read file by file:
@@ -87,8 +94,10 @@ import copy
 import email.parser
 import email.policy
 import json
+import os
 import re
 import secrets
+import signal
 import threading
 import time
 from collections import Counter
@@ -353,8 +362,9 @@ class FakeNpm:
     """The fake server's state and endpoints. start() serves it on 127.0.0.1 in a thread."""
 
     def __init__(self, version="2.13.5", initial_admin=None, token_ttl=86400, issue_delay=0.05, fail_domains=(),
-                 lowercase_domains=True, int_booleans=False, custom_cert_info=None):
+                 lowercase_domains=True, int_booleans=False, custom_cert_info=None, state_file=None):
         self.version = version
+        self.state_file = state_file
         self.generation = parse_version(version)[:2]
         self.token_ttl = token_ttl
         self.issue_delay = issue_delay
@@ -376,6 +386,37 @@ class FakeNpm:
             self.add_user(*DEFAULT_ADMIN, name="Administrator", nickname="Admin")
         elif initial_admin:
             self.add_user(*initial_admin, name="Administrator", nickname="Admin")
+        if state_file and os.path.exists(state_file):
+            self.load_state()
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    TABLES = ("users", "proxy_hosts", "certificates", "access_lists")
+
+    def save_state(self):
+        """Write the database to state_file (atomically: a temporary file renamed over it)."""
+        if not self.state_file:
+            return
+        with self.lock:
+            state = {name: list(getattr(self, name).values()) for name in self.TABLES}
+            state.update(version=self.version, live=sorted(self.live), next_id=dict(self.next_id),
+                         tokens={t: list(v) for t, v in self.tokens.items()})
+            text = json.dumps(state, indent=1, sort_keys=True)
+        tmp = "%s.tmp" % self.state_file
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, self.state_file)
+
+    def load_state(self):
+        """Replace the in-memory database with state_file's (the seeded admin included)."""
+        with open(self.state_file, encoding="utf-8") as handle:
+            state = json.load(handle)
+        with self.lock:
+            for name in self.TABLES:
+                setattr(self, name, {row["id"]: row for row in state.get(name, [])})
+            self.live = set(state.get("live", []))
+            self.next_id = Counter(state.get("next_id", {}))
+            self.tokens = {t: tuple(v) for t, v in state.get("tokens", {}).items()}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -934,6 +975,17 @@ class RequestHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query))
         ctype = self.headers.get("Content-Type") or ""
         try:
+            status, body = self.dispatch(npm, path, query, ctype, raw)
+        finally:
+            # Saved before the answer goes out; a failed write may still have changed rows (the non-atomic "new"
+            # certificate), so either way.
+            if npm.state_file and self.command in ("POST", "PUT", "DELETE", "PATCH"):
+                npm.save_state()
+        self.send(status, body)
+
+    def dispatch(self, npm, path, query, ctype, raw):
+        """(status, body) of one request: the route's answer or NPM's error object."""
+        try:
             if ctype.startswith("multipart/form-data"):
                 data = parse_multipart(ctype, raw)
             else:
@@ -942,14 +994,12 @@ class RequestHandler(BaseHTTPRequestHandler):
                 except ValueError:
                     raise ApiError(400, "Unexpected token in JSON") from None
             with npm.lock:
-                status, body = self.route(self.command, path.rstrip("/") or "/", query, data)
+                return self.route(self.command, path.rstrip("/") or "/", query, data)
         except ApiError as exc:
             body = {"error": {"code": exc.status, "message": exc.message}}
             if exc.debug is not None and path.startswith("/api/nginx/certificates"):
                 body["debug"] = exc.debug
-            self.send(exc.status, body)
-            return
-        self.send(status, body)
+            return exc.status, body
 
     def route(self, method, path, query, data):
         npm = self.npm
@@ -1020,18 +1070,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="A fake Nginx Proxy Manager API server for tests.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8181)
-    parser.add_argument("--version", default="2.13.5", help="2.12.x (default admin) or 2.13+ (first-user setup)")
-    parser.add_argument("--initial-admin", metavar="EMAIL:PASSWORD", help="like INITIAL_ADMIN_EMAIL/PASSWORD")
+    parser.add_argument("--version", default=os.environ.get("NPM_FAKE_VERSION") or "2.13.5",
+                        help="2.12.x (default admin) or 2.13+ (first-user setup); default: $NPM_FAKE_VERSION or 2.13.5")
+    parser.add_argument("--initial-admin", metavar="EMAIL:PASSWORD",
+                        help="like INITIAL_ADMIN_EMAIL/PASSWORD (also read from the environment)")
+    parser.add_argument("--state-file", help="JSON file the database is loaded from and saved to (e.g. in /data)")
     args = parser.parse_args(argv)
     initial = tuple(args.initial_admin.split(":", 1)) if args.initial_admin else None
-    fake = FakeNpm(version=args.version, initial_admin=initial)
+    if initial is None and os.environ.get("INITIAL_ADMIN_EMAIL") and os.environ.get("INITIAL_ADMIN_PASSWORD"):
+        initial = (os.environ["INITIAL_ADMIN_EMAIL"], os.environ["INITIAL_ADMIN_PASSWORD"])
+    fake = FakeNpm(version=args.version, initial_admin=initial, state_file=args.state_file)
+    if args.state_file and not os.path.exists(args.state_file):
+        fake.save_state()
     fake.start(port=args.port, host=args.host)
     print("fake NPM %s on %s" % (args.version, fake.url), flush=True)
+    stop = threading.Event()
+    # As PID 1 a process ignores SIGTERM without a handler; docker stop would wait for its SIGKILL.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *args: stop.set())
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         fake.stop()
 

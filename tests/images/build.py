@@ -5,6 +5,10 @@ image starts from a Debian 12 root filesystem made with ``debootstrap`` and impo
 ``docker import``. Further images are built ``FROM`` that base out of the directories next
 to this file (one directory per image, each with a ``Dockerfile``).
 
+Files from elsewhere in the checkout that an image needs are listed in ``SHARED`` and copied into its build
+context (a temporary copy of the directory), so there is one source for them (the ``npm`` image serves the fake
+NPM API of tests/fakes/npm_api.py).
+
 Caching: every image carries the label ``org.selfhosted.build-hash``, a digest of its build
 context plus the id of its parent image. An image whose label matches the digest computed now
 is not rebuilt, so a second run builds nothing and takes well under a second per image.
@@ -32,7 +36,10 @@ LABEL = "org.selfhosted.build-hash"
 SUITE = "bookworm"
 MIRROR = os.environ.get("SHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # Order matters: an image must come after the image it is built FROM.
-ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower"]
+ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "npm"]
+# Per image: {name in the build context: path from the checkout's root}.
+ROOT = HERE.parent.parent
+SHARED = {"npm": {"npm_api.py": "tests/fakes/npm_api.py"}}
 
 
 def log(msg: str) -> None:
@@ -133,7 +140,19 @@ def parent_of(dockerfile: Path) -> str:
 
 
 def build_one(name: str, force: bool) -> None:
-    ctx = HERE / name
+    shared = SHARED.get(name)
+    if not shared:
+        build_context(name, HERE / name, force)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"shp-image-{name}-") as tmp:
+        ctx = Path(tmp) / name
+        shutil.copytree(HERE / name, ctx)
+        for target, source in shared.items():
+            shutil.copy2(ROOT / source, ctx / target)
+        build_context(name, ctx, force)
+
+
+def build_context(name: str, ctx: Path, force: bool) -> None:
     dockerfile = ctx / "Dockerfile"
     ref = f"{PREFIX}/{name}:latest"
     parent = parent_of(dockerfile)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import ssl
 import time
 
 import pytest
@@ -50,6 +52,8 @@ METADATA = {
     "nginx": {"Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["nginx", "-g", "daemon off;"],
               "StopSignal": "SIGQUIT", "ports": {"80/tcp"}, "volumes": set()},
     "httpapp": {"Entrypoint": ["python3", "/app/app.py"], "User": "app", "ports": {"8080/tcp"}, "volumes": set()},
+    "npm": {"Entrypoint": ["/init"], "ports": {"80/tcp", "81/tcp", "443/tcp"},
+            "volumes": {"/data", "/etc/letsencrypt"}},
 }
 
 
@@ -584,3 +588,58 @@ def test_httpapp_check_backends(dk):
     assert "Access denied" in body["backends"]["mysql"]["error"]
     for secret in wrong | {"pg-pw", "maria-pw", "redis-pw"}:
         assert secret not in raw.decode(), f"{secret} leaked into /check output: {raw!r}"
+
+
+# --------------------------------------------------------------------------------------------------
+# npm (jc21/nginx-proxy-manager)
+# --------------------------------------------------------------------------------------------------
+
+def test_npm_contract(dk):
+    """GET /api/ on 81 (unauthenticated status and version), NPM_FAKE_VERSION, INITIAL_ADMIN_*, the default site
+    on 80, TLS with the dummy certificate on 443, /usr/bin/check-health, and the database kept in /data: a new
+    container on the same volume has the same users and hosts."""
+    image = dh.require_image("npm")
+    vol = dk.volume()
+    env = {"NPM_FAKE_VERSION": "2.14.0", "INITIAL_ADMIN_EMAIL": "ops@example.test",
+           "INITIAL_ADMIN_PASSWORD": "initial-pw-1"}
+    first = dk.run(image, publish=[80, 81, 443], volumes=[f"{vol}:/data"], env=env)
+    api = first.url(81, "/api/")
+    wait_http(api)
+    status, health = dh.http_json(api)
+    assert status == 200 and health == {"status": "OK", "setup": True,
+                                        "version": {"major": 2, "minor": 14, "revision": 0}}
+    assert first.exec_ok("/usr/bin/check-health").strip() == "OK"
+    status, body, _ignored = dh.http(first.url(80, "/anything"), headers={"Host": "unknown.example.test"})
+    assert status == 200 and b"Congratulations" in body
+    subject = first.exec_ok("openssl", "x509", "-noout", "-subject", "-in", "/data/nginx/dummycert.pem")
+    assert "Dummy Certificate" in subject
+    host, port = first.host_port(443)
+    with socket.create_connection((host, port), timeout=10) as raw:
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+        with tls.wrap_socket(raw) as conn:
+            assert conn.getpeercert(binary_form=True)
+
+    def login(box):
+        status, token = dh.http_json(box.url(81, "/api/tokens"), method="POST",
+                                     data=json.dumps({"identity": "ops@example.test",
+                                                      "secret": "initial-pw-1"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        assert status == 200, token
+        return {"Authorization": f"Bearer {token['token']}", "Content-Type": "application/json"}
+
+    status, created = dh.http_json(first.url(81, "/api/nginx/proxy-hosts"), method="POST", headers=login(first),
+                                   data=json.dumps({"domain_names": ["kept.example.test"], "forward_scheme": "http",
+                                                    "forward_host": "app", "forward_port": 8080}).encode())
+    assert status == 201, created
+    dh.docker("rm", "-f", first.name)
+
+    # A new container on the same /data, without INITIAL_ADMIN_*: the admin and the host are still there.
+    second = dk.run(image, publish=[81], volumes=[f"{vol}:/data"], env={"NPM_FAKE_VERSION": "2.14.0"})
+    wait_http(second.url(81, "/api/"))
+    status, hosts = dh.http_json(second.url(81, "/api/nginx/proxy-hosts"), headers=login(second))
+    assert status == 200 and [(h["id"], h["domain_names"]) for h in hosts] == [(created["id"],
+                                                                                 ["kept.example.test"])]
+    started = time.monotonic()
+    second.stop(timeout=20)
+    assert time.monotonic() - started < 10, "SIGTERM did not stop the API (PID 1)"

@@ -338,3 +338,53 @@ def test_int_booleans_like_older_releases():
         token = login(fake, "admin@example.com", "changeme")
         row = request(fake, "POST", "/api/nginx/proxy-hosts", host(["a.example.test"]), token)[1]
         assert row["enabled"] == 1 and row["ssl_forced"] == 0
+
+
+def test_state_file_keeps_the_database_across_restarts(tmp_path):
+    state = tmp_path / "database.json"
+    with FakeNpm(version="2.13.5", initial_admin=ADMIN, issue_delay=0, state_file=str(state)) as first:
+        token = login(first)
+        status, row = request(first, "POST", "/api/nginx/proxy-hosts", host(["kept.example.test"]), token)
+        assert status == 201, row
+        status, acl = request(first, "POST", "/api/nginx/access-lists",
+                              {"name": "staff", "items": [{"username": "alice", "password": "pw-alice"}]}, token)
+        assert status == 201, acl
+        assert state.is_file()  # written before the answer went out
+    # A new server on the same file: no initial admin is seeded over it, the old token still works.
+    with FakeNpm(version="2.13.5", issue_delay=0, state_file=str(state)) as second:
+        assert request(second, "GET", "/api/")[1]["setup"] is True
+        status, hosts = request(second, "GET", "/api/nginx/proxy-hosts", token=token)
+        assert status == 200 and [(h["id"], h["domain_names"]) for h in hosts] == [(row["id"],
+                                                                                     ["kept.example.test"])]
+        assert second.live_host_ids() == {row["id"]}
+        status, again = request(second, "POST", "/api/nginx/proxy-hosts", host(["next.example.test"]), login(second))
+        assert status == 201 and again["id"] == row["id"] + 1
+        assert [a["name"] for a in request(second, "GET", "/api/nginx/access-lists", token=token)[1]] == ["staff"]
+
+
+def test_cli_reads_version_initial_admin_and_state_file(tmp_path, monkeypatch):
+    from tests.fakes import npm_api
+
+    started = {}
+
+    def fake_start(self, port=0, host="127.0.0.1"):
+        started.update(fake=self, port=port, host=host)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(npm_api.FakeNpm, "start", fake_start)
+    monkeypatch.setenv("NPM_FAKE_VERSION", "2.12.6")
+    monkeypatch.delenv("INITIAL_ADMIN_EMAIL", raising=False)
+    with pytest.raises(SystemExit):
+        npm_api.main(["--host", "0.0.0.0", "--port", "81", "--state-file", str(tmp_path / "db.json")])
+    fake = started["fake"]
+    assert (started["host"], started["port"], fake.version) == ("0.0.0.0", 81, "2.12.6")
+    assert [u["email"] for u in fake.users.values()] == ["admin@example.com"]
+    assert json.loads((tmp_path / "db.json").read_text())["users"][0]["email"] == "admin@example.com"
+
+    monkeypatch.setenv("NPM_FAKE_VERSION", "2.13.5")
+    monkeypatch.setenv("INITIAL_ADMIN_EMAIL", "ops@example.test")
+    monkeypatch.setenv("INITIAL_ADMIN_PASSWORD", "initial-pw")
+    with pytest.raises(SystemExit):
+        npm_api.main(["--port", "0"])
+    assert [(u["email"], u["password"]) for u in started["fake"].users.values()] == [("ops@example.test",
+                                                                                       "initial-pw")]
