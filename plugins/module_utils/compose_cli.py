@@ -266,7 +266,6 @@ def normalise_ps_row(c):
     return c
 
 
-
 class ComposeCLI:
     """Runs ``docker compose`` for one project. ``runner(args, data=None, env=None)`` returns
     ``(rc, stdout, stderr)``. With ``api`` (an EngineAPI), container, image and network queries go

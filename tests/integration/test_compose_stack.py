@@ -383,8 +383,8 @@ def test_engine_api_state_matches_the_cli(proj):
             break
         time.sleep(0.5)
     assert api_rows == cli_rows
-    assert {c["service"]: c["state"] for c in api_rows} == {"web": "running", "worker": "running", "cache": "exited",
-                                                           "oneshot": "exited"}
+    states = {c["service"]: c["state"] for c in api_rows}
+    assert states == {"web": "running", "worker": "running", "cache": "exited", "oneshot": "exited"}
     assert next(c for c in api_rows if c["service"] == "web")["health"] == "healthy"
     refs = [APP, BASE, "shp-test/does-not-exist:1", "shp-test/httpapp"]
     assert via_api.image_ids(refs) == via_cli.image_ids(refs)

@@ -262,6 +262,7 @@ def test_npm_mode_deploys_npm_with_loopback_admin_data_dirs_and_networks_and_sur
     assert set(reborn["NetworkSettings"]["Networks"]) == {f"{env['project']}_default", *env["networks"]}
     after = npm_state(url)
     assert after["me"]["id"] == state["me"]["id"]
+
     def rows(found):
         return ({h["id"]: (h["domain_names"], h["access_list_id"]) for h in found["hosts"]},
                 [(a["id"], a["name"]) for a in found["access_lists"]])

@@ -380,8 +380,8 @@ def test_sftp_repository_over_real_ssh(tmp_path):
         assert results[3]["changed"], results[3]
         assert tree(target / str(data / "uploads").lstrip("/")) == tree(data / "uploads")
         assert results[4]["failed"] and results[4]["msg"].startswith("password: wrong password"), results[4]
-        assert sshd.exec_ok("sh", "-c", "ls /srv/backup/restic").split() == ["config", "data", "index", "keys",
-                                                                            "locks", "snapshots"]
+        layout = sshd.exec_ok("sh", "-c", "ls /srv/backup/restic").split()
+        assert layout == ["config", "data", "index", "keys", "locks", "snapshots"]
         assert PASSWORD not in out
     finally:
         dk.cleanup()

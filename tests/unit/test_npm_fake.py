@@ -354,8 +354,8 @@ def test_state_file_keeps_the_database_across_restarts(tmp_path):
     with FakeNpm(version="2.13.5", issue_delay=0, state_file=str(state)) as second:
         assert request(second, "GET", "/api/")[1]["setup"] is True
         status, hosts = request(second, "GET", "/api/nginx/proxy-hosts", token=token)
-        assert status == 200 and [(h["id"], h["domain_names"]) for h in hosts] == [(row["id"],
-                                                                                     ["kept.example.test"])]
+        kept = [(h["id"], h["domain_names"]) for h in hosts]
+        assert status == 200 and kept == [(row["id"], ["kept.example.test"])]
         assert second.live_host_ids() == {row["id"]}
         status, again = request(second, "POST", "/api/nginx/proxy-hosts", host(["next.example.test"]), login(second))
         assert status == 201 and again["id"] == row["id"] + 1
@@ -386,5 +386,5 @@ def test_cli_reads_version_initial_admin_and_state_file(tmp_path, monkeypatch):
     monkeypatch.setenv("INITIAL_ADMIN_PASSWORD", "initial-pw")
     with pytest.raises(SystemExit):
         npm_api.main(["--port", "0"])
-    assert [(u["email"], u["password"]) for u in started["fake"].users.values()] == [("ops@example.test",
-                                                                                       "initial-pw")]
+    users = [(u["email"], u["password"]) for u in started["fake"].users.values()]
+    assert users == [("ops@example.test", "initial-pw")]
