@@ -40,6 +40,20 @@ UNAUTHORIZED_HELP = (
 )
 
 
+def connection_spec(timeout=30):
+    """argument_spec entries every dokploy_* module takes: the server, and where the service lives."""
+    return dict(
+        url=dict(type="str", required=True),
+        api_key=dict(type="str", required=True, no_log=True),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="int", default=timeout),
+        project=dict(type="str", required=True),
+        project_description=dict(type="str"),
+        environment=dict(type="str", default="production"),
+        name=dict(type="str", required=True),
+    )
+
+
 class DokployError(Exception):
     """A failed call, with a message naming the procedure and, for validation errors, the fields."""
 

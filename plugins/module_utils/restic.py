@@ -895,8 +895,6 @@ def restore_into_command(module, client):
         result["msg"] = "/%s of snapshot %s would be streamed into the command" % (name, snap["short_id"])
         return result
     out, err = client.dump_to_command(snap["id"], name, p["command"], p.get("command_env"))
-    result["stdout_lines"] = out.decode("utf-8", "replace").splitlines()[-50:] if isinstance(out, bytes) \
-        else (out or "").splitlines()[-50:]
-    result["stderr_lines"] = err.decode("utf-8", "replace").splitlines()[-50:] if isinstance(err, bytes) \
-        else (err or "").splitlines()[-50:]
+    result["stdout_lines"] = (out or "").splitlines()[-50:]
+    result["stderr_lines"] = (err or "").splitlines()[-50:]
     return result

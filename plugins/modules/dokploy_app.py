@@ -305,20 +305,14 @@ dokploy_version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.selfhosted.platform.plugins.module_utils.dokploy_api import connection_spec
 from ansible_collections.selfhosted.platform.plugins.module_utils.dokploy_app import run_app
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type="str", required=True),
-            api_key=dict(type="str", required=True, no_log=True),
-            validate_certs=dict(type="bool", default=True),
-            timeout=dict(type="int", default=30),
-            project=dict(type="str", required=True),
-            project_description=dict(type="str"),
-            environment=dict(type="str", default="production"),
-            name=dict(type="str", required=True),
+            connection_spec(timeout=30),
             description=dict(type="str"),
             state=dict(type="str", default="present", choices=["present", "started", "stopped", "absent"]),
             source=dict(type="str", choices=["docker", "git"]),

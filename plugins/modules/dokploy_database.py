@@ -180,20 +180,14 @@ dokploy_version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.selfhosted.platform.plugins.module_utils.dokploy_api import connection_spec
 from ansible_collections.selfhosted.platform.plugins.module_utils.dokploy_app import run_database
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type="str", required=True),
-            api_key=dict(type="str", required=True, no_log=True),
-            validate_certs=dict(type="bool", default=True),
-            timeout=dict(type="int", default=120),
-            project=dict(type="str", required=True),
-            project_description=dict(type="str"),
-            environment=dict(type="str", default="production"),
-            name=dict(type="str", required=True),
+            connection_spec(timeout=120),
             type=dict(type="str", required=True, choices=["postgres", "redis"]),
             description=dict(type="str"),
             docker_image=dict(type="str"),

@@ -64,9 +64,14 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 from urllib.parse import parse_qsl, urlsplit
+
+try:
+    from tests.fakes.server import FakeServer
+except ImportError:  # run as a script (the npm stand-in image): server.py sits next to this file
+    from server import FakeServer
 
 HTTP_STATUS = {
     "PARSE_ERROR": 400, "BAD_REQUEST": 400, "UNAUTHORIZED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404,
@@ -376,8 +381,11 @@ def build_app_name(kind, base=None):
     return "%s-%s-%s" % (kind, "-".join(words), random_suffix())
 
 
-class FakeDokploy:
+class FakeDokploy(FakeServer):
     """The fake server's state and procedures. start() serves it on 127.0.0.1 in a thread."""
+
+    HANDLER_ATTR = "dokploy"
+    NAME = "fake-dokploy"
 
     def __init__(self, api_key="test-key", version="v0.30.2", limited_keys=None, deploy_delay=0.3,
                  queue_delay=0.05, log_endpoint=True, max_deployments=10):
@@ -389,62 +397,22 @@ class FakeDokploy:
         self.queue_delay = queue_delay
         self.log_endpoint = log_endpoint
         self.max_deployments = max_deployments
-        self.lock = threading.RLock()
+        self.init_server()
         self.organization_id = nanoid()
         self.projects, self.environments, self.applications = {}, {}, {}
         self.domains, self.deployments, self.postgres, self.redis = {}, {}, {}, {}
         self.logs = {}
-        self.counts = Counter()
-        self.calls = []
-        self.server = None
-        self.thread = None
         self._last_ts = ""
         self._timers = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, port=0, host="127.0.0.1"):
-        fake = self
-
-        class Handler(RequestHandler):
-            dokploy = fake
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-dokploy", daemon=True)
-        self.thread.start()
-        return self.url
-
-    @property
-    def url(self):
-        host, port = self.server.server_address[:2]
-        return "http://%s:%d" % (host, port)
-
     def stop(self):
         for timer in self._timers:
             timer.cancel()
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().stop()
 
     # -- helpers for tests ----------------------------------------------------------------------
-
-    def reset_counts(self):
-        with self.lock:
-            self.counts.clear()
-            del self.calls[:]
-
-    @property
-    def total_requests(self):
-        return sum(self.counts.values())
 
     def mutations(self):
         """Names of the POST procedures called so far (check mode must make none)."""
@@ -1051,6 +1019,8 @@ def main(argv=None):
     finally:
         fake.stop()
 
+
+FakeDokploy.HANDLER = RequestHandler
 
 if __name__ == "__main__":
     main()

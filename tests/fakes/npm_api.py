@@ -102,8 +102,13 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+try:
+    from tests.fakes.server import FakeServer
+except ImportError:  # run as a script (the npm stand-in image): server.py sits next to this file
+    from server import FakeServer
 
 DEFAULT_ADMIN = ("admin@example.com", "changeme")
 DNS_PROVIDERS = ("cloudflare", "route53", "digitalocean", "hetzner", "ovh", "gandi", "linode", "rfc2136",
@@ -358,8 +363,11 @@ def now_text(offset_days=0):
     return (datetime.now(UTC) + timedelta(days=offset_days)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-class FakeNpm:
+class FakeNpm(FakeServer):
     """The fake server's state and endpoints. start() serves it on 127.0.0.1 in a thread."""
+
+    HANDLER_ATTR = "npm"
+    NAME = "fake-npm"
 
     def __init__(self, version="2.13.5", initial_admin=None, token_ttl=86400, issue_delay=0.05, fail_domains=(),
                  lowercase_domains=True, int_booleans=False, custom_cert_info=None, state_file=None):
@@ -373,15 +381,11 @@ class FakeNpm:
         self.int_booleans = int_booleans
         self.custom_cert_info = custom_cert_info or {}
         self.schemas = schemas(self.generation)
-        self.lock = threading.RLock()
+        self.init_server()
         self.users, self.proxy_hosts, self.certificates, self.access_lists = {}, {}, {}, {}
         self.tokens = {}
         self.live = set()
         self.next_id = Counter()
-        self.counts = Counter()
-        self.calls = []
-        self.server = None
-        self.thread = None
         if self.generation < (2, 13):
             self.add_user(*DEFAULT_ADMIN, name="Administrator", nickname="Admin")
         elif initial_admin:
@@ -420,46 +424,7 @@ class FakeNpm:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, port=0, host="127.0.0.1"):
-        fake = self
-
-        class Handler(RequestHandler):
-            npm = fake
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="fake-npm", daemon=True)
-        self.thread.start()
-        return self.url
-
-    @property
-    def url(self):
-        host, port = self.server.server_address[:2]
-        return "http://%s:%d" % (host, port)
-
-    def stop(self):
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # -- helpers for tests ----------------------------------------------------------------------
-
-    def reset_counts(self):
-        with self.lock:
-            self.counts.clear()
-            del self.calls[:]
-
-    @property
-    def total_requests(self):
-        return sum(self.counts.values())
 
     def count(self, method, path):
         """Requests made with method to exactly path (query string excluded)."""
@@ -1093,6 +1058,8 @@ def main(argv=None):
     finally:
         fake.stop()
 
+
+FakeNpm.HANDLER = RequestHandler
 
 if __name__ == "__main__":
     main()

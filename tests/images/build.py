@@ -39,7 +39,7 @@ MIRROR = os.environ.get("SHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "npm"]
 # Per image: {name in the build context: path from the checkout's root}.
 ROOT = HERE.parent.parent
-SHARED = {"npm": {"npm_api.py": "tests/fakes/npm_api.py"}}
+SHARED = {"npm": {"npm_api.py": "tests/fakes/npm_api.py", "server.py": "tests/fakes/server.py"}}
 
 
 def log(msg: str) -> None:
