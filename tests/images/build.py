@@ -36,7 +36,7 @@ LABEL = "org.selfhosted.build-hash"
 SUITE = "bookworm"
 MIRROR = os.environ.get("SHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # Order matters: an image must come after the image it is built FROM.
-ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "npm"]
+ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "npm", "authelia"]
 # Per image: {name in the build context: path from the checkout's root}.
 ROOT = HERE.parent.parent
 SHARED = {"npm": {"npm_api.py": "tests/fakes/npm_api.py", "server.py": "tests/fakes/server.py"}}
