@@ -12,12 +12,20 @@ export PY_COLORS := 0
 SANDBOX_NAME ?= shp-sandbox
 SANDBOX_STATE ?= $(ROOT)/.sandbox
 export SHP_SANDBOX_STATE := $(SANDBOX_STATE)
-STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
+SANDBOX_INVENTORY ?= inventories/sandbox
+STANDINS ?= shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
             shp-test/nginx:latest shp-test/httpapp:latest
+# The "0kt" platform (seed 003, reduced copy) gets a sandbox server of its own.
+OKT_SANDBOX_NAME ?= shp-sandbox-okt
+OKT_SANDBOX_STATE ?= $(ROOT)/.sandbox-okt
+OKT_STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
+                shp-test/httpapp:latest shp-test/npm:latest shp-test/authelia:latest
+OKT := SANDBOX_NAME=$(OKT_SANDBOX_NAME) SANDBOX_STATE=$(OKT_SANDBOX_STATE) SANDBOX_INVENTORY=inventories/sandbox-okt \
+       STANDINS="$(OKT_STANDINS)"
 PLAYBOOK_ARGS ?=
 
 .PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-check \
-        sandbox-destroy build clean
+        sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-check sandbox-okt-verify sandbox-okt-destroy build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -50,13 +58,28 @@ sandbox: setup ## create or reuse the sandbox server and converge playbooks/site
 	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE)
 	@mkdir -p $(SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SANDBOX_STATE)/images/standins.tar $(STANDINS)
-	ansible-playbook playbooks/site.yml -i inventories/sandbox $(PLAYBOOK_ARGS)
+	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) $(PLAYBOOK_ARGS)
 
 sandbox-check: ## --check --diff against the converged sandbox (changes nothing)
-	ansible-playbook playbooks/site.yml -i inventories/sandbox --check --diff $(PLAYBOOK_ARGS)
+	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) --check --diff $(PLAYBOOK_ARGS)
+
+sandbox-verify: ## playbooks/verify.yml against the sandbox: the live server checked against its inventory
+	ansible-playbook playbooks/verify.yml -i $(SANDBOX_INVENTORY) $(PLAYBOOK_ARGS)
 
 sandbox-destroy: ## remove the sandbox container, its Docker volume and .sandbox/
 	@python3 tests/tools/sandbox.py destroy --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE) --purge-state
+
+sandbox-okt: ## the "0kt" platform (seed 003, reduced copy: inventories/sandbox-okt) on its own sandbox server
+	@$(MAKE) --no-print-directory sandbox $(OKT)
+
+sandbox-okt-check: ## --check --diff against the converged okt sandbox
+	@$(MAKE) --no-print-directory sandbox-check $(OKT)
+
+sandbox-okt-verify: ## playbooks/verify.yml against the okt sandbox
+	@$(MAKE) --no-print-directory sandbox-verify $(OKT)
+
+sandbox-okt-destroy: ## remove the okt sandbox server
+	@$(MAKE) --no-print-directory sandbox-destroy $(OKT)
 
 .PHONY: bench
 bench: setup ## benchmark compose_stack vs raw Compose and docker_compose_v2 (docs/performance.md)

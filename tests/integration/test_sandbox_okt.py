@@ -1,0 +1,212 @@
+"""Seed 003's "0kt" platform, end to end: `make sandbox-okt` converges inventories/sandbox-okt (the reduced but
+structurally complete copy of inventories/okt) on a sandbox server of its own; the second converge runs through
+ansible-runner the way AWX runs a job template (private data dir, inventory, extravars, vault password from the
+environment) and must report changed=0 in its artifacts; `--check --diff` must report no change and alter nothing;
+playbooks/verify.yml must pass and its report is kept. Then real traffic: through NPM's stand-in (the single entry,
+TLS forced, HSTS) to every stack by container name, Authelia's auth_request in front of the protected hosts, the
+apps reaching their isolated or shared databases with the generated credentials, the isolation between networks,
+and UFW leaving only 22/80/443 open. Wall times and the verify report go to tests/output/okt-*.txt."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, explain, run_tool
+from tests.integration.test_sandbox import SNAPSHOT, recap, server
+from tests.tools.awx_run import run_like_awx
+
+pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
+
+OUT = ROOT / "tests" / "output"
+OKT_DOMAIN = "0kt.example.test"
+PROD_DOMAIN = "seller1.example.test"
+# inventories/sandbox-okt/group_vars/all/sso.yml (sandbox dummies).
+DEV_USER, DEV_PASSWORD = "dev", "sandbox-dummy-dev-password"
+ADMIN_USER, ADMIN_PASSWORD = "admin", "sandbox-dummy-admin-password"
+
+
+@pytest.fixture(scope="module")
+def okt(tmp_path_factory):
+    name = f"shp-it-okt-{secrets.token_hex(3)}"
+    state = tmp_path_factory.mktemp("okt-state")
+    yield name, state
+    subprocess.run(["python3", str(ROOT / "tests/tools/sandbox.py"), "destroy", "--name", name,
+                    "--state-dir", str(state), "--purge-state"], capture_output=True, check=False)
+
+
+def make(name: str, state: Path, target: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    res = run_tool(["make", "--no-print-directory", target, f"OKT_SANDBOX_NAME={name}", f"OKT_SANDBOX_STATE={state}",
+                    *extra], timeout=2400)
+    return res, time.monotonic() - start
+
+
+def write_times(**figures: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "okt-times.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines += [f"{k}: {v}" for k, v in figures.items()]
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+def converged(okt) -> Path:
+    _name, state = okt
+    if not (state / "converged").exists():
+        pytest.skip("the okt sandbox did not converge")
+    return state
+
+
+def test_make_sandbox_okt_converges_then_awx_style_rerun_is_idempotent_and_check_is_honest(okt, tmp_path):
+    name, state = okt
+    (OUT / "okt-times.txt").unlink(missing_ok=True)
+
+    first, t_first = make(name, state, "sandbox-okt")
+    assert first.returncode == 0, explain(first)
+    r1 = recap(first.stdout)
+    assert r1["failed"] == 0 and r1["unreachable"] == 0 and r1["changed"] > 0
+    (state / "converged").write_text("yes")
+
+    # The second converge the way AWX runs a job template: ansible-runner, a private data dir, the inventory,
+    # extravars, the vault password answered from the job's credentials (tests/integration/test_awx_run.py proves
+    # a vaulted variable reaches the play that way; here it must simply never show up in the output).
+    vault_secret = "okt-it-" + secrets.token_hex(6)
+    start = time.monotonic()
+    job = run_like_awx(playbook="playbooks/site.yml", inventory=ROOT / "inventories" / "sandbox-okt",
+                       extravars={"okt_it_marker": "awx"}, vault_password=vault_secret,
+                       envvars={"SHP_SANDBOX_STATE": str(state)}, private_data_dir=tmp_path / "awx")
+    t_second = time.monotonic() - start
+    assert job.status == "successful" and job.rc == 0, job.stdout[-6000:]
+    host = job.stats["okt-sandbox"]
+    assert host["changed"] == 0, job.stdout[-8000:]
+    assert host["ok"] > 0 and host["failed"] == 0 and host["unreachable"] == 0
+    assert (job.artifact_dir / "status").read_text().strip() == "successful"
+    assert vault_secret not in job.stdout
+
+    before = server(state, SNAPSHOT)
+    check, t_check = make(name, state, "sandbox-okt-check")
+    assert check.returncode == 0, explain(check)
+    assert recap(check.stdout)["changed"] == 0, explain(check)
+    assert server(state, SNAPSHOT) == before, "--check changed the server"
+
+    write_times(**{"okt sandbox first converge (make sandbox-okt)": f"{t_first:.1f}s (changed={r1['changed']})",
+                   "okt sandbox second converge (ansible-runner, AWX-style)": f"{t_second:.1f}s (changed=0)",
+                   "okt sandbox --check --diff": f"{t_check:.1f}s (changed=0)"})
+
+
+def test_verify_reports_the_live_server_matches_its_inventory(okt):
+    state = converged(okt)
+    res, t_verify = make(okt[0], state, "sandbox-okt-verify")
+    assert res.returncode == 0, explain(res)
+    assert recap(res.stdout)["failed"] == 0
+    report = res.stdout[res.stdout.find("TASK [Report"):]
+    assert "FAIL" not in report.split("PLAY RECAP")[0], report
+    (OUT / "okt-verify-report.txt").write_text(report.split("PLAY RECAP")[0])
+    write_times(**{"okt sandbox verify.yml": f"{t_verify:.1f}s"})
+
+
+def curl(state: Path, url: str, *args: str) -> tuple[int, dict[str, str], str]:
+    """A request to NPM's public ports from the server itself; returns status, headers, body."""
+    host = re.match(r"https?://([^/:]+)", url)[1]
+    port = 443 if url.startswith("https") else 80
+    out = server(state, f"curl -sk -o /tmp/shp-it-body -D - --resolve {host}:{port}:127.0.0.1 "
+                        f"{' '.join(args)} '{url}'; echo; echo '--body--'; cat /tmp/shp-it-body")
+    head, _, body = out.partition("--body--\n")
+    lines = [ln.strip() for ln in head.strip().splitlines() if ln.strip()]
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return status, headers, body
+
+
+def basic(user: str, password: str) -> str:
+    return "'Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() + "'"
+
+
+def test_npm_is_the_single_entry_with_forced_tls_and_hsts(okt):
+    state = converged(okt)
+    status, headers, _ = curl(state, f"http://{PROD_DOMAIN}/")
+    assert status == 301 and headers["location"] == f"https://{PROD_DOMAIN}/"
+    status, headers, body = curl(state, f"https://{PROD_DOMAIN}/")
+    assert status == 200 and body.strip() == "seller1-prod-web 1"
+    assert "max-age=" in headers.get("strict-transport-security", "")
+    status, _, body = curl(state, f"https://pro.{PROD_DOMAIN}/")
+    assert status == 200 and body.strip().startswith("seller1-prod-n8n")
+    status, _, body = curl(state, f"https://git.{OKT_DOMAIN}/")
+    assert status == 200 and body.strip().startswith("gitea")
+    # A name NPM has no proxy host for gets its default site, not an app.
+    status, _, body = curl(state, f"https://unknown.{OKT_DOMAIN}/")
+    assert "Congratulations" in body
+
+
+def test_authelia_guards_the_protected_hosts(okt):
+    state = converged(okt)
+    url = f"https://commerce.demo.{OKT_DOMAIN}/"
+    status, headers, _ = curl(state, url)
+    assert status == 302, headers
+    assert headers["location"].startswith(f"https://auth.{OKT_DOMAIN}/") and "rd=" in headers["location"]
+    status, headers, body = curl(state, url, "-H", basic(DEV_USER, DEV_PASSWORD))
+    assert status == 200 and body.strip().startswith("commerce-web"), body
+    # The snippet's own `location /` keeps the host's HSTS header (nginx drops server-level add_headers there).
+    assert "max-age=" in headers.get("strict-transport-security", "")
+    status, _, _ = curl(state, url, "-H", basic(DEV_USER, "wrong-" + DEV_PASSWORD))
+    assert status == 302
+    # The dashboard is for admins only: the dev user is authenticated but forbidden.
+    status, _, _ = curl(state, f"https://home.{OKT_DOMAIN}/", "-H", basic(DEV_USER, DEV_PASSWORD))
+    assert status == 403
+    status, _, body = curl(state, f"https://home.{OKT_DOMAIN}/", "-H", basic(ADMIN_USER, ADMIN_PASSWORD))
+    assert status == 200 and body.strip().startswith("homarr"), body
+    # The portal itself and an unprotected host need no login.
+    status, _, _ = curl(state, f"https://auth.{OKT_DOMAIN}/api/health")
+    assert status == 200
+    # The users file holds argon2id hashes, 0600, no clear-text password.
+    out = server(state, "stat -c '%a' /mnt/data/authelia/config/users_database.yml;"
+                        " grep -c 'argon2id' /mnt/data/authelia/config/users_database.yml;"
+                        f" grep -c '{DEV_PASSWORD}' /mnt/data/authelia/config/users_database.yml || true")
+    mode, hashes, clear = out.split()
+    assert mode == "600" and int(hashes) >= 2 and clear == "0"
+
+
+def test_apps_reach_their_databases_and_the_networks_are_isolated(okt):
+    state = converged(okt)
+    for container, port in (("seller1-prod-web", 80), ("commerce-web", 80), ("pro-0kt-gitea", 3000)):
+        out = server(state, f"docker exec {container} curl -s -o /dev/null -w '%{{http_code}}' "
+                            f"http://127.0.0.1:{port}/check")
+        assert out.strip() == "200", f"{container} cannot reach its database/cache"
+    npm = server(state, "docker ps --filter label=com.docker.compose.project=pro-0kt-nginx --format '{{.Names}}'")
+    npm = npm.split()[0]
+    # NPM joins the stack networks, never a database network; dev stacks never see production's database.
+    probes = {
+        (npm, "seller1-prod-web"): True, (npm, "python-dev"): True, (npm, "authelia"): True,
+        (npm, "seller1-prod-db"): False, (npm, "pro-0kt-postgres"): False,
+        ("commerce-web", "seller1-prod-db"): False, ("commerce-web", "pro-0kt-postgres"): True,
+        ("seller1-prod-web", "pro-0kt-postgres"): False, ("python-dev", "commerce-db"): False,
+    }
+    for (src, dst), expected in probes.items():
+        out = server(state, f"docker exec {src} getent hosts {dst} >/dev/null && echo yes || echo no")
+        assert (out.strip() == "yes") == expected, f"{src} -> {dst}: expected reachable={expected}"
+    # The seven-network pattern, reduced: NPM on the four stack networks and Authelia's.
+    nets = server(state, f"docker inspect {npm} --format '{{{{range $k, $v := .NetworkSettings.Networks}}}}"
+                         "{{$k}} {{end}}'").split()
+    assert {"pro-0kt-stack_default", "seller1-prod-stack_default", "commerce-stack_default",
+            "python-stack_default", "okt-sso"} <= set(nets)
+    assert not any(n.endswith("-data") or n == "okt-shared" for n in nets), nets
+
+
+def test_ufw_leaves_only_ssh_http_https_open(okt):
+    state = converged(okt)
+    address = server(state, "hostname -I").split()[0]
+    reachable = {}
+    for port in (22, 80, 443, 81, 5432, 3306, 6379, 9091, 7575):
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            reachable[port] = sock.connect_ex((address, port)) == 0
+    assert reachable == {22: True, 80: True, 443: True, 81: False, 5432: False, 3306: False, 6379: False,
+                         9091: False, 7575: False}
