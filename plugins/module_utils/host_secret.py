@@ -4,7 +4,8 @@
 
 A value supplied by the caller (from vault) always wins and is written when the file differs;
 without one, the file's current content is the secret; when there is no file yet a random
-secret is generated and written once. The secret never appears in a diff or a message.
+secret is generated and written once. ``regenerate`` replaces a stored secret with a new random
+one (a password rotation). The secret never appears in a diff or a message.
 """
 
 from __future__ import annotations
@@ -57,13 +58,17 @@ def write_secret(path, value, mode):
         raise
 
 
-def decide(current, supplied, length, charset):
-    """(secret, action) where action is 'keep', 'generate' or 'update'. Pure."""
+def decide(current, supplied, length, charset, regenerate=False):
+    """(secret, action) where action is 'keep', 'generate', 'create', 'update' or 'regenerate'. Pure.
+    REGENERATE replaces a stored secret with a new random one (never equal to it)."""
     if supplied is not None and supplied != "":
         return supplied, ("keep" if current == supplied else ("update" if current is not None else "create"))
-    if current is not None:
+    if current is not None and not regenerate:
         return current, "keep"
-    return generate(length, charset), "generate"
+    secret = generate(length, charset)
+    while secret == current:  # a 1 in 62**length event, but "regenerated" must mean "different"
+        secret = generate(length, charset)
+    return secret, "generate" if current is None else "regenerate"
 
 
 def run(module):
@@ -71,6 +76,11 @@ def run(module):
     path = p["path"]
     result = {"changed": False, "path": path}
 
+    if p.get("regenerate") and p["value"]:
+        module.fail_json(msg="regenerate: cannot be combined with value (a value from vault is the secret; change "
+                             "it there instead)", **result)
+    if p.get("regenerate") and p["state"] == "absent":
+        module.fail_json(msg="regenerate: only with state=present", **result)
     if p["length"] < 8:
         module.fail_json(msg="length: must be at least 8, got %d" % p["length"], **result)
     try:
@@ -107,7 +117,7 @@ def run(module):
     except OSError as exc:
         module.fail_json(msg="path: cannot read %s: %s" % (path, exc), **result)
 
-    secret, action = decide(current, p["value"], p["length"], p["charset"])
+    secret, action = decide(current, p["value"], p["length"], p["charset"], p.get("regenerate", False))
     result["action"] = action
     if action != "keep":
         result["changed"] = True
@@ -122,8 +132,8 @@ def run(module):
     if module._diff:
         before = "" if current is None else "(secret)\n"
         after = "(secret)\n" if action == "keep" else "(secret, %s)\n" % {
-            "generate": "generated", "create": "from value", "update": "changed"}[action]
+            "generate": "generated", "create": "from value", "update": "changed", "regenerate": "regenerated"}[action]
         result["diff"] = {"before_header": path, "after_header": path, "before": before, "after": after}
-    result["generated"] = action == "generate"
+    result["generated"] = action in ("generate", "regenerate")
     result["secret"] = secret
     module.exit_json(**result)

@@ -28,6 +28,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 
 MIN_VERSION = (0, 14, 0)
 
@@ -897,4 +898,76 @@ def restore_into_command(module, client):
     out, err = client.dump_to_command(snap["id"], name, p["command"], p.get("command_env"))
     result["stdout_lines"] = (out or "").splitlines()[-50:]
     result["stderr_lines"] = (err or "").splitlines()[-50:]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# restic_snapshot_info
+# ---------------------------------------------------------------------------------------------
+
+GROUP_FIELDS = ("host", "tags", "paths")
+
+
+def parse_group_by(text):
+    """The fields of a group_by option (restic's spelling: ``host,tags``; "" for one group)."""
+    fields = [f.strip() for f in (text or "").split(",") if f.strip()]
+    for field in fields:
+        if field not in GROUP_FIELDS:
+            raise ResticError("group_by: %r is not one of %s (comma-separated)" % (field, ", ".join(GROUP_FIELDS)))
+    if len(set(fields)) != len(fields):
+        raise ResticError("group_by: %r names a field twice" % text)
+    return [f for f in GROUP_FIELDS if f in fields]
+
+
+def group_key(snap, fields):
+    """The group of a snapshot view: {field: value} for the grouping fields (tags and paths sorted)."""
+    key = {}
+    for field in fields:
+        value = snap.get(field)
+        key[field] = sorted(value or []) if field in ("tags", "paths") else value
+    return key
+
+
+def with_age(snap, now):
+    """A copy of a snapshot view with its age (seconds and hours, from NOW in seconds since the epoch)."""
+    age = now - parse_time_ns(snap["time"]) / 1e9
+    return dict(snap, age_seconds=round(age), age_hours=round(age / 3600.0, 2))
+
+
+def snapshot_groups(snaps, fields, now):
+    """[{key, count, latest}] of snapshot views grouped by FIELDS, each group's newest snapshot with
+    its age; groups in the order of their newest snapshot, newest first."""
+    groups = {}
+    for snap in snaps:
+        key = group_key(snap, fields)
+        ident = json.dumps(key, sort_keys=True)
+        entry = groups.setdefault(ident, {"key": key, "count": 0, "latest": None})
+        entry["count"] += 1
+        if entry["latest"] is None or parse_time_ns(snap["time"]) > parse_time_ns(entry["latest"]["time"]):
+            entry["latest"] = snap
+    out = sorted(groups.values(), key=lambda g: parse_time_ns(g["latest"]["time"]), reverse=True)
+    return [dict(g, latest=with_age(g["latest"], now)) for g in out]
+
+
+def snapshot_info_action(module, client, now=None):
+    """restic_snapshot_info: the snapshots matching tags/host/paths, the newest overall and per group,
+    with their ages. Read-only: restic runs with --no-lock, so a running backup does not block it."""
+    p = module.params
+    fields = parse_group_by(p.get("group_by"))
+    for tag in p.get("tags") or []:
+        if not tag or "," in tag:
+            raise ResticError("tags: %r is not a tag (non-empty, no comma)" % tag)
+    for path in p.get("paths") or []:
+        if not os.path.isabs(path):
+            raise ResticError("paths: %r is not an absolute path (as stored in the snapshots)" % path)
+    now = time.time() if now is None else now
+    if "--no-lock" not in client.global_args:
+        client.global_args.append("--no-lock")
+    snaps = client.snapshots(tags=p.get("tags"), host=p.get("host"), paths=p.get("paths"))
+    snaps = sorted(snaps, key=lambda s: parse_time_ns(s["time"]))
+    result = {"changed": False, "count": len(snaps), "groups": snapshot_groups(snaps, fields, now),
+              "latest": with_age(snaps[-1], now) if snaps else None,
+              "now": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+    if p.get("list_snapshots", True):
+        result["snapshots"] = [with_age(s, now) for s in snaps]
     return result

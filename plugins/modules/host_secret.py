@@ -58,6 +58,15 @@ options:
     description: Create the parent directory when it is missing.
     type: bool
     default: true
+  regenerate:
+    description:
+      - Replace the stored secret with a newly generated one (a rotation), even when the file already holds one.
+        Every run with V(true) generates a new secret and reports a change, so use it in a one-off task (as
+        C(playbooks/rotate_db_password.yml) does), never in a role that is meant to converge to C(changed=0).
+      - Cannot be combined with O(value) (a secret pinned in vault is rotated by changing the vault).
+      - In check mode the new secret is returned but not written.
+    type: bool
+    default: false
   state:
     description: C(absent) removes the file.
     type: str
@@ -74,6 +83,14 @@ EXAMPLES = r"""
     mode: "0400"
   register: pg_secret
   no_log: true
+
+- name: Rotate the password of the app database (a new random secret replaces the stored one)
+  selfhosted.platform.host_secret:
+    path: /etc/selfhosted/secrets/shared-postgres/db-app
+    regenerate: true
+    mode: "0400"
+  register: app_secret
+  no_log: true
 """
 
 RETURN = r"""
@@ -86,11 +103,12 @@ path:
   returned: always
   type: str
 action:
-  description: What happened to the secret, C(keep), C(generate), C(create) (from O(value)), C(update) or C(remove).
+  description: What happened to the secret, C(keep), C(generate), C(create) (from O(value)), C(update),
+    C(regenerate) (O(regenerate)) or C(remove).
   returned: always
   type: str
 generated:
-  description: Whether a new random secret was generated in this run.
+  description: Whether a new random secret was generated in this run (first run or O(regenerate)).
   returned: state is present
   type: bool
 """
@@ -111,6 +129,7 @@ def main():
             mode=dict(type="raw", default="0600"),
             create_parent=dict(type="bool", default=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
+            regenerate=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

@@ -201,7 +201,7 @@ def test_dockerd_restart_brings_everything_back(sandbox):
 def test_bad_release_rolls_back_and_the_app_keeps_answering(sandbox, tmp_path):
     import yaml  # from the toolchain venv (ansible depends on it)
 
-    name, state = sandbox
+    _name, state = sandbox
     if not (state / "ssh_port").exists():
         pytest.skip("the converge test did not create the sandbox")
     group_vars = yaml.safe_load((ROOT / "inventories/sandbox/group_vars/all/main.yml").read_text())
@@ -213,8 +213,7 @@ def test_bad_release_rolls_back_and_the_app_keeps_answering(sandbox, tmp_path):
     bad = tmp_path / "bad-release.yml"
     bad.write_text(yaml.safe_dump({"app_stack_stacks": [amn]}))
 
-    res, _took = make_sandbox(name, state, "sandbox",
-                              f"PLAYBOOK_ARGS=--tags data_tier,app_stack -e @{bad}")
+    res = playbook(state, "site.yml", "--tags", "data_tier,app_stack", "-e", f"@{bad}")
     assert res.returncode != 0, explain(res)
     assert "rolled back" in res.stdout or "rolled_back" in res.stdout, explain(res)
     out = server(state, "docker exec amn-backend-1 curl -fsS http://localhost:5001/health")
@@ -222,7 +221,7 @@ def test_bad_release_rolls_back_and_the_app_keeps_answering(sandbox, tmp_path):
     assert server(state, "docker inspect -f '{{.State.Health.Status}}' amn-backend-1").strip() == "healthy"
 
     # The good definition converges as a no-op again: the rollback restored the last good files.
-    again, _took = make_sandbox(name, state, "sandbox")
+    again = playbook(state, "site.yml")
     assert again.returncode == 0, explain(again)
     assert recap(again.stdout)["changed"] == 0, explain(again)
 
@@ -254,7 +253,7 @@ def playbook(state: Path, name: str, *args: str) -> subprocess.CompletedProcess:
 def test_backup_restore_drill_loses_nothing(sandbox):
     """Known rows in Postgres and MariaDB and files in the uploads dir -> the systemd backup units ->
     the data directories destroyed -> restore.yml -> identical row counts and checksums."""
-    name, state = sandbox
+    _name, state = sandbox
     if not (state / "ssh_port").exists():
         pytest.skip("the converge test did not create the sandbox")
     times = {}
@@ -341,7 +340,7 @@ def test_backup_restore_drill_loses_nothing(sandbox):
     assert out.strip() == "20000", out
 
     # The converge is still a no-op after all this (restored instances included).
-    again, _took = make_sandbox(name, state, "sandbox")
+    again = playbook(state, "site.yml")
     assert again.returncode == 0, explain(again)
     assert recap(again.stdout)["changed"] == 0, explain(again)
     report = f"backup drill: backup_now {times['backup']:.1f}s, three restores {times['restore']:.1f}s\n"
@@ -441,7 +440,7 @@ def test_router_reaches_backend_frontend_websocket_and_uploads(sandbox):
 def test_broken_route_is_rejected_by_nginx_t_and_the_old_config_keeps_serving(sandbox, tmp_path):
     import yaml
 
-    name, state = sandbox
+    _name, state = sandbox
     if not (state / "ssh_port").exists():
         pytest.skip("the converge test did not create the sandbox")
     proxy_vars = yaml.safe_load((ROOT / "inventories/sandbox/group_vars/all/proxy.yml").read_text())
@@ -451,7 +450,7 @@ def test_broken_route_is_rejected_by_nginx_t_and_the_old_config_keeps_serving(sa
     bad.write_text(yaml.safe_dump({"proxy_nginx_routes": routes}))
 
     before = router_state(state)
-    res, _took = make_sandbox(name, state, "sandbox", f"PLAYBOOK_ARGS=--tags proxy -e @{bad}")
+    res = playbook(state, "site.yml", "--tags", "proxy", "-e", f"@{bad}")
     assert res.returncode != 0, explain(res)
     assert 'unknown directive "proxy_bogus_directive"' in res.stdout, explain(res)
     assert "nginx -t" in res.stdout, explain(res)  # the failed task says what rejected it
@@ -464,7 +463,7 @@ def test_broken_route_is_rejected_by_nginx_t_and_the_old_config_keeps_serving(sa
     ok = tmp_path / "ok-route.yml"
     next(r for r in routes if r["path"] == "/api/")["directives"] = ["add_header X-Router-Probe reloaded always"]
     ok.write_text(yaml.safe_dump({"proxy_nginx_routes": routes}))
-    res, _took = make_sandbox(name, state, "sandbox", f"PLAYBOOK_ARGS=--tags proxy -e @{ok}")
+    res = playbook(state, "site.yml", "--tags", "proxy", "-e", f"@{ok}")
     assert res.returncode == 0, explain(res)
     assert "Reload the nginx router" in res.stdout, explain(res)
     assert "X-Router-Probe: reloaded" in server(state, "sleep 1; curl -sS -D - -o /dev/null http://127.0.0.1:8083/api/x")
@@ -472,9 +471,238 @@ def test_broken_route_is_rejected_by_nginx_t_and_the_old_config_keeps_serving(sa
     assert after.split()[:3] == before.split()[:3], (before, after)
 
     # Back to the inventory: reloaded again, then a converge is a no-op.
-    res, _took = make_sandbox(name, state, "sandbox", "PLAYBOOK_ARGS=--tags proxy")
+    res = playbook(state, "site.yml", "--tags", "proxy")
     assert res.returncode == 0, explain(res)
-    again, _took = make_sandbox(name, state, "sandbox")
+    again = playbook(state, "site.yml")
     assert again.returncode == 0, explain(again)
     assert recap(again.stdout)["changed"] == 0, explain(again)
     assert router_state(state).split()[:3] == before.split()[:3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Operational playbooks (playbooks/verify.yml, prune_images.yml, add_stack.yml, rotate_db_password.yml) on the
+# converged sandbox. Wall times go to tests/output/ops-playbooks-times.txt, the verify report to
+# tests/output/sandbox-verify-report.txt.
+# ---------------------------------------------------------------------------------------------
+OPS_TIMES: dict[str, float] = {}
+
+
+def ops_time(label: str, started: float) -> None:
+    OPS_TIMES[label] = time.monotonic() - started
+    out = ROOT / "tests" / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ops-playbooks-times.txt").write_text("".join(f"{k}: {v:.1f}s\n" for k, v in OPS_TIMES.items()))
+
+
+def flat(text: str) -> str:
+    """Text with every run of whitespace as one space (Ansible wraps long messages)."""
+    return " ".join(text.split())
+
+
+def report_of(res: subprocess.CompletedProcess) -> str:
+    """The report table verify.yml printed (the debug task's block)."""
+    start = res.stdout.find("TASK [Report the verification")
+    assert start >= 0, explain(res)
+    return res.stdout[start:res.stdout.find("TASK [", start + 10)]
+
+
+def report_rows(report: str) -> dict[str, str]:
+    """{'<section> <item>': 'OK'|'FAIL'} of the report's rows."""
+    rows = {}
+    for line in report.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) == 5 and cells[4] in ("OK", "FAIL"):
+            rows[f"{cells[0]} {cells[1]}"] = cells[4]
+    return rows
+
+
+def test_verify_reports_the_sandbox_matches_then_names_what_broke(sandbox):
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    wait_all_healthy(state)
+    if not snapshots(state):  # run on its own: the backup drill has not made any snapshot yet
+        res = playbook(state, "backup_now.yml")
+        assert res.returncode == 0, explain(res)
+
+    started = time.monotonic()
+    res = playbook(state, "verify.yml")
+    ops_time("verify.yml (all OK)", started)
+    assert res.returncode == 0, explain(res)
+    assert recap(res.stdout)["failed"] == 0 and recap(res.stdout)["changed"] == 0
+    report = report_of(res)
+    print(report)
+    (ROOT / "tests" / "output" / "sandbox-verify-report.txt").write_text(report)
+    rows = report_rows(report)
+    assert rows and set(rows.values()) == {"OK"}, report
+    for item in ("containers amn/backend", "containers amn-db/postgres", "containers amn-router/nginx",
+                 "containers watchtower/watchtower", "ports tcp/22", "ports tcp/8083", "ports tcp/5432",
+                 "ports tcp/15432", "proxy router config (amn-router)", "proxy health /nginx-health on port 8083",
+                 "backup databases/amn-db", "backup files: /mnt/data/amn/uploads", "firewall ufw",
+                 "fail2ban jail sshd"):
+        assert item in rows, report
+    assert "filtered [published by shared-postgres-postgres-1 on 127.0.0.1]" in report
+
+    # Break three things: a stopped service, a route gone from the router's live config, and a container port
+    # published and let through the firewall.
+    forbidden = f"shp-it-forbidden-{secrets.token_hex(3)}"
+    server(state, f"set -e; cp -p {ROUTER_CONF} /root/shp-it-router.conf; "
+                  f"sed -i '/location \\/uploads\\//,/}}/d' {ROUTER_CONF}; docker stop devapp-web-1 >/dev/null; "
+                  f"docker run -d --name {forbidden} -p 6380:6379 shp-test/redis:latest >/dev/null; "
+                  "iptables -I DOCKER-USER 1 -p tcp -m conntrack --ctorigdstport 6380 --ctdir ORIGINAL -j RETURN")
+    try:
+        started = time.monotonic()
+        res = playbook(state, "verify.yml")
+        ops_time("verify.yml (three failures)", started)
+    finally:
+        server(state, "iptables -D DOCKER-USER -p tcp -m conntrack --ctorigdstport 6380 --ctdir ORIGINAL -j RETURN; "
+                      f"docker rm -f {forbidden} >/dev/null; mv /root/shp-it-router.conf {ROUTER_CONF}; "
+                      "docker start devapp-web-1 >/dev/null")
+    assert res.returncode != 0, explain(res)
+    report = report_of(res)
+    print(report)
+    rows = report_rows(report)
+    failed = sorted(k for k, v in rows.items() if v == "FAIL")
+    assert failed == ["containers devapp/web", "ports tcp/6380", "proxy router config (amn-router)"], report
+    assert f"open [published by {forbidden} on 0.0.0.0]" in report and "devapp-web-1 exited" in report
+    assert "+    location /uploads/ {" in res.stdout  # the drift is shown as a diff
+    assert "3 check(s) failed on sandbox: containers devapp/web" in flat(res.stdout), explain(res)
+    wait_all_healthy(state)
+
+
+def test_prune_images_check_mode_changes_nothing_then_a_dangling_image_goes(sandbox):
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    tag = f"shp-it-prune-{secrets.token_hex(3)}:1"
+    # An image with a 2 MB layer of its own, then its tag moved to another image: it is dangling.
+    make_dangling = (f"set -e; docker run --name shp-it-prune-src --entrypoint sh shp-test/redis:latest "
+                     f"-c 'head -c 2000000 /dev/urandom > /blob'; docker commit shp-it-prune-src {tag} >/dev/null; "
+                     f"docker rm shp-it-prune-src >/dev/null; docker image inspect -f '{{{{.Id}}}}' {tag}; "
+                     f"docker tag shp-test/redis:latest {tag}")
+    dangling = server(state, make_dangling).strip()
+    images = "docker image ls -a --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' | sort"
+    try:
+        before = server(state, images)
+        assert dangling in before
+        started = time.monotonic()
+        res = playbook(state, "prune_images.yml", "--check")
+        ops_time("prune_images.yml --check", started)
+        assert res.returncode == 0, explain(res)
+        assert f"dangling image: {dangling[7:19]} <none>" in flat(res.stdout), explain(res)
+        assert "would reclaim about 2MB (check mode: nothing removed)" in flat(res.stdout), explain(res)
+        assert server(state, images) == before
+
+        started = time.monotonic()
+        res = playbook(state, "prune_images.yml")
+        ops_time("prune_images.yml", started)
+        assert res.returncode == 0, explain(res)
+        assert recap(res.stdout)["changed"] == 1
+        assert re.search(r"removed \d+ image\(s\) and \d+ build cache record\(s\); space reclaimed: 2MB",
+                         flat(res.stdout)), explain(res)
+        after = server(state, images)
+        assert dangling not in after
+        # everything in use stays (the stand-ins are used by the platform's containers)
+        assert set(before.splitlines()) - set(after.splitlines()) == {f"{dangling} <none>:<none>"}
+    finally:
+        server(state, f"docker rmi {tag} >/dev/null 2>&1 || true")
+
+
+def test_add_stack_converges_only_the_new_stack(sandbox, tmp_path):
+    import json
+
+    import yaml
+
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    group_vars = yaml.safe_load((ROOT / "inventories/sandbox/group_vars/all/main.yml").read_text())
+    stack = "shp-it-extra"
+    url = ("postgres://tools:{{ data_tier_connections['shared-postgres'].databases.tools.password }}"
+           "@shared-postgres:5432/tools")
+    web = {"image": "shp-test/httpapp:latest", "restart": "unless-stopped", "env_file": [".env"],
+           "environment": {"APP_NAME": "extra", "PORT": "8090"},
+           "healthcheck": {"test": ["CMD", "curl", "-fsS", "http://localhost:8090/health"], "interval": "2s",
+                           "timeout": "3s", "retries": 15}}
+    extra = {"name": stack, "networks": ["data-shared"], "env": {"DATABASE_URL": url}, "services": {"web": web}}
+    extra_file = tmp_path / "extra-stack.json"
+    extra_file.write_text(json.dumps({"app_stack_stacks": [*group_vars["app_stack_stacks"], extra]}))
+    fingerprint = "docker ps --format '{{.Names}} {{.ID}} {{.CreatedAt}}' | grep -v '^shp-it-extra' | sort"
+    before = server(state, fingerprint)
+
+    res = playbook(state, "add_stack.yml", "-e", "stack=no-such-stack", "-e", f"@{extra_file}")
+    assert res.returncode != 0 and "stack no-such-stack is not in app_stack_stacks" in flat(res.stdout), explain(res)
+    assert "['amn', 'devapp', 'shp-it-extra']" in flat(res.stdout), explain(res)
+    try:
+        started = time.monotonic()
+        res = playbook(state, "add_stack.yml", "-e", f"stack={stack}", "-e", f"@{extra_file}")
+        ops_time("add_stack.yml (new stack)", started)
+        assert res.returncode == 0, explain(res)
+        assert "data tier instances on its networks (shared-postgres, shared-mariadb)" in flat(res.stdout), \
+            explain(res)
+        out = server(state, f"docker inspect -f '{{{{.State.Health.Status}}}}' {stack}-web-1; "
+                            f"docker exec {stack}-web-1 curl -fsS http://localhost:8090/check")
+        assert out.startswith("healthy\n") and '"database": "tools", "user": "tools"' in out, out
+        # nothing else was recreated or restarted
+        assert server(state, fingerprint) == before
+    finally:
+        server(state, f"cd /opt/selfhosted/stacks/{stack} 2>/dev/null && docker compose down -t 2 >/dev/null 2>&1; "
+                      f"rm -rf /opt/selfhosted/stacks/{stack}")
+
+
+def test_rotate_db_password_recreates_the_backend_and_refuses_the_old_one(sandbox, tmp_path):
+    import json
+
+    import yaml
+
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    wait_all_healthy(state)
+    secret = "/etc/selfhosted/secrets/amn-db/db-marketplace"
+
+    # A password the inventory pins is refused before anything changes.
+    group_vars = yaml.safe_load((ROOT / "inventories/sandbox/group_vars/all/main.yml").read_text())
+    pinned = group_vars["data_tier_instances"]
+    next(i for i in pinned if i["name"] == "amn-db")["databases"][0]["password"] = "pinned-in-vault-1234"
+    pinned_file = tmp_path / "pinned.json"
+    pinned_file.write_text(json.dumps({"data_tier_instances": pinned}))
+    old = server(state, f"cat {secret}").strip()
+    res = playbook(state, "rotate_db_password.yml", "-e", "instance=amn-db", "-e", "database=marketplace",
+                   "-e", f"@{pinned_file}")
+    assert res.returncode != 0 and "The inventory pins the password of marketplace on amn-db" in flat(res.stdout), \
+        explain(res)
+    assert server(state, f"cat {secret}").strip() == old
+
+    backend = server(state, "docker inspect -f '{{.Id}}' amn-backend-1").strip()
+    started = time.monotonic()
+    res = playbook(state, "rotate_db_password.yml", "-e", "instance=amn-db", "-e", "database=marketplace")
+    ops_time("rotate_db_password.yml amn-db/marketplace", started)
+    assert res.returncode == 0, explain(res)
+    new = server(state, f"cat {secret}").strip()
+    assert new != old and len(new) == 32
+    assert old not in res.stdout + res.stderr and new not in res.stdout + res.stderr
+    assert "app stacks recreated: amn." in flat(res.stdout) and "the old one is refused" in flat(res.stdout), \
+        explain(res)
+
+    # The backend was recreated with the new env, is healthy and reaches its database with the new password.
+    assert server(state, "docker inspect -f '{{.Id}}' amn-backend-1").strip() != backend
+    assert server(state, "docker inspect -f '{{.State.Health.Status}}' amn-backend-1").strip() == "healthy"
+    out = server(state, "docker exec amn-backend-1 curl -fsS http://localhost:5001/check")
+    assert '"postgres": {"ok": true' in out and '"user": "marketplace"' in out, out
+    assert new in server(state, "cat /opt/selfhosted/stacks/amn/.env")
+    # The database itself: the new password logs in, the old one is refused (passwords on stdin, never argv).
+    login = ("docker exec -i amn-db-postgres-1 sh -c 'IFS= read -r PGPASSWORD; export PGPASSWORD; "
+             "psql -h \"$(hostname -i | cut -d\" \" -f1)\" -U marketplace -d marketplace -Atc \"SELECT 1\"' "
+             "2>&1; echo rc=$?")
+    assert server(state, f"echo '{new}' | {login}").split() == ["1", "rc=0"]
+    refused = server(state, f"echo '{old}' | {login}")
+    assert "password authentication failed" in refused and "rc=0" not in refused, refused
+
+    # The rotated password is now the kept one: a converge of the whole platform changes nothing.
+    started = time.monotonic()
+    again = playbook(state, "site.yml")
+    ops_time("make sandbox after the rotation", started)
+    assert again.returncode == 0, explain(again)
+    assert recap(again.stdout)["changed"] == 0, explain(again)
+    assert server(state, f"cat {secret}").strip() == new
