@@ -9,7 +9,6 @@ import re
 
 from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.six import string_types
 from ansible.plugins.action import ActionBase
 
 try:
@@ -37,7 +36,7 @@ def undefined_name(error):
 
 
 def is_empty(value):
-    return value is None or (isinstance(value, (string_types, list, dict)) and len(value) == 0)
+    return value is None or (isinstance(value, (str, list, dict)) and len(value) == 0)
 
 
 class ActionModule(ActionBase):

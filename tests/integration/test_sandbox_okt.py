@@ -135,10 +135,10 @@ def curl(state: Path, url: str, *args: str) -> tuple[int, dict[str, str], str]:
     port = 443 if url.startswith("https") else 80
     out = server(state, f"curl -sk -o /tmp/shp-it-body -D - --resolve {host}:{port}:127.0.0.1 "
                         f"{' '.join(args)} '{url}'; echo; echo '--body--'; cat /tmp/shp-it-body")
-    head, _, body = out.partition("--body--\n")
+    head, _sep, body = out.partition("--body--\n")
     lines = [ln.strip() for ln in head.strip().splitlines() if ln.strip()]
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    headers = {k.strip().lower(): v.strip() for k, _colon, v in (ln.partition(":") for ln in lines[1:])}
     return status, headers, body
 
 
@@ -148,39 +148,39 @@ def basic(user: str, password: str) -> str:
 
 def test_npm_is_the_single_entry_with_forced_tls_and_hsts(okt):
     state = converged(okt)
-    status, headers, _ = curl(state, f"http://{PROD_DOMAIN}/")
+    status, headers, _body = curl(state, f"http://{PROD_DOMAIN}/")
     assert status == 301 and headers["location"] == f"https://{PROD_DOMAIN}/"
     status, headers, body = curl(state, f"https://{PROD_DOMAIN}/")
     assert status == 200 and body.strip() == "seller1-prod-web 1"
     assert "max-age=" in headers.get("strict-transport-security", "")
-    status, _, body = curl(state, f"https://pro.{PROD_DOMAIN}/")
+    status, _headers, body = curl(state, f"https://pro.{PROD_DOMAIN}/")
     assert status == 200 and body.strip().startswith("seller1-prod-n8n")
-    status, _, body = curl(state, f"https://git.{OKT_DOMAIN}/")
+    status, _headers, body = curl(state, f"https://git.{OKT_DOMAIN}/")
     assert status == 200 and body.strip().startswith("gitea")
     # A name NPM has no proxy host for gets its default site, not an app.
-    status, _, body = curl(state, f"https://unknown.{OKT_DOMAIN}/")
+    status, _headers, body = curl(state, f"https://unknown.{OKT_DOMAIN}/")
     assert "Congratulations" in body
 
 
 def test_authelia_guards_the_protected_hosts(okt):
     state = converged(okt)
     url = f"https://commerce.demo.{OKT_DOMAIN}/"
-    status, headers, _ = curl(state, url)
+    status, headers, _body = curl(state, url)
     assert status == 302, headers
     assert headers["location"].startswith(f"https://auth.{OKT_DOMAIN}/") and "rd=" in headers["location"]
     status, headers, body = curl(state, url, "-H", basic(DEV_USER, DEV_PASSWORD))
     assert status == 200 and body.strip().startswith("commerce-web"), body
     # The snippet's own `location /` keeps the host's HSTS header (nginx drops server-level add_headers there).
     assert "max-age=" in headers.get("strict-transport-security", "")
-    status, _, _ = curl(state, url, "-H", basic(DEV_USER, "wrong-" + DEV_PASSWORD))
+    status, _headers, _body = curl(state, url, "-H", basic(DEV_USER, "wrong-" + DEV_PASSWORD))
     assert status == 302
     # The dashboard is for admins only: the dev user is authenticated but forbidden.
-    status, _, _ = curl(state, f"https://home.{OKT_DOMAIN}/", "-H", basic(DEV_USER, DEV_PASSWORD))
+    status, _headers, _body = curl(state, f"https://home.{OKT_DOMAIN}/", "-H", basic(DEV_USER, DEV_PASSWORD))
     assert status == 403
-    status, _, body = curl(state, f"https://home.{OKT_DOMAIN}/", "-H", basic(ADMIN_USER, ADMIN_PASSWORD))
+    status, _headers, body = curl(state, f"https://home.{OKT_DOMAIN}/", "-H", basic(ADMIN_USER, ADMIN_PASSWORD))
     assert status == 200 and body.strip().startswith("homarr"), body
     # The portal itself and an unprotected host need no login.
-    status, _, _ = curl(state, f"https://auth.{OKT_DOMAIN}/api/health")
+    status, _headers, _body = curl(state, f"https://auth.{OKT_DOMAIN}/api/health")
     assert status == 200
     # The users file holds argon2id hashes, 0600, no clear-text password.
     out = server(state, "stat -c '%a' /mnt/data/authelia/config/users_database.yml;"

@@ -111,8 +111,8 @@ def test_twenty_one_domains_with_the_seeds_tls_settings_and_authelia(okt):
         assert h["block_exploits"]
         assert h["forward_host"] in containers(okt) | {"authelia"}, h
     protected = [h for h in hosts if "auth_request /internal/authelia/authz;" in h.get("advanced_config", "")]
-    assert {d for h in protected for d in h["domain_names"]} >= {"seller1.dev.0kt.example.test",
-                                                                  "pgadmin.0kt.example.test"}
+    guarded = {d for h in protected for d in h["domain_names"]}
+    assert guarded >= {"seller1.dev.0kt.example.test", "pgadmin.0kt.example.test"}
     # The production site keeps its own login; the portal is never behind itself.
     for h in hosts:
         if h["domain_names"][0] in ("seller1.example.test", "auth.0kt.example.test"):
@@ -138,8 +138,8 @@ def test_documentation_addresses_and_names_only():
     text += "\n".join(p.read_text() for p in (ROOT / "inventories/sandbox-okt").rglob("*.yml"))
     for addr in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text):
         ip = ipaddress.ip_address(addr)
-        assert any(ip in ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
-                                                             "127.0.0.0/8", "172.16.0.0/12")), addr
+        allowed = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8", "172.16.0.0/12")
+        assert any(ip in ipaddress.ip_network(n) for n in allowed), addr
     assert "0kt.ru" not in text and "seller1.ru" not in text and "45.144." not in text
 
 
