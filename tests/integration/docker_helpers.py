@@ -58,6 +58,27 @@ def docker(*args: str, check: bool = True, timeout: float = 120, input: str | by
     return res
 
 
+def project_containers(project: str) -> list[str]:
+    """Ids of every container (running or not) of a Compose project."""
+    return docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+
+
+def remove_compose_project(project: str, networks: Iterable[str] = ()) -> list[str]:
+    """Remove a Compose project's containers (with their anonymous volumes) and networks, plus NETWORKS; return the
+    errors, so a test's teardown can fail on a leftover instead of hiding it."""
+    errors = []
+    for cid in project_containers(project):
+        res = docker("rm", "-f", "-v", cid, check=False)
+        if res.returncode != 0:
+            errors.append(res.stderr.strip())
+    nets = docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+    for net in [*nets, *networks]:
+        res = docker("network", "rm", net, check=False)
+        if res.returncode != 0 and "not found" not in res.stderr:
+            errors.append(res.stderr.strip())
+    return errors
+
+
 def _tail(out: str | bytes | None, lines: int = 40) -> str:
     if out is None:
         return ""

@@ -84,10 +84,6 @@ def assert_no_password(out: str) -> None:
         assert password not in out, "a password leaked into the ansible output"
 
 
-def project_containers(project: str) -> list[str]:
-    return dh.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
-
-
 def container(project: str) -> dict:
     ids = dh.docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
                     "--filter", "label=com.docker.compose.service=authelia").stdout.split()
@@ -143,17 +139,7 @@ def authelia_env(tmp_path):
     try:
         yield env
     finally:
-        errors = []
-        for cid in project_containers(project):
-            res = dh.docker("rm", "-f", "-v", cid, check=False)
-            if res.returncode != 0:
-                errors.append(res.stderr.strip())
-        nets = dh.docker("network", "ls", "-q", "--filter",
-                         f"label=com.docker.compose.project={project}").stdout.split()
-        for net in [*nets, network]:
-            res = dh.docker("network", "rm", net, check=False)
-            if res.returncode != 0 and "not found" not in res.stderr:
-                errors.append(res.stderr.strip())
+        errors = dh.remove_compose_project(project, [network])
         assert not errors, f"cleanup failed: {errors}"
 
 
@@ -304,7 +290,7 @@ def test_bad_users_fail_before_the_host_changes_naming_user_and_field(tmp_path, 
     assert "users[1] (carol): password is missing" in out, out
     assert_no_password(out)
     assert not env["root"].exists()
-    assert project_containers(env["project"]) == []
+    assert dh.project_containers(env["project"]) == []
 
     res, out = converge(tmp_path, env, authelia_access_control_rules=[{"domain": f"x.{DOMAIN}", "policy": "allow"}])
     assert res["rc"] != 0 and f"rules[0] (domain 'x.{DOMAIN}'): policy 'allow'" in out, out

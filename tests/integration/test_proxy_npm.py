@@ -133,11 +133,6 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def project_containers(project: str) -> list[str]:
-    res = dh.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
-    return res.stdout.split()
-
-
 def npm_container(project: str) -> dict:
     ids = dh.docker("ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
                     "--filter", "label=com.docker.compose.service=npm").stdout.split()
@@ -185,17 +180,7 @@ def npm_deploy(tmp_path):
             dh.docker("network", "create", "--label", "org.selfhosted.test=proxy-npm", net)
         yield env
     finally:
-        errors = []
-        for cid in project_containers(project):
-            res = dh.docker("rm", "-f", "-v", cid, check=False)
-            if res.returncode != 0:
-                errors.append(res.stderr.strip())
-        project_nets = dh.docker("network", "ls", "-q", "--filter",
-                                 f"label=com.docker.compose.project={project}").stdout.split()
-        for net in [*project_nets, *networks]:
-            res = dh.docker("network", "rm", net, check=False)
-            if res.returncode != 0 and "not found" not in res.stderr:
-                errors.append(res.stderr.strip())
+        errors = dh.remove_compose_project(project, networks)
         assert not errors, f"cleanup failed: {errors}"
 
 
@@ -252,7 +237,7 @@ def test_npm_mode_deploys_npm_with_loopback_admin_data_dirs_and_networks_and_sur
 
     # The container goes away; the next converge recreates it and finds everything in /data.
     dh.docker("rm", "-f", box["Id"])
-    assert project_containers(env["project"]) == []
+    assert dh.project_containers(env["project"]) == []
     third, out = converge(tmp_path, url, **env["vars"])
     assert third["rc"] == 0 and third["failed"] == 0, out
     assert changed_tasks(out) == [DEPLOY_TASK], out
