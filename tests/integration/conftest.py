@@ -1,11 +1,15 @@
-"""Integration-test plumbing: the okt sandbox's first converge (`make sandbox-okt`, ~5-10 minutes mostly spent
-waiting on apt, image loads and health gates inside the sandbox) starts in the background as soon as the session
-has collected tests/integration/test_sandbox_okt.py, so it overlaps the other integration tests instead of adding
-to the run. The okt tests then wait for it (wait_early) and get its output and wall time."""
+"""Integration-test plumbing: the sandboxes' first converges (`make sandbox` for the amn site, `make sandbox-okt`
+for the okt site; 4-10 minutes each, mostly spent waiting on apt, image loads and health gates inside the sandbox
+server) start in the background as soon as the session has collected their test module, so they overlap the
+other tests instead of adding to the run. Their tests then wait for them (wait_early) and get the output and
+the wall time."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,22 +19,33 @@ import pytest
 
 from tests.conftest import ROOT, tool_env
 
+# key -> (test module that needs it, make target, name variable, state variable)
+BACKGROUND = {
+    "amn": ("tests/integration/test_sandbox.py", "sandbox", "SANDBOX_NAME", "SANDBOX_STATE"),
+    "okt": ("tests/integration/test_sandbox_okt.py", "sandbox-okt", "OKT_SANDBOX_NAME", "OKT_SANDBOX_STATE"),
+}
 EARLY: dict[str, dict] = {}
 
 
-@pytest.hookimpl(trylast=True)  # after -m/-k deselection: start it only when an okt test really runs
-def pytest_collection_modifyitems(session, config, items):
-    if EARLY or not any(item.nodeid.startswith("tests/integration/test_sandbox_okt.py") for item in items):
-        return
-    name = f"shp-it-okt-{secrets.token_hex(3)}"
-    state = Path(tempfile.mkdtemp(prefix="shp-it-okt-state-"))
+def start_early(key: str) -> None:
+    _module, target, name_var, state_var = BACKGROUND[key]
+    name = f"shp-it-{key}-{secrets.token_hex(3)}"
+    state = Path(tempfile.mkdtemp(prefix=f"shp-it-{key}-state-"))
     log = state.parent / f"{state.name}.log"
     handle = log.open("w")
-    proc = subprocess.Popen(["make", "--no-print-directory", "sandbox-okt", f"OKT_SANDBOX_NAME={name}",
-                             f"OKT_SANDBOX_STATE={state}"], cwd=ROOT, env=tool_env(), stdout=handle,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    EARLY["okt"] = {"name": name, "state": state, "proc": proc, "log": log, "handle": handle,
-                    "start": time.time()}
+    proc = subprocess.Popen(["make", "--no-print-directory", target, f"{name_var}={name}", f"{state_var}={state}"],
+                            cwd=ROOT, env=tool_env(), stdout=handle, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    EARLY[key] = {"name": name, "state": state, "proc": proc, "log": log, "handle": handle, "start": time.time()}
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: start one only when a test of its module really runs
+def pytest_collection_modifyitems(session, config, items):
+    if config.option.collectonly:
+        return
+    for key, (module, *_rest) in BACKGROUND.items():
+        if key not in EARLY and any(item.nodeid.startswith(module) for item in items):
+            start_early(key)
 
 
 def wait_early(key: str, timeout: float = 2400) -> tuple[subprocess.CompletedProcess, float]:
@@ -38,20 +53,28 @@ def wait_early(key: str, timeout: float = 2400) -> tuple[subprocess.CompletedPro
     proc = early["proc"]
     rc = proc.wait(timeout=timeout)
     early["handle"].close()
-    # Its own wall time: until it last wrote its log (it may have finished long before the okt tests began).
+    # Its own wall time: until it last wrote its log (it may have finished long before its tests began).
     took = early.setdefault("took", early["log"].stat().st_mtime - early["start"])
     out = early["log"].read_text()
     return subprocess.CompletedProcess(proc.args, rc, out, ""), took
 
 
-def pytest_sessionfinish(session, exitstatus):
-    early = EARLY.get("okt")
+def destroy_early(key: str) -> None:
+    """Stop the background converge if it still runs and remove its sandbox server (idempotent)."""
+    early = EARLY.get(key)
     if not early:
         return
     if early["proc"].poll() is None:
-        early["proc"].kill()
+        # make and everything it started (ansible-playbook, ssh) share the session it leads.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(early["proc"].pid, signal.SIGKILL)
         early["proc"].wait()
     subprocess.run(["python3", str(ROOT / "tests/tools/sandbox.py"), "destroy", "--name", early["name"],
-                   "--state-dir", str(early["state"]), "--purge-state"], capture_output=True, check=False)
-    early["handle"].close()
-    early["log"].unlink(missing_ok=True)
+                    "--state-dir", str(early["state"]), "--purge-state"], capture_output=True, check=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for key in list(EARLY):
+        destroy_early(key)
+        EARLY[key]["handle"].close()
+        EARLY[key]["log"].unlink(missing_ok=True)

@@ -1,14 +1,15 @@
 """The README's main command, `make sandbox`, end to end on a server of its own.
 
-Creates a sandbox under a test-only name and state directory, converges playbooks/site.yml on it
-twice (the second run must report changed=0), then runs `--check --diff` and proves it reported
-no change and altered nothing on the server. Then the platform itself is probed on the server (the
-"amn" topology of seeds 000/001 on the stand-in images): the backend reaches its databases with the
-generated credentials, no data port is published, an app on the shared Postgres is refused another
-app's database, Watchtower's scope is exactly the opted-in containers, a dockerd restart brings
-everything back healthy and a bad release rolls back while the app keeps answering. Finally the
-sandbox is destroyed. Wall times are printed for
-the closing notes (pytest -s shows them; they are also written to tests/output/sandbox-times.txt).
+A sandbox under a test-only name and state directory gets its first converge (`make sandbox`) in
+the background from the start of the session (tests/integration/conftest.py); the module then
+converges it again with `make sandbox` (it must report changed=0), then runs `--check --diff` and
+proves it reported no change and altered nothing on the server. Then the platform itself is probed
+on the server (the "amn" topology of seeds 000/001 on the stand-in images): the backend reaches its
+databases with the generated credentials, no data port is published, an app on the shared Postgres
+is refused another app's database, Watchtower's scope is exactly the opted-in containers, a dockerd
+restart brings everything back healthy and a bad release rolls back while the app keeps answering.
+Finally the sandbox is destroyed. Wall times are printed for the closing notes (pytest -s shows
+them; they are also written to tests/output/sandbox-times.txt).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, explain, run_tool
+from tests.integration.conftest import EARLY, destroy_early, wait_early
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
 
@@ -53,12 +55,13 @@ def recap(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    name = f"shp-it-sandbox-{secrets.token_hex(3)}"
-    state = tmp_path_factory.mktemp("sandbox-state")
-    yield name, state
-    subprocess.run(["python3", str(ROOT / "tests/tools/sandbox.py"), "destroy", "--name", name,
-                    "--state-dir", str(state), "--purge-state"], capture_output=True, check=False)
+def sandbox():
+    """The amn sandbox, whose first converge (`make sandbox`) tests/integration/conftest.py started in the
+    background when the session began, so that it overlaps the tests that run before this module."""
+    early = EARLY.get("amn")
+    assert early, "tests/integration/conftest.py did not start the amn sandbox"
+    yield early["name"], early["state"]
+    destroy_early("amn")
 
 
 def make_sandbox(name: str, state: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -82,7 +85,7 @@ def test_make_sandbox_converges_then_is_idempotent_and_check_is_honest(sandbox):
     name, state = sandbox
     times = {}
 
-    first, times["first"] = make_sandbox(name, state, "sandbox")
+    first, times["first"] = wait_early("amn")
     assert first.returncode == 0, explain(first)
     r1 = recap(first.stdout)
     assert r1["failed"] == 0 and r1["unreachable"] == 0

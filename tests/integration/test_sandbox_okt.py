@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, explain, run_tool
-from tests.integration.conftest import EARLY, wait_early
+from tests.integration.conftest import EARLY, destroy_early, wait_early
 from tests.integration.test_sandbox import SNAPSHOT, recap, server
 from tests.tools.awx_run import run_like_awx
 
@@ -41,8 +41,7 @@ def okt():
     early = EARLY.get("okt")
     assert early, "tests/integration/conftest.py did not start the okt sandbox"
     yield early["name"], early["state"]
-    subprocess.run(["python3", str(ROOT / "tests/tools/sandbox.py"), "destroy", "--name", early["name"],
-                    "--state-dir", str(early["state"]), "--purge-state"], capture_output=True, check=False)
+    destroy_early("okt")
 
 
 def make(name: str, state: Path, target: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
