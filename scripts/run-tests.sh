@@ -15,6 +15,6 @@ if [ $# -eq 0 ]; then
   set -- tests/lint tests/unit tests/integration tests/molecule
 fi
 rc=0
-python -m pytest -p no:cacheprovider --junitxml=tests/output/junit.xml "$@" || rc=$?
+python -m pytest -p no:cacheprovider --durations=25 --junitxml=tests/output/junit.xml "$@" || rc=$?
 # pytest exits 5 when it selected no test: that is a failure of the run, not a pass.
 exit $rc
