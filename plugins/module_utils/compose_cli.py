@@ -13,9 +13,11 @@ import http.client
 import json
 import os
 import re
+import select
 import socket
 import stat
 import threading
+import time
 from urllib.parse import quote, urlencode
 
 MIN_COMPOSE_VERSION = (2, 20, 0)
@@ -165,6 +167,80 @@ def unix_socket_transport(socket_path, timeout=30):
         raise EngineAPIError("unreachable")  # pragma: no cover
 
     return request
+
+
+class EventWatch:
+    """A wake-up signal for the health-gated wait: the daemon's event stream (GET /events) for one
+    project's container starts, deaths and health changes, read from a raw unix socket with
+    ``select``. ``wait(seconds)`` returns True as soon as an event arrives (then the caller polls
+    the containers again) and False after ``seconds`` without one. The events are not parsed:
+    the poll that follows is the verdict. When the stream ends or fails, ``alive`` turns False and
+    ``wait`` just sleeps, so the wait falls back to plain polling."""
+
+    EVENTS = ("start", "die", "health_status")
+
+    def __init__(self, sock, sleep, clock):
+        self.sock = sock
+        self.sleep = sleep
+        self.clock = clock
+        self.alive = True
+        self.wakeups = 0
+
+    @classmethod
+    def open(cls, socket_path, project, timeout=5, sleep=None, clock=None):
+        """Connect, ask for the project's events and read the response head; EngineAPIError when
+        the daemon does not answer 200."""
+        filters = json.dumps({"type": ["container"], "label": ["%s=%s" % (LABEL_PROJECT, project)],
+                              "event": list(cls.EVENTS)})
+        request = ("GET /events?%s HTTP/1.1\r\nHost: docker\r\n\r\n" % urlencode({"filters": filters})).encode()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(socket_path)
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise EngineAPIError("GET /events: the daemon closed the stream")
+                head += chunk
+                if len(head) > 65536:
+                    raise EngineAPIError("GET /events: no end of the response head")
+            status = head.split(b"\r\n", 1)[0].split()
+            if len(status) < 2 or status[1] != b"200":
+                raise EngineAPIError("GET /events: %s" % head.split(b"\r\n", 1)[0].decode("latin-1"))
+            sock.setblocking(False)
+        except (OSError, EngineAPIError) as exc:
+            sock.close()
+            if isinstance(exc, EngineAPIError):
+                raise
+            raise EngineAPIError("GET /events over %s: %s" % (socket_path, exc)) from exc
+        # Bytes after the head (an event already) stay unread: the first poll sees their effect.
+        return cls(sock, sleep or time.sleep, clock or time.monotonic)
+
+    def wait(self, seconds):
+        if not self.alive:
+            self.sleep(seconds)
+            return False
+        start = self.clock()
+        try:
+            ready = select.select([self.sock], [], [], seconds)[0]
+            if not ready:
+                return False
+            data = self.sock.recv(65536)
+        except (OSError, ValueError):
+            data = b""
+        if not data:  # the daemon ended the stream (restart) or the socket failed
+            self.close()
+            self.sleep(max(0.0, seconds - (self.clock() - start)))
+            return False
+        self.wakeups += 1
+        return True
+
+    def close(self):
+        if self.alive:
+            self.alive = False
+            self.sock.close()
 
 
 def docker_config_dir(environ):

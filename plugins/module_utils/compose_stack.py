@@ -25,6 +25,8 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli im
     ComposeCLI,
     ComposeError,
     EngineAPI,
+    EngineAPIError,
+    EventWatch,
     docker_config_dir,
     engine_socket,
     read_docker_config,
@@ -372,13 +374,14 @@ class Stack:
     ``clock``/``sleep`` are injectable for tests."""
 
     def __init__(self, params, runner, check_mode=False, diff_mode=False, sleep=time.sleep, clock=time.monotonic,
-                 warn=None, api=None, environ=None):
+                 warn=None, api=None, environ=None, events=None):
         self.p = params
         self.environ = os.environ if environ is None else environ
         self.check_mode = check_mode
         self.diff_mode = diff_mode
         self.sleep = sleep
         self.clock = clock
+        self.events = events  # project name -> EventWatch (raises EngineAPIError), or None
         self.warn = warn or (lambda msg: None)
         self.project_dir = os.path.abspath(params["project_dir"])
         self.state_dir = os.path.join(self.project_dir, STATE_DIR)
@@ -840,22 +843,50 @@ class Stack:
         """Poll until every target is up (a full second since its last start, by the daemon's
         clock, so a crash-looping container that is briefly "running" does not pass) and healthy
         where it has a healthcheck. Polls are Engine API requests when the API is reachable (every
-        0.25 s), else ``docker ps`` (every second)."""
+        0.25 s, and at once when the daemon's event stream reports a start, a death or a health
+        change of one of the project's containers), else ``docker ps`` (every second)."""
         targets = sorted(selected or desired)
-        deadline = self.clock() + self.p["wait_timeout"]
+        started = self.clock()
+        deadline = started + self.p["wait_timeout"]
         failing = []
-        while True:
-            containers = self.cli.containers()
-            done, failing = cp.wait_verdict(targets, containers, desired)
-            if done:
-                return
-            policies = self.restart_policies(failing)
-            if cp.hopeless(failing, policies):
-                break
-            if self.clock() >= deadline:
-                break
-            self.sleep(WAIT_INTERVAL_API if self.cli.use_api else WAIT_INTERVAL_CLI)
+        watch = self.open_events()
+        polls = 0
+        try:
+            while True:
+                containers = self.cli.containers()
+                polls += 1
+                done, failing = cp.wait_verdict(targets, containers, desired)
+                if done:
+                    return
+                policies = self.restart_policies(failing)
+                if cp.hopeless(failing, policies):
+                    break
+                if self.clock() >= deadline:
+                    break
+                interval = WAIT_INTERVAL_API if self.cli.use_api else WAIT_INTERVAL_CLI
+                interval = max(0.0, min(interval, deadline - self.clock()))
+                if watch is not None:
+                    watch.wait(interval)
+                else:
+                    self.sleep(interval)
+        finally:
+            self.result["waited"] = {"seconds": round(self.clock() - started, 3), "polls": polls,
+                                     "events": "on" if watch is not None and watch.alive else "off",
+                                     "wakeups": watch.wakeups if watch is not None else 0}
+            if watch is not None:
+                watch.close()
         raise StackFailure(self.wait_failure_message(failing), failed_services=self.failure_details(failing))
+
+    def open_events(self):
+        """The project's event stream as a wake-up signal, or None (no Engine API, or it refused:
+        then the wait polls on its interval alone)."""
+        if self.events is None or not self.cli.use_api:
+            return None
+        try:
+            return self.events(self.p["project_name"])
+        except EngineAPIError as exc:
+            self.cli.api_failures.append(str(exc))
+            return None
 
     def restart_policies(self, failing):
         names = [f["container"] for f in failing if f["container"] and f["state"] in ("exited", "dead")]
@@ -1066,8 +1097,9 @@ def run(module):
 
     socket_path = engine_socket(os.environ)
     api = EngineAPI(unix_socket_transport(socket_path)) if socket_path else None
+    events = (lambda project: EventWatch.open(socket_path, project)) if socket_path else None
     stack = Stack(module.params, runner, check_mode=module.check_mode, diff_mode=module._diff,
-                  warn=module.warn, api=api)
+                  warn=module.warn, api=api, events=events)
     try:
         result = stack.execute()
     except StackFailure as exc:

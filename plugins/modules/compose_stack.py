@@ -150,8 +150,9 @@ options:
   wait:
     description:
       - Wait until every service with a healthcheck is healthy and every other service is running (each
-        container up for at least a second). Polls the Engine API every 0.25 s (C(docker ps) every second
-        without it).
+        container up for at least a second). Polls the Engine API every 0.25 s, and at once when the daemon's
+        event stream reports a start, a death or a health change of one of the project's containers
+        (C(docker ps) every second without the API).
     type: bool
     default: true
   wait_timeout:
@@ -294,6 +295,26 @@ cli_calls:
   returned: always
   type: int
   sample: 0
+waited:
+  description:
+    - How the health-gated wait went. RV(waited.events) is C(on) when the daemon's event stream woke the
+      polls, C(off) when they ran on their interval alone (no Engine API, or the stream was refused or ended).
+  returned: when the module waited for health (O(wait) and C(up) ran)
+  type: dict
+  contains:
+    seconds:
+      description: Time spent waiting.
+      type: float
+    polls:
+      description: Container state queries made while waiting.
+      type: int
+    events:
+      description: C(on) or C(off), see above.
+      type: str
+    wakeups:
+      description: Times the event stream woke the wait before its poll interval was over.
+      type: int
+  sample: {"seconds": 2.31, "polls": 4, "events": "on", "wakeups": 3}
 api_calls:
   description: Number of Docker Engine API requests the module made over the unix socket.
   returned: always

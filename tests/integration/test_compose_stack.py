@@ -143,6 +143,9 @@ def test_create_then_fast_noop(proj):
     assert r["changed"] and r["path"] == "up"
     assert actions(r) == {"cache": "create", "web": "create", "worker": "create"}
     assert r["services"]["web"]["health"] == "healthy"
+    # The wait was woken by the daemon's event stream (the web container's start and health change),
+    # not only by its 0.25 s polls.
+    assert r["waited"]["events"] == "on" and r["waited"]["wakeups"] >= 1, r["waited"]
     assert proj.get("web") == "web 1"
     env_file = proj.dir / ".env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"

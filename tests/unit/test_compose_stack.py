@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from urllib.parse import unquote_plus
 
 import pytest
 from ansible_collections.selfhosted.platform.plugins.module_utils import compose_cli as cc
@@ -561,3 +562,160 @@ def test_dotenv_quote_round_trips_through_compose_rules(value):
         unescaped = (quoted[1:-1].replace("\\n", "\n").replace('\\"', '"').replace("\\$", "$")
                      .replace("\\\\", "\\"))
         assert unescaped == value
+
+
+# -- the event stream as the wait's wake-up signal ------------------------------------------------
+def events_daemon(tmp_path, script):
+    """A fake daemon on a unix socket that answers one GET /events: SCRIPT is a list of (delay,
+    bytes-or-None); None closes the stream. Returns (socket path, requests seen, thread)."""
+    import threading
+    import time
+
+    sock_path = str(tmp_path / "events.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+    seen = []
+
+    def serve():
+        conn = srv.accept()[0]
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        seen.append(data.decode())
+        for delay, chunk in script:
+            time.sleep(delay)
+            if chunk is None:
+                break
+            conn.sendall(chunk)
+        conn.close()
+        srv.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return sock_path, seen, thread
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+EVENT = b'4d\r\n{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"},"time":1}\n\r\n'
+
+
+def test_event_watch_wakes_on_an_event_and_times_out_without_one(tmp_path):
+    import time
+
+    path, seen, thread = events_daemon(tmp_path, [(0, HEAD), (0.3, EVENT), (0.1, None)])
+    watch = cc.EventWatch.open(path, "shop")
+    request = seen[0].split("\r\n")[0]
+    assert request.startswith("GET /events?filters=")
+    filters = json.loads(unquote_plus(request.split("filters=")[1].split()[0]))
+    assert filters == {"type": ["container"], "label": ["com.docker.compose.project=shop"],
+                       "event": ["start", "die", "health_status"]}
+    assert watch.wait(0.05) is False  # nothing yet
+    t0 = time.monotonic()
+    assert watch.wait(5) is True  # woken by the event, long before 5 s
+    assert time.monotonic() - t0 < 2 and watch.wakeups == 1 and watch.alive
+    # The daemon ends the stream: the watch says so and from then on sleeps out the interval.
+    t0 = time.monotonic()
+    assert watch.wait(0.6) is False and not watch.alive
+    assert time.monotonic() - t0 >= 0.59  # the rest of the interval slept out: the polls keep their cadence
+    t0 = time.monotonic()
+    assert watch.wait(0.2) is False and time.monotonic() - t0 >= 0.19
+    watch.close()
+    thread.join(5)
+
+
+def test_event_watch_refused_or_unreachable_is_an_engine_api_error(tmp_path):
+    path, _seen, thread = events_daemon(tmp_path, [(0, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")])
+    with pytest.raises(cc.EngineAPIError, match="400 Bad Request"):
+        cc.EventWatch.open(path, "shop")
+    thread.join(5)
+    with pytest.raises(cc.EngineAPIError, match="events"):
+        cc.EventWatch.open(str(tmp_path / "none.sock"), "shop")
+
+
+class FakeWatch:
+    """Stands in for EventWatch: each wait() advances the fake clock by WAKE_AFTER (an event came)
+    or the whole interval (none did)."""
+
+    def __init__(self, clock, docker, wake_after=0.05, on_wake=None):
+        self.clock, self.docker, self.wake_after, self.on_wake = clock, docker, wake_after, on_wake
+        self.alive, self.wakeups, self.waits, self.closed = True, 0, [], False
+
+    def wait(self, seconds):
+        self.waits.append(seconds)
+        if self.on_wake is None:
+            self.clock.sleep(seconds)
+            return False
+        self.clock.sleep(min(seconds, self.wake_after))
+        self.on_wake(self.docker)
+        self.wakeups += 1
+        return True
+
+    def close(self):
+        self.closed = True
+
+
+def test_wait_polls_again_as_soon_as_the_event_stream_wakes_it(tmp_path, docker):
+    deploy(tmp_path, docker)
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET})
+    real_up = docker.__call__
+
+    def runner(args, data=None):
+        rc, out, err = real_up(args, data)
+        if "up" in args:  # the new web container starts its health checks
+            for c in docker.containers:
+                if c["service"] == "web":
+                    c["status"] = "Up 1 second (health: starting)"
+        return rc, out, err
+
+    def healthy(d):
+        for c in d.containers:
+            c["status"] = c["status"].replace("health: starting", "healthy")
+
+    watches = []
+
+    def events(project):
+        assert project == "p"
+        watches.append(FakeWatch(s.clock, docker, on_wake=healthy))
+        return watches[0]
+
+    s.cli.runner, s.events = runner, events
+    res = s.execute()
+    assert res["path"] == "up" and res["changed"]
+    assert res["waited"] == {"seconds": 0.05, "polls": 2, "events": "on", "wakeups": 1}
+    assert watches[0].closed and watches[0].waits == [0.25]
+
+
+def test_wait_without_a_usable_event_stream_polls_on_its_interval(tmp_path, docker):
+    deploy(tmp_path, docker)
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET})
+
+    def refused(project):
+        raise cc.EngineAPIError("GET /events: HTTP/1.1 500 Internal Server Error")
+
+    s.events = refused
+    res = s.execute()
+    assert res["waited"]["events"] == "off" and res["waited"]["wakeups"] == 0
+    assert "GET /events: HTTP/1.1 500 Internal Server Error" in s.cli.api_failures
+    assert s.cli.use_api  # the rest of the run still uses the Engine API
+
+
+def test_wait_timeout_report_includes_how_it_waited(tmp_path, docker):
+    deploy(tmp_path, docker)
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET}, wait_timeout=2)
+    real_up = docker.__call__
+
+    def runner(args, data=None):
+        rc, out, err = real_up(args, data)
+        if "up" in args:
+            for c in docker.containers:
+                if c["service"] == "web":
+                    c["status"] = "Up 3 seconds (unhealthy)"
+        return rc, out, err
+
+    watch = FakeWatch(s.clock, docker)  # no event ever comes
+    s.cli.runner, s.events = runner, (lambda project: watch)
+    with pytest.raises(cs.StackFailure):
+        s.execute()
+    assert s.result["waited"] == {"seconds": 2.0, "polls": 9, "events": "on", "wakeups": 0}
+    assert watch.closed and sum(watch.waits) == 2.0
