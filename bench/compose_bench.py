@@ -16,9 +16,10 @@ healthcheck every 2s, redis, postgres with a pg_isready healthcheck, nginx, slee
 stack; every project, container and network named shp-bench-*; project dirs in a temp dir):
 
 1. First deploy, in --deploy-repeat rounds: `docker compose up -d --wait` of the 7 compose files, one after
-   the other from one shell (projects shp-bench-raw-*), torn down, then one ansible-playbook run of
+   the other from one shell (projects shp-bench-raw-*), torn down, and one ansible-playbook run of
    compose_stack over the 7 stacks from empty project dirs (a loop, wait: true; projects shp-bench-*), torn
-   down again except in the last round. Wall times (median, min) and the ratio ours/raw.
+   down again except in the last round. Which of the two goes first alternates from round to round (raw
+   first in the last round). Wall times (median, min) and the ratio ours/raw.
 2. No-op converge: compose_stack again over the deployed stacks (every item must be changed=false,
    path fast-noop) vs community.docker.docker_compose_v2 (state present, pull never) over the same project
    dirs and names; the peer deploys once first so its measured runs are real no-ops (changed=0 asserted).
@@ -396,7 +397,7 @@ class Bench:
         host = task["hosts"]["localhost"]
         items = []
         for r in host.get("results", []):
-            items.append({k: r.get(k) for k in ("changed", "failed", "path", "cli_calls", "msg")}
+            items.append({k: r.get(k) for k in ("changed", "failed", "path", "cli_calls", "msg", "waited")}
                          | {"project": (r.get("item") or {}).get("project")})
         stats = out["stats"]["localhost"]
         if res.returncode != 0 or stats["failures"]:
@@ -501,26 +502,41 @@ class Bench:
         rounds = []
         for n in range(self.deploy_repeat):
             tag = f"round {n + 1}/{self.deploy_repeat}"
-            print(f"[1/3] first deploy {tag}: raw docker compose up -d --wait ...", flush=True)
-            self.load(f"deploy {tag}, before raw compose")
-            raw_s, raw_cpu, raw_per_stack = self.raw_deploy()
-            raw_check = self.verify_running(PREFIX + "raw-")
-            print(f"      raw compose: {raw_s:.1f}s; tearing down", flush=True)
-            self.down([s["raw_project"] for s in self.stacks])
-            self.load(f"deploy {tag}, before compose_stack")
-            print("      compose_stack (wait: true) ...", flush=True)
-            self.reset_project_dirs()
-            self.projects.update(s["project"] for s in self.stacks)
-            ours = self.playbook("compose_stack")
-            ours_check = self.verify_running(PREFIX)
-            if ours["changed"] != len(self.stacks):
-                self.problem(f"first deploy {tag}: changed={ours['changed']}, expected {len(self.stacks)}")
-            odd = [i for i in ours["items"] if i["path"] != "up"]
-            if odd:
-                self.problem(f"first deploy {tag}: path is not up for {json.dumps(odd)}")
-            print(f"      compose_stack: {ours['wall_s']:.1f}s wall, {ours['task_s']:.1f}s task "
-                  f"(ratio to raw {ours['wall_s'] / raw_s:.2f} wall, {ours['task_s'] / raw_s:.2f} task)", flush=True)
+            last = n + 1 == self.deploy_repeat
+            # Alternate which goes first, so neither always inherits the other's teardown; the last
+            # round runs raw first, so compose_stack's deployment that the no-op runs converge is
+            # left with nothing deployed beside it.
+            ours_first = n % 2 == 1 and not last
+            order = ("ours", "raw") if ours_first else ("raw", "ours")
+            for who in order:
+                if who == "raw":
+                    print(f"[1/3] first deploy {tag}: raw docker compose up -d --wait ...", flush=True)
+                    self.load(f"deploy {tag}, before raw compose")
+                    raw_s, raw_cpu, raw_per_stack = self.raw_deploy()
+                    raw_check = self.verify_running(PREFIX + "raw-")
+                    print(f"      raw compose: {raw_s:.1f}s; tearing down", flush=True)
+                    self.down([s["raw_project"] for s in self.stacks])
+                    continue
+                self.load(f"deploy {tag}, before compose_stack")
+                print(f"[1/3] first deploy {tag}: compose_stack (wait: true) ...", flush=True)
+                self.reset_project_dirs()
+                self.projects.update(s["project"] for s in self.stacks)
+                ours = self.playbook("compose_stack")
+                ours_check = self.verify_running(PREFIX)
+                if ours["changed"] != len(self.stacks):
+                    self.problem(f"first deploy {tag}: changed={ours['changed']}, expected {len(self.stacks)}")
+                odd = [i for i in ours["items"] if i["path"] != "up"]
+                if odd:
+                    self.problem(f"first deploy {tag}: path is not up for {json.dumps(odd)}")
+                print(f"      compose_stack: {ours['wall_s']:.1f}s wall, {ours['task_s']:.1f}s task", flush=True)
+                if not last:
+                    print("      tearing down compose_stack's deployment", flush=True)
+                    self.down([s["project"] for s in self.stacks])
+            print(f"      round {n + 1}: ratio to raw {ours['wall_s'] / raw_s:.2f} wall, "
+                  f"{ours['task_s'] / raw_s:.2f} task", flush=True)
+            waited = [i.get("waited") or {} for i in ours["items"]]
             rounds.append({
+                "order": list(order),
                 "raw_compose_s": raw_s,
                 "raw_compose_per_stack_s": raw_per_stack,
                 "raw_compose_cpu_s": raw_cpu,
@@ -530,12 +546,11 @@ class Bench:
                 "ratio_wall": ours["wall_s"] / raw_s,
                 "ratio_task": ours["task_s"] / raw_s,
                 "compose_stack_cli_calls": sum(i["cli_calls"] or 0 for i in ours["items"]),
+                "compose_stack_waited_s": round(sum(w.get("seconds") or 0 for w in waited), 3),
+                "compose_stack_wait_events": sorted({w.get("events") or "-" for w in waited}),
                 "raw_ready": raw_check,
                 "compose_stack_ready": ours_check,
             })
-            if n + 1 < self.deploy_repeat:
-                print("      tearing down compose_stack's deployment", flush=True)
-                self.down([s["project"] for s in self.stacks])
         raws = [r["raw_compose_s"] for r in rounds]
         walls = [r["compose_stack_wall_s"] for r in rounds]
         tasks = [r["compose_stack_task_s"] for r in rounds]
@@ -659,9 +674,12 @@ def table(res: dict) -> str:
         f"   compose_stack task (7 module runs)         {fd['compose_stack_task_median_s']:7.2f}s "
         f"{fd['compose_stack_task_min_s']:8.2f}s   {fd['ratio_task_median']:.2f} median, "
         f"{fd['ratio_task_min']:.2f} min",
-        "   per round (raw / wall / task): " + "; ".join(
-            f"{r['raw_compose_s']:.1f} / {r['compose_stack_wall_s']:.1f} / {r['compose_stack_task_s']:.1f}s"
-            for r in fd["rounds"]),
+        "   per round (first / raw / wall / task): " + "; ".join(
+            f"{r['order'][0]} / {r['raw_compose_s']:.1f} / {r['compose_stack_wall_s']:.1f} / "
+            f"{r['compose_stack_task_s']:.1f}s" for r in fd["rounds"]),
+        "   compose_stack's health waits, summed over the 7 stacks (median): "
+        f"{statistics.median(r['compose_stack_waited_s'] for r in fd['rounds']):.2f}s, event stream "
+        + ",".join(sorted({e for r in fd["rounds"] for e in r["compose_stack_wait_events"]})),
         f"   CPU time of the process tree, median: raw {fd['raw_compose_cpu_median_s']:.2f}s, "
         f"compose_stack {fd['compose_stack_cpu_median_s']:.2f}s",
         "",
