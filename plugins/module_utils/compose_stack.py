@@ -839,7 +839,7 @@ class Stack:
         return args + list(selected or [])
 
     # -- health-gated wait ----------------------------------------------------------------------
-    def wait(self, desired, selected):
+    def wait(self, desired, selected, record="waited"):
         """Poll until every target is up (a full second since its last start, by the daemon's
         clock, so a crash-looping container that is briefly "running" does not pass) and healthy
         where it has a healthcheck. Polls are Engine API requests when the API is reachable (every
@@ -870,7 +870,7 @@ class Stack:
                 else:
                     self.sleep(interval)
         finally:
-            self.result["waited"] = {"seconds": round(self.clock() - started, 3), "polls": polls,
+            self.result[record] = {"seconds": round(self.clock() - started, 3), "polls": polls,
                                      "events": "on" if watch is not None and watch.alive else "off",
                                      "wakeups": watch.wakeups if watch is not None else 0}
             if watch is not None:
@@ -989,7 +989,7 @@ class Stack:
             hashes = self.cli.config_hashes(resolved)
             desired = cp.desired_services(resolved, hashes, self.image_state(resolved))
             if self.p["wait"]:
-                self.wait(desired, None)
+                self.wait(desired, None, record="rollback_waited")
             extra["rollback_msg"] = "rolled back to the last good definition%s" % (
                 " and image ids of %s" % ", ".join(sorted(pins)) if pins else "")
         except (ComposeError, StackFailure) as exc:

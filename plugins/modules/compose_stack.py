@@ -299,7 +299,8 @@ waited:
   description:
     - How the health-gated wait went. RV(waited.events) is C(on) when the daemon's event stream woke the
       polls, C(off) when they ran on their interval alone (no Engine API, or the stream was refused or ended).
-  returned: when the module waited for health (O(wait) and C(up) ran)
+  returned: when the module waited for health (O(wait) and C(up) ran); the wait for the restored version after a
+    rollback is reported the same way as C(rollback_waited)
   type: dict
   contains:
     seconds:

@@ -323,6 +323,7 @@ def test_broken_new_image_rolls_back_and_old_version_keeps_serving(proj):
     assert "not healthy" in r["msg"]
     assert "500" in r["failed_services"]["web"][0]["health_log"]
     assert "image ids of web" in r["rollback_msg"]
+    assert r["waited"]["polls"] >= 1 and r["rollback_waited"]["events"] == "on", r
     # Old version serving, healthy, on the old image; the untouched worker was not recreated.
     assert proj.get("web") == "web 1"
     cid = proj.containers()["web"]

@@ -460,9 +460,12 @@ def test_unhealthy_release_rolls_back(tmp_path, docker):
     deploy(tmp_path, docker, rollback=True)
     good = (tmp_path / "proj" / "compose.yaml").read_text()
     docker.unhealthy = {"web"}
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET}, rollback=True)
     with pytest.raises(cs.StackFailure) as exc:
-        deploy(tmp_path, docker, definition=definition("2"), rollback=True)
+        s.execute()
     assert exc.value.result["rolled_back"] is True
+    # The failed wait and the restored version's wait are both reported.
+    assert s.result["waited"]["polls"] >= 1 and s.result["rollback_waited"]["polls"] >= 1
     assert exc.value.result["failed_services"]["web"][0]["health_log"].startswith("curl: (22)")
     assert (tmp_path / "proj" / "compose.yaml").read_text() == good
     # The restore ran up again with the old definition (and the old hash is what runs now).
