@@ -341,34 +341,52 @@ def test_engine_socket_choice(tmp_path):
         srv.close()
 
 
-def test_unix_socket_transport_talks_http(tmp_path):
+def unix_daemon(sock_path, handler):
+    """A fake daemon: one connection accepted on a unix socket at SOCK_PATH, served by
+    HANDLER(conn, read_head) in a thread; read_head() returns the next request head (bytes)."""
     import threading
 
-    sock_path = str(tmp_path / "d.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
     srv.listen(1)
-    seen = []
 
     def serve():
         conn = srv.accept()[0]
-        for _n in range(2):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(4096)
-            seen.append(data.split(b"\r\n", 1)[0].decode())
-            body = b'[{"Id": "abc"}]'
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(body), body))
-        conn.close()
+        buf = [b""]
+
+        def read_head():
+            while b"\r\n\r\n" not in buf[0]:
+                buf[0] += conn.recv(4096)
+            head, buf[0] = buf[0].split(b"\r\n\r\n", 1)
+            return head
+
+        try:
+            handler(conn, read_head)
+        finally:
+            conn.close()
+            srv.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return thread
+
+
+def test_unix_socket_transport_talks_http(tmp_path):
+    sock_path = str(tmp_path / "d.sock")
+    seen = []
+
+    def handler(conn, read_head):
+        for _n in range(2):
+            seen.append(read_head().split(b"\r\n", 1)[0].decode())
+            body = b'[{"Id": "abc"}]'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+
+    thread = unix_daemon(sock_path, handler)
     api = cc.EngineAPI(cc.unix_socket_transport(sock_path, timeout=5))
     assert api.containers("p") == [{"Id": "abc"}]
     assert api.get("/networks")[1] == [{"Id": "abc"}]  # the same kept-alive connection
     thread.join(5)
-    srv.close()
     assert seen[0].startswith("GET /containers/json?all=1&filters=") and seen[1] == "GET /networks HTTP/1.1"
     with pytest.raises(cc.EngineAPIError):
         cc.EngineAPI(cc.unix_socket_transport(str(tmp_path / "none.sock"), timeout=1)).get("/_ping")
@@ -569,34 +587,22 @@ def test_dotenv_quote_round_trips_through_compose_rules(value):
 
 # -- the event stream as the wait's wake-up signal ------------------------------------------------
 def events_daemon(tmp_path, script):
-    """A fake daemon on a unix socket that answers one GET /events: SCRIPT is a list of (delay,
-    bytes-or-None); None closes the stream. Returns (socket path, requests seen, thread)."""
-    import threading
+    """A fake daemon that answers one GET /events: SCRIPT is a list of (delay, bytes-or-None); None
+    closes the stream. Returns (socket path, request heads seen, thread)."""
     import time
 
     sock_path = str(tmp_path / "events.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock_path)
-    srv.listen(1)
     seen = []
 
-    def serve():
-        conn = srv.accept()[0]
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(4096)
-        seen.append(data.decode())
+    def handler(conn, read_head):
+        seen.append(read_head().decode())
         for delay, chunk in script:
             time.sleep(delay)
             if chunk is None:
                 break
             conn.sendall(chunk)
-        conn.close()
-        srv.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return sock_path, seen, thread
+    return sock_path, seen, unix_daemon(sock_path, handler)
 
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
