@@ -871,8 +871,8 @@ class Stack:
                     self.sleep(interval)
         finally:
             self.result[record] = {"seconds": round(self.clock() - started, 3), "polls": polls,
-                                     "events": "on" if watch is not None and watch.alive else "off",
-                                     "wakeups": watch.wakeups if watch is not None else 0}
+                                   "events": "on" if watch is not None and watch.alive else "off",
+                                   "wakeups": watch.wakeups if watch is not None else 0}
             if watch is not None:
                 watch.close()
         raise StackFailure(self.wait_failure_message(failing), failed_services=self.failure_details(failing))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 from urllib.parse import parse_qs, urlsplit
 
@@ -341,6 +342,11 @@ def test_wait_timeout_and_no_wait(fake):
     clock = {"now": 0.0}
 
     def sleep(seconds):
+        # The fake's queue worker starts the deployment on a real timer (queue_delay): let it, so that the
+        # timeout is judged on a running deployment however loaded the machine is.
+        deadline = time.monotonic() + 10
+        while not fake.deployments and time.monotonic() < deadline:
+            time.sleep(0.01)
         clock["now"] += seconds
 
     with pytest.raises(dk.ModuleFailure) as info:
