@@ -215,7 +215,7 @@ class EventWatch:
             if isinstance(exc, EngineAPIError):
                 raise
             raise EngineAPIError("GET /events over %s: %s" % (socket_path, exc)) from exc
-        # Bytes after the head (an event already) stay unread: the first poll sees their effect.
+        # Bytes read past the head (an event already) are dropped: the first poll sees their effect.
         return cls(sock, sleep or time.sleep, clock or time.monotonic)
 
     def wait(self, seconds):
