@@ -143,9 +143,8 @@ def test_create_then_fast_noop(proj):
     assert r["changed"] and r["path"] == "up"
     assert actions(r) == {"cache": "create", "web": "create", "worker": "create"}
     assert r["services"]["web"]["health"] == "healthy"
-    # The wait was woken by the daemon's event stream (the web container's start and health change),
-    # not only by its 0.25 s polls.
-    assert r["waited"]["events"] == "on" and r["waited"]["wakeups"] >= 1, r["waited"]
+    # The wait listened to the daemon's event stream (test_wait_is_woken_by_the_health_event shows it woken).
+    assert r["waited"]["events"] == "on", r["waited"]
     assert proj.get("web") == "web 1"
     env_file = proj.dir / ".env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
@@ -172,6 +171,23 @@ def test_create_then_fast_noop(proj):
     r3 = proj.result(definition=app_definition(), env=ENV)
     assert not r3["changed"] and r3["path"] == "fast-noop" and r3["resolution"] == "compose", r3
     assert json.loads(cache.read_text())["hashes"] == recorded
+
+
+def test_wait_is_woken_by_the_health_event(proj):
+    # The first health check runs 3 s after the start, long after `up` returned: the health_status event
+    # (and no 0.25 s poll) ends the wait, within a poll interval of the container turning healthy.
+    web = {"image": APP, "environment": {"APP_NAME": "web"},
+           "healthcheck": {"test": ["CMD", "curl", "-fsS", "http://localhost:8080/health"], "interval": "3s",
+                           "timeout": "3s", "retries": 3}}
+    r = proj.result(definition={"services": {"web": web}})
+    assert not r.get("failed") and r["services"]["web"]["health"] == "healthy", r
+    waited = r["waited"]
+    assert waited["events"] == "on" and waited["wakeups"] >= 1, waited
+    cid = proj.containers()["web"]
+    health = json.loads(dh.docker("inspect", cid).stdout)[0]["State"]["Health"]
+    assert health["Status"] == "healthy" and len(health["Log"]) >= 1
+    # Polled once on entry and at most once per 0.25 s interval, plus the wake-ups.
+    assert waited["polls"] <= 1 + waited["seconds"] / 0.25 + waited["wakeups"] + 1, waited
 
 
 def test_env_change_recreates_only_services_using_it(proj):
