@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -470,6 +471,36 @@ class Bench:
         t = [float(x) for x in stamps.read_text().split()]
         return wall, cpu, {s["name"]: round(t[i + 1] - t[i], 3) for i, s in enumerate(self.stacks)}
 
+    def first_deploy_raw(self, tag: str) -> tuple[float, float, dict, dict]:
+        """One first-deploy round of raw Compose, torn down after: wall, CPU, per stack, readiness."""
+        print(f"[1/3] first deploy {tag}: raw docker compose up -d --wait ...", flush=True)
+        self.load(f"deploy {tag}, before raw compose")
+        raw_s, raw_cpu, raw_per_stack = self.raw_deploy()
+        raw_check = self.verify_running(PREFIX + "raw-")
+        print(f"      raw compose: {raw_s:.1f}s; tearing down", flush=True)
+        self.down([s["raw_project"] for s in self.stacks])
+        return raw_s, raw_cpu, raw_per_stack, raw_check
+
+    def first_deploy_ours(self, tag: str, keep: bool) -> tuple[dict, dict]:
+        """One first-deploy round of compose_stack from empty project dirs, torn down after unless KEEP
+        (the no-op runs converge that deployment): the playbook run and readiness."""
+        self.load(f"deploy {tag}, before compose_stack")
+        print(f"[1/3] first deploy {tag}: compose_stack (wait: true) ...", flush=True)
+        self.reset_project_dirs()
+        self.projects.update(s["project"] for s in self.stacks)
+        ours = self.playbook("compose_stack")
+        ours_check = self.verify_running(PREFIX)
+        if ours["changed"] != len(self.stacks):
+            self.problem(f"first deploy {tag}: changed={ours['changed']}, expected {len(self.stacks)}")
+        odd = [i for i in ours["items"] if i["path"] != "up"]
+        if odd:
+            self.problem(f"first deploy {tag}: path is not up for {json.dumps(odd)}")
+        print(f"      compose_stack: {ours['wall_s']:.1f}s wall, {ours['task_s']:.1f}s task", flush=True)
+        if not keep:
+            print("      tearing down compose_stack's deployment", flush=True)
+            self.down([s["project"] for s in self.stacks])
+        return ours, ours_check
+
     def reset_project_dirs(self) -> None:
         """Remove compose_stack's project dirs, so each of its deploys starts from nothing."""
         for s in self.stacks:
@@ -508,30 +539,11 @@ class Bench:
             # left with nothing deployed beside it.
             ours_first = n % 2 == 1 and not last
             order = ("ours", "raw") if ours_first else ("raw", "ours")
-            for who in order:
-                if who == "raw":
-                    print(f"[1/3] first deploy {tag}: raw docker compose up -d --wait ...", flush=True)
-                    self.load(f"deploy {tag}, before raw compose")
-                    raw_s, raw_cpu, raw_per_stack = self.raw_deploy()
-                    raw_check = self.verify_running(PREFIX + "raw-")
-                    print(f"      raw compose: {raw_s:.1f}s; tearing down", flush=True)
-                    self.down([s["raw_project"] for s in self.stacks])
-                    continue
-                self.load(f"deploy {tag}, before compose_stack")
-                print(f"[1/3] first deploy {tag}: compose_stack (wait: true) ...", flush=True)
-                self.reset_project_dirs()
-                self.projects.update(s["project"] for s in self.stacks)
-                ours = self.playbook("compose_stack")
-                ours_check = self.verify_running(PREFIX)
-                if ours["changed"] != len(self.stacks):
-                    self.problem(f"first deploy {tag}: changed={ours['changed']}, expected {len(self.stacks)}")
-                odd = [i for i in ours["items"] if i["path"] != "up"]
-                if odd:
-                    self.problem(f"first deploy {tag}: path is not up for {json.dumps(odd)}")
-                print(f"      compose_stack: {ours['wall_s']:.1f}s wall, {ours['task_s']:.1f}s task", flush=True)
-                if not last:
-                    print("      tearing down compose_stack's deployment", flush=True)
-                    self.down([s["project"] for s in self.stacks])
+            steps = {"raw": functools.partial(self.first_deploy_raw, tag),
+                     "ours": functools.partial(self.first_deploy_ours, tag, keep=last)}
+            got = {who: steps[who]() for who in order}
+            raw_s, raw_cpu, raw_per_stack, raw_check = got["raw"]
+            ours, ours_check = got["ours"]
             print(f"      round {n + 1}: ratio to raw {ours['wall_s'] / raw_s:.2f} wall, "
                   f"{ours['task_s'] / raw_s:.2f} task", flush=True)
             waited = [i.get("waited") or {} for i in ours["items"]]

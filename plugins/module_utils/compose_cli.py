@@ -175,7 +175,8 @@ class EventWatch:
     ``select``. ``wait(seconds)`` returns True as soon as an event arrives (then the caller polls
     the containers again) and False after ``seconds`` without one. The events are not parsed:
     the poll that follows is the verdict. When the stream ends or fails, ``alive`` turns False and
-    ``wait`` just sleeps, so the wait falls back to plain polling."""
+    ``wait`` just sleeps, so the wait falls back to plain polling; ``EventWatch(None, sleep, clock)``
+    is that fallback from the start (no Engine API, or the daemon refused the stream)."""
 
     EVENTS = ("start", "die", "health_status")
 
@@ -183,7 +184,7 @@ class EventWatch:
         self.sock = sock
         self.sleep = sleep
         self.clock = clock
-        self.alive = True
+        self.alive = sock is not None
         self.wakeups = 0
 
     @classmethod
@@ -210,10 +211,11 @@ class EventWatch:
             if len(status) < 2 or status[1] != b"200":
                 raise EngineAPIError("GET /events: %s" % head.split(b"\r\n", 1)[0].decode("latin-1"))
             sock.setblocking(False)
-        except (OSError, EngineAPIError) as exc:
+        except EngineAPIError:
             sock.close()
-            if isinstance(exc, EngineAPIError):
-                raise
+            raise
+        except OSError as exc:
+            sock.close()
             raise EngineAPIError("GET /events over %s: %s" % (socket_path, exc)) from exc
         # Bytes read past the head (an event already) are dropped: the first poll sees their effect.
         return cls(sock, sleep or time.sleep, clock or time.monotonic)

@@ -381,7 +381,7 @@ class Stack:
         self.diff_mode = diff_mode
         self.sleep = sleep
         self.clock = clock
-        self.events = events  # project name -> EventWatch (raises EngineAPIError), or None
+        self.events = events  # project name -> an open EventWatch (raises EngineAPIError), or None
         self.warn = warn or (lambda msg: None)
         self.project_dir = os.path.abspath(params["project_dir"])
         self.state_dir = os.path.join(self.project_dir, STATE_DIR)
@@ -864,29 +864,22 @@ class Stack:
                 if self.clock() >= deadline:
                     break
                 interval = WAIT_INTERVAL_API if self.cli.use_api else WAIT_INTERVAL_CLI
-                interval = max(0.0, min(interval, deadline - self.clock()))
-                if watch is not None:
-                    watch.wait(interval)
-                else:
-                    self.sleep(interval)
+                watch.wait(max(0.0, min(interval, deadline - self.clock())))
         finally:
             self.result[record] = {"seconds": round(self.clock() - started, 3), "polls": polls,
-                                   "events": "on" if watch is not None and watch.alive else "off",
-                                   "wakeups": watch.wakeups if watch is not None else 0}
-            if watch is not None:
-                watch.close()
+                                   "events": "on" if watch.alive else "off", "wakeups": watch.wakeups}
+            watch.close()
         raise StackFailure(self.wait_failure_message(failing), failed_services=self.failure_details(failing))
 
     def open_events(self):
-        """The project's event stream as a wake-up signal, or None (no Engine API, or it refused:
-        then the wait polls on its interval alone)."""
-        if self.events is None or not self.cli.use_api:
-            return None
-        try:
-            return self.events(self.p["project_name"])
-        except EngineAPIError as exc:
-            self.cli.api_failures.append(str(exc))
-            return None
+        """The project's event stream as a wake-up signal; without one (no Engine API, or it refused)
+        a watch that only sleeps, so the wait polls on its interval alone."""
+        if self.events is not None and self.cli.use_api:
+            try:
+                return self.events(self.p["project_name"])
+            except EngineAPIError as exc:
+                self.cli.api_failures.append(str(exc))
+        return EventWatch(None, self.sleep, self.clock)
 
     def restart_policies(self, failing):
         names = [f["container"] for f in failing if f["container"] and f["state"] in ("exited", "dead")]

@@ -59,6 +59,15 @@ def wait_early(key: str, timeout: float = 2400) -> tuple[subprocess.CompletedPro
     return subprocess.CompletedProcess(proc.args, rc, out, ""), took
 
 
+def early_sandbox(key: str):
+    """Body of a module fixture: (name, state dir) of the sandbox whose first converge start_early began,
+    destroyed when the module is done."""
+    early = EARLY.get(key)
+    assert early, f"tests/integration/conftest.py did not start the {key} sandbox"
+    yield early["name"], early["state"]
+    destroy_early(key)
+
+
 def destroy_early(key: str) -> None:
     """Stop the background converge if it still runs and remove its sandbox server (idempotent)."""
     early = EARLY.get(key)

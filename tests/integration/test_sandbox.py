@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, explain, run_tool
-from tests.integration.conftest import EARLY, destroy_early, wait_early
+from tests.integration.conftest import early_sandbox, wait_early
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
 
@@ -58,10 +58,7 @@ def recap(output: str) -> dict[str, int]:
 def sandbox():
     """The amn sandbox, whose first converge (`make sandbox`) tests/integration/conftest.py started in the
     background when the session began, so that it overlaps the tests that run before this module."""
-    early = EARLY.get("amn")
-    assert early, "tests/integration/conftest.py did not start the amn sandbox"
-    yield early["name"], early["state"]
-    destroy_early("amn")
+    yield from early_sandbox("amn")
 
 
 def make_sandbox(name: str, state: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, explain, run_tool
-from tests.integration.conftest import EARLY, destroy_early, wait_early
+from tests.integration.conftest import early_sandbox, wait_early
 from tests.integration.test_sandbox import SNAPSHOT, recap, server
 from tests.tools.awx_run import run_like_awx
 
@@ -38,10 +38,7 @@ ADMIN_USER, ADMIN_PASSWORD = "admin", "sandbox-dummy-admin-password"
 def okt():
     """The okt sandbox, whose first converge (`make sandbox-okt`) tests/integration/conftest.py started in the
     background when the session began, so that it overlaps the other integration tests."""
-    early = EARLY.get("okt")
-    assert early, "tests/integration/conftest.py did not start the okt sandbox"
-    yield early["name"], early["state"]
-    destroy_early("okt")
+    yield from early_sandbox("okt")
 
 
 def make(name: str, state: Path, target: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
