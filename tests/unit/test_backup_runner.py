@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from ansible_collections.selfhosted.platform.plugins.module_utils import data_tier as dt
 from ansible_collections.selfhosted.platform.plugins.module_utils import restic as rs
 
 from tests.unit.test_restic import FULL_ID, SNAP, SUMMARY, FakeRestic
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.modules.setdefault("shp_restic", rs)  # what the role installs next to the runner
+sys.modules.setdefault("shp_data_tier", dt)
 _spec = importlib.util.spec_from_file_location("selfhosted_backup", ROOT / "roles/backup/files/selfhosted_backup.py")
 runner = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(runner)
@@ -35,7 +37,7 @@ def secrets_dir(tmp_path):
 
 def instance(secrets_dir, name, engine, dbs=()):
     return {"name": name, "engine": engine, "container": f"{name}-{engine}-1",
-            "superuser": runner.SUPERUSER.get(engine, "root"), "password_file": str(secrets_dir / name),
+            "superuser": dt.SUPERUSER.get(engine, "root"), "password_file": str(secrets_dir / name),
             "databases": list(dbs)}
 
 
@@ -54,10 +56,120 @@ def test_dump_commands_are_consistent_and_keep_secrets_off_argv(secrets_dir):
     assert cache[0][3] == "redis/cache/dump.rdb" and cache[0][1][:4] == ["docker", "exec", "-e", "REDISCLI_AUTH"]
     for label, argv, env, filename in pg + maria + mongo + cache:
         assert SECRET not in " ".join(argv), label
-        assert list(env.values()) == [SECRET], label  # the secret travels in the environment only
+        # the secret travels in the environment only (MongoDB's as the --config document holding it)
+        assert len(env) == 1 and SECRET in next(iter(env.values())), label
         assert not filename.startswith("/")
     with pytest.raises(rs.ResticError, match="unknown engine"):
         runner.dump_jobs(instance(secrets_dir, "pg", "oracle"))
+
+
+HARD_PASSWORDS = ["it's", 'say "hi"', "back\\slash\\", "$HOME and $(id) `id`", "  spaced out  ",
+                  "ünïcødé-密码-🔑", "colon: hash # dash - end", "%s %d\\n", "'\"'\"\\$ \t tab"]
+
+
+@pytest.mark.parametrize("password", HARD_PASSWORDS)
+def test_mongodump_reads_back_exactly_the_password(tmp_path, password):
+    """The mongodump job run for real by sh (docker exec stripped off), with a mongodump stand-in that parses its
+    --config file as YAML, as mongodump does: it must read back exactly the password."""
+    (tmp_path / "pw").write_text(password + "\n")
+    job = runner.dump_jobs({"name": "mongo", "engine": "mongodb", "container": "mongo-mongodb-1",
+                            "superuser": "root", "password_file": str(tmp_path / "pw"), "databases": []})[0]
+    label, argv, env, _filename = job
+    # The stored secret is stripped of surrounding whitespace by read_secret, like every secret file.
+    expected = password.strip()
+    assert password not in " ".join(argv) or not password.strip()
+    got = run_in_fake_container(tmp_path, argv, env, "mongodump")
+    assert got == {"user": "root", "password": expected, "archive": True}, (label, got)
+
+
+def run_in_fake_container(tmp_path, argv, env, tool):
+    """Run a ``docker exec [-i] [-e NAME]... CONTAINER cmd...`` argv locally: the container part is dropped, the
+    named variables come from ENV, and TOOL is a stand-in that reports what it parsed (argv, --config as YAML)."""
+    import subprocess
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    stub = bindir / tool
+    stub.write_text("#!%s\n" % sys.executable + (
+        "import json, sys, yaml\n"
+        "args = sys.argv[1:]\n"
+        "cfg = yaml.safe_load(open(args[args.index('--config') + 1], encoding='utf-8'))\n"
+        "print(json.dumps({'user': args[args.index('-u') + 1], 'password': cfg['password'],\n"
+        "                  'archive': '--archive' in args}))\n"))
+    stub.chmod(0o755)
+    rest = argv[2:]
+    names = []
+    while rest[0] in ("-i", "-e"):
+        if rest[0] == "-e":
+            names.append(rest[1])
+            rest = rest[2:]
+        else:
+            rest = rest[1:]
+    cmd = rest[1:]  # after the container name
+    child_env = {"PATH": "%s:/usr/bin:/bin" % bindir, "TMPDIR": str(tmp_path)}
+    child_env.update({n: env[n] for n in names})
+    proc = subprocess.run(cmd, env=child_env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.glob("tmp.*")), "the config file was not removed"
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("password", HARD_PASSWORDS)
+def test_mongorestore_reads_back_exactly_the_password(tmp_path, password):
+    """restore.yml's MongoDB command (the data_tier_restore_job filter) with the secret env it is given."""
+    from ansible_collections.selfhosted.platform.plugins.filter.data_tier import FilterModule
+
+    filters = FilterModule().filters()
+    record = filters["data_tier_instance"]({"name": "mongo", "engine": "mongodb"})
+    job = filters["data_tier_restore_job"](record)
+    assert job["filename"] == "mongodb/mongo/all.archive" and "--drop" in job["argv"][-3]
+    env = filters["data_tier_secret_env"](password, "mongodb")
+    assert list(env) == [job["env_name"]]
+    got = run_in_fake_container(tmp_path, job["argv"], env, "mongorestore")
+    assert got == {"user": "root", "password": password, "archive": True}
+
+
+class FakeRedis:
+    """redis-cli inside the container, as redis_bgsave calls it: INFO persistence, LASTSAVE, BGSAVE."""
+
+    def __init__(self, bgsave_fails):
+        self.bgsave_fails = bgsave_fails
+        self.lastsave = 1000
+        self.in_progress = 0
+        self.status = "ok"
+        self.calls = []
+
+    def __call__(self, argv, env=None, **_kw):
+        import subprocess
+
+        cmd = argv[argv.index("--raw") + 1:]
+        self.calls.append(cmd)
+        assert env.get("REDISCLI_AUTH") == SECRET and SECRET not in " ".join(argv)
+        out = ""
+        if cmd[0] == "LASTSAVE":
+            out = str(self.lastsave)
+        elif cmd[0] == "BGSAVE":
+            out = "Background saving started"
+            if self.bgsave_fails:
+                self.status = "err"  # the forked child failed to write the RDB: LASTSAVE never moves on
+            else:
+                self.lastsave += 5
+        elif cmd[0] == "INFO":
+            out = "# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:%d\r\nrdb_last_bgsave_status:%s\r\n" % (
+                self.in_progress, self.status)
+        return subprocess.CompletedProcess(argv, 0, out + "\n", "")
+
+
+def test_a_failed_bgsave_is_reported_at_once(secrets_dir):
+    fake = FakeRedis(bgsave_fails=True)
+    sleeps = []
+    with pytest.raises(rs.ResticError, match=r"cache: BGSAVE failed \(rdb_last_bgsave_status:err\)"):
+        runner.redis_bgsave(instance(secrets_dir, "cache", "redis"), timeout=3, run=fake, sleep=sleeps.append)
+    assert len(sleeps) <= 1, sleeps  # not after the timeout
+
+    good = FakeRedis(bgsave_fails=False)
+    runner.redis_bgsave(instance(secrets_dir, "cache", "redis"), timeout=3, run=good, sleep=sleeps.append)
+    assert ["BGSAVE"] in good.calls
 
 
 def fake_client(fake):
@@ -157,5 +269,15 @@ def test_pings_and_the_notification_hook(ping_server, tmp_path):
         raise rs.ResticError("repository: wrong password")
 
     assert runner.with_reporting({}, "check", url, boom) == 1
+
+    # Any exception, not only restic's, pings the failure URL and runs the hook before the unit fails.
+    seen.clear()
+
+    def crash():
+        raise KeyError("databases")
+
+    assert runner.with_reporting(cfg, "backup databases", url, crash) == 1
+    assert [p for p, b in seen] == ["/ping/abc/start", "/ping/abc/1"] and "KeyError" in seen[1][1]
+    assert out.read_text().strip().startswith("backup databases|failure|1|KeyError")
     # a monitoring outage never fails a backup
     assert runner.with_reporting({}, "check", "http://127.0.0.1:9/nowhere", list) == 0

@@ -43,10 +43,10 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 rs = importlib.import_module("shp_restic")
+# The data tier's layer contracts (plugins/module_utils/data_tier.py): container names, superusers, dump commands.
+dt = importlib.import_module("shp_data_tier")
 
 DEFAULT_CONFIG = "/etc/selfhosted/backup/config.json"
-# The superuser each engine's official image creates.
-SUPERUSER = {"postgres": "postgres", "mariadb": "root", "mongodb": "root", "redis": "default"}
 
 
 def log(msg):
@@ -86,26 +86,18 @@ def client_for(config, module=None):
 # Dump jobs
 # ---------------------------------------------------------------------------------------------
 
-def docker_exec(container, env_names, *argv):
-    cmd = ["docker", "exec"]
-    for name in env_names:
-        cmd += ["-e", name]  # the value comes from docker's own environment, never the command line
-    return cmd + [container] + list(argv)
-
-
 def list_databases(instance):
     """The databases of an instance that declares none (every non-template Postgres database, every
     MariaDB schema but the system ones)."""
-    engine, container = instance["engine"], instance["container"]
-    env = dict(os.environ)
+    engine = instance["engine"]
+    env = dict(os.environ, **dt.secret_env(engine, read_secret(instance["password_file"])))
+    user = instance.get("superuser") or dt.SUPERUSER[engine]
     if engine == "postgres":
-        env["PGPASSWORD"] = read_secret(instance["password_file"])
-        argv = docker_exec(container, ["PGPASSWORD"], "psql", "-U", instance.get("superuser") or "postgres", "-At",
-                           "-c", "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
+        argv = dt.docker_exec(instance["container"], ["PGPASSWORD"], "psql", "-U", user, "-At",
+                              "-c", "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")
     elif engine == "mariadb":
-        env["MYSQL_PWD"] = read_secret(instance["password_file"])
-        argv = docker_exec(container, ["MYSQL_PWD"], "mariadb", "-u", instance.get("superuser") or "root", "-N", "-B",
-                           "-e", "SHOW DATABASES")
+        argv = dt.docker_exec(instance["container"], ["MYSQL_PWD"], "mariadb", "-u", user, "-N", "-B",
+                              "-e", "SHOW DATABASES")
     else:
         return []
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -116,83 +108,60 @@ def list_databases(instance):
 
 
 def dump_jobs(instance, databases=None):
-    """[(label, argv, env, filename)] for one database instance. ENV holds the secrets the dump needs;
-    they reach the container by name only."""
-    name, engine, container = instance["name"], instance["engine"], instance["container"]
-    user = instance.get("superuser") or SUPERUSER[engine]
+    """[(label, argv, env, filename)] for one database instance (dt.dump_jobs with the instance's password).
+    ENV holds the secrets the dump needs; they reach the container by name only."""
     password = read_secret(instance["password_file"]) if instance.get("password_file") else ""
-    dbs = databases if databases is not None else instance.get("databases") or []
-    jobs = []
-    if engine == "postgres":
-        env = {"PGPASSWORD": password}
-        jobs.append(("%s globals" % name, docker_exec(container, env, "pg_dumpall", "--globals-only", "-U", user),
-                     env, "postgres/%s/globals.sql" % name))
-        for db in dbs:
-            jobs.append(("%s/%s" % (name, db), docker_exec(container, env, "pg_dump", "-Fc", "-U", user, "-d", db),
-                         env, "postgres/%s/%s.dump" % (name, db)))
-    elif engine == "mariadb":
-        env = {"MYSQL_PWD": password}
-        for db in dbs:
-            jobs.append(("%s/%s" % (name, db),
-                         docker_exec(container, env, "mariadb-dump", "-u", user, "--single-transaction", "--routines",
-                                     "--events", "--triggers", "--databases", db),
-                         env, "mariadb/%s/%s.sql" % (name, db)))
-    elif engine == "mongodb":
-        # mongodump takes the password from a --config file (not argv): written 0600 inside the
-        # container from the variable, and removed again.
-        env = {"SHP_MONGO_PASSWORD": password}
-        script = ('umask 077; f=$(mktemp); printf "password: \'%s\'\\n" "$SHP_MONGO_PASSWORD" >"$f"; '
-                  'mongodump --archive --authenticationDatabase admin -u "$1" --config "$f"; rc=$?; rm -f "$f"; '
-                  'exit $rc')
-        jobs.append(("%s" % name, docker_exec(container, env, "sh", "-c", script, "sh", user), env,
-                     "mongodb/%s/all.archive" % name))
-    elif engine == "redis":
-        env = {"REDISCLI_AUTH": password} if password else {}
-        jobs.append(("%s" % name, docker_exec(container, env, "sh", "-c",
-                                              'cat "$(redis-cli --raw CONFIG GET dir | tail -n 1)/'
-                                              '$(redis-cli --raw CONFIG GET dbfilename | tail -n 1)"'),
-                     env, "redis/%s/dump.rdb" % name))
-    else:
-        raise rs.ResticError("%s: unknown engine %r" % (name, engine))
-    return jobs
+    try:
+        return dt.dump_jobs(instance, password, databases)
+    except dt.ContractError as exc:
+        raise rs.ResticError(str(exc)) from exc
 
 
 def redis_bgsave(instance, timeout=600, run=None, sleep=time.sleep):
-    """BGSAVE and wait until it finished with status ok (LASTSAVE moved on)."""
+    """BGSAVE and wait until it finished with status ok (LASTSAVE moved on). A save that fails (the child could
+    not write, fork refused, ...) is reported as soon as Redis reports it, not after TIMEOUT."""
     password = read_secret(instance["password_file"]) if instance.get("password_file") else ""
-    env = dict(os.environ, REDISCLI_AUTH=password) if password else dict(os.environ)
-    names = ["REDISCLI_AUTH"] if password else []
+    env = dict(os.environ, **dt.secret_env("redis", password))
+    names = list(dt.secret_env("redis", password))
 
     def cli(*args):
-        argv = docker_exec(instance["container"], names, "redis-cli", "--raw", *args)
+        argv = dt.docker_exec(instance["container"], names, "redis-cli", "--raw", *args)
         proc = (run or subprocess.run)(argv, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0 or proc.stdout.startswith(("ERR", "NOAUTH", "WRONGPASS")):
+        if proc.returncode != 0 or proc.stdout.startswith(("ERR", "NOAUTH", "WRONGPASS", "MISCONF")):
             detail = (proc.stderr or proc.stdout).strip()[-300:]
             raise rs.ResticError("%s: redis-cli %s failed: %s" % (instance["name"], args[0], detail))
         return proc.stdout.strip()
 
+    def persistence():
+        return dict(line.split(":", 1) for line in cli("INFO", "persistence").splitlines() if ":" in line)
+
     before = cli("LASTSAVE")
     reply = cli("BGSAVE")
     if "in progress" in reply.lower():  # one is already running: wait for it, then save again
-        wait_bgsave(cli, timeout, sleep)
+        wait_bgsave(persistence, timeout, sleep, instance["name"])
         before = cli("LASTSAVE")
         cli("BGSAVE")
     deadline = time.monotonic() + timeout
-    while cli("LASTSAVE") == before:
+    while True:
+        info = persistence()
+        if info.get("rdb_bgsave_in_progress", "0").strip() == "0":
+            # Finished: LASTSAVE moves on only when the save succeeded.
+            if info.get("rdb_last_bgsave_status", "").strip() != "ok":
+                raise rs.ResticError("%s: BGSAVE failed (rdb_last_bgsave_status:%s); see the Redis log (docker logs "
+                                     "%s)" % (instance["name"], info.get("rdb_last_bgsave_status", "?").strip(),
+                                              instance["container"]))
+            if cli("LASTSAVE") != before:
+                return
         if time.monotonic() > deadline:
             raise rs.ResticError("%s: BGSAVE did not finish within %ss" % (instance["name"], timeout))
         sleep(0.5)
-    wait_bgsave(cli, timeout, sleep)
-    info = cli("INFO", "persistence")
-    if "rdb_last_bgsave_status:ok" not in info:
-        raise rs.ResticError("%s: BGSAVE failed: %s" % (instance["name"], info[:300]))
 
 
-def wait_bgsave(cli, timeout, sleep):
+def wait_bgsave(persistence, timeout, sleep, name):
     deadline = time.monotonic() + timeout
-    while "rdb_bgsave_in_progress:1" in cli("INFO", "persistence"):
+    while persistence().get("rdb_bgsave_in_progress", "0").strip() == "1":
         if time.monotonic() > deadline:
-            raise rs.ResticError("BGSAVE still running after %ss" % timeout)
+            raise rs.ResticError("%s: BGSAVE still running after %ss" % (name, timeout))
         sleep(0.5)
 
 
@@ -233,6 +202,8 @@ def with_reporting(config, job, url, func):
         message = "; ".join(problems) if problems else "ok"
     except rs.ResticError as exc:
         code, message = 1, str(exc)
+    except Exception as exc:  # pylint: disable=broad-except  # any failure is reported, then fails the unit
+        code, message = 1, "%s: %s" % (type(exc).__name__, exc)
     if code:
         log("FAILED: %s" % message)
         ping(url, str(code), message)

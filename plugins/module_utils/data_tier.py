@@ -1,0 +1,247 @@
+# Copyright: selfhosted.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The contracts between the layers that touch a data tier instance, in one place.
+
+The data tier role deploys an instance; the backup role's config, the backup runner on the host, restore.yml and
+rotate_db_password.yml find it again. What they must agree on lives here, and nowhere else:
+
+  - names: the Compose project is the instance name, the service the engine, so the container is
+    ``<instance>-<engine>-1`` (:func:`container_name`);
+  - the secrets layout under the secrets directory (``/etc/selfhosted/secrets``): ``<instance>/superuser``,
+    ``<instance>/db-<database>``, ``<instance>/redis.conf`` (:func:`secret_path`);
+  - the superuser each engine's image creates, its port, where it keeps its data inside the container, and the uid
+    its server runs as, which owns the secret files it must read (:func:`server_owner`);
+  - the file names of the dumps in the backup repository and the commands that make and restore them (database
+    passwords travel in the environment of ``docker exec -e NAME`` only, never on a command line;
+    :func:`dump_jobs`, :func:`restore_job`, :func:`mongo_password_config`);
+  - the ``data_tier_connections`` fact the app stacks read (:func:`connection`).
+
+Pure functions, no I/O and no Ansible imports: the backup runner on the host imports this file as
+``shp_data_tier.py``, the filter plugin ``selfhosted.platform.data_tier_*`` exposes it to roles and playbooks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+ENGINES = ("postgres", "mariadb", "mongodb", "redis")
+DEFAULT_SECRETS_DIR = "/etc/selfhosted/secrets"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+# The superuser each engine's official image creates (redis: the ACL default user).
+SUPERUSER = {"postgres": "postgres", "mariadb": "root", "mongodb": "root", "redis": "default"}
+# Port each engine listens on inside the container.
+PORT = {"postgres": 5432, "mariadb": 3306, "mongodb": 27017, "redis": 6379}
+# Where each engine keeps its data inside the container.
+DATA_DIR = {"postgres": "/var/lib/postgresql/data", "mariadb": "/var/lib/mysql", "mongodb": "/data/db",
+            "redis": "/data"}
+# The variable that carries the superuser's password into a client inside the container.
+PASSWORD_ENV = {"postgres": "PGPASSWORD", "mariadb": "MYSQL_PWD", "mongodb": "SHP_MONGO_CONFIG",
+                "redis": "REDISCLI_AUTH"}
+# Engines whose dumps are per database (the others dump the whole instance).
+PER_DATABASE = ("postgres", "mariadb")
+
+# uid:gid the server of an image family runs as (the owner of the files it must read: secrets, data). The first
+# pattern that matches the image reference wins; an instance can set ``uid``/``gid`` itself.
+#   - official Debian-based postgres, mariadb, mysql, mongo and redis images: 999:999;
+#   - postgres (and postgis) Alpine images: postgres is 70:70;
+#   - redis Alpine images: redis is 999:1000;
+#   - Bitnami images run as the non-root user 1001 (group root).
+OWNER_RULES = (
+    (re.compile(r"(^|/)(postgres|postgis)(:|@|$).*alpine", re.IGNORECASE), (70, 70)),
+    (re.compile(r"(^|/)redis(:|@|$).*alpine", re.IGNORECASE), (999, 1000)),
+    (re.compile(r"(^|/)bitnami/", re.IGNORECASE), (1001, 0)),
+)
+DEFAULT_OWNER = (999, 999)
+
+
+class ContractError(ValueError):
+    """An instance that breaks the contract (unknown engine, bad name, ...)."""
+
+
+def check_instance(inst):
+    """Raise ContractError naming what is wrong with one declared instance."""
+    if not isinstance(inst, dict):
+        raise ContractError("an instance must be a dict with name and engine, got %r" % (inst,))
+    name = inst.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ContractError("instance name %r: lower-case letters, digits, '-' and '_', starting with a letter or "
+                            "digit" % (name,))
+    if inst.get("engine") not in ENGINES:
+        raise ContractError("instance %s: engine %r is not one of %s" % (name, inst.get("engine"), ", ".join(ENGINES)))
+
+
+def container_name(name, engine):
+    """The container of an instance: Compose project <name>, service <engine>, replica 1."""
+    return "%s-%s-1" % (name, engine)
+
+
+def secret_path(secrets_dir, name, kind="superuser"):
+    """Where a secret of instance NAME lives: kind ``superuser``, ``redis.conf`` or ``db:<database>``."""
+    base = "%s/%s" % ((secrets_dir or DEFAULT_SECRETS_DIR).rstrip("/"), name)
+    if kind.startswith("db:"):
+        return "%s/db-%s" % (base, kind[3:])
+    if kind in ("superuser", "redis.conf"):
+        return "%s/%s" % (base, kind)
+    raise ContractError("unknown secret kind %r" % (kind,))
+
+
+def server_owner(image, uid=None, gid=None):
+    """(uid, gid) the server in IMAGE runs as; explicit UID/GID win (GID defaults to UID then)."""
+    if uid not in (None, ""):
+        return int(uid), int(gid) if gid not in (None, "") else int(uid)
+    for pattern, owner in OWNER_RULES:
+        if pattern.search(image or ""):
+            return owner[0], owner[1] if gid in (None, "") else int(gid)
+    return DEFAULT_OWNER[0], DEFAULT_OWNER[1] if gid in (None, "") else int(gid)
+
+
+def database_names(databases):
+    """Names of an instance's declared databases (items may be dicts with ``name`` or plain names)."""
+    return [d["name"] if isinstance(d, dict) else str(d) for d in databases or []]
+
+
+def instance_record(inst, secrets_dir=None, images=None):
+    """Everything the other layers need to know of one instance, from its declaration (a data_tier_instances or
+    backup_databases item). Explicit ``container``, ``superuser``, ``password_file``, ``uid``, ``gid`` keys win."""
+    check_instance(inst)
+    name, engine = inst["name"], inst["engine"]
+    image = inst.get("image") or (images or {}).get(engine) or ""
+    uid, gid = server_owner(image, inst.get("uid"), inst.get("gid"))
+    return {
+        "name": name,
+        "engine": engine,
+        "image": image,
+        "project": name,
+        "service": engine,
+        "container": inst.get("container") or container_name(name, engine),
+        "superuser": inst.get("superuser") or SUPERUSER[engine],
+        "password_file": inst.get("password_file") or secret_path(secrets_dir, name),
+        "secret_dir": "%s/%s" % ((secrets_dir or DEFAULT_SECRETS_DIR).rstrip("/"), name),
+        "port": PORT[engine],
+        "data_dir": DATA_DIR[engine],
+        "uid": uid,
+        "gid": gid,
+        "databases": database_names(inst.get("databases")),
+    }
+
+
+def connection(record, superuser_password, databases=None, networks=None):
+    """One entry of the ``data_tier_connections`` fact: how an app stack reaches the instance."""
+    return {
+        "engine": record["engine"],
+        "host": record["name"],
+        "port": record["port"],
+        "networks": list(networks or []),
+        "superuser": record["superuser"],
+        "superuser_password": superuser_password,
+        "databases": dict(databases or {}),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Dumps and restores
+# ---------------------------------------------------------------------------------------------
+
+def mongo_password_config(password):
+    """The YAML document mongodump/mongorestore read with ``--config`` (the password never on argv): a
+    double-quoted scalar, JSON-escaped, which YAML reads back exactly (quotes, backslashes, ``$``, spaces and
+    non-ASCII included)."""
+    return "password: %s\n" % json.dumps(password, ensure_ascii=False)
+
+
+# Shell snippets run inside the MongoDB container: the config document comes from the environment
+# (SHP_MONGO_CONFIG) into a private temporary file, which is removed again whatever the tool's exit code.
+MONGO_WRAPPER = ('umask 077; f=$(mktemp); printf "%%s" "$SHP_MONGO_CONFIG" >"$f"; '
+                 '%s --archive --authenticationDatabase admin -u "$1" --config "$f"%s; rc=$?; rm -f "$f"; exit $rc')
+
+
+def docker_exec(container, env_names, *argv, stdin=False):
+    """``docker exec`` argv that passes ENV_NAMES by name (their values come from docker's own environment)."""
+    cmd = ["docker", "exec"] + (["-i"] if stdin else [])
+    for name in env_names:
+        cmd += ["-e", name]
+    return cmd + [container] + list(argv)
+
+
+def dump_file(engine, name, database=None):
+    """File name of a dump inside a snapshot (stable, so restic dump and restores find it)."""
+    if engine == "postgres":
+        return "postgres/%s/%s" % (name, "globals.sql" if database is None else database + ".dump")
+    if engine == "mariadb":
+        return "mariadb/%s/%s.sql" % (name, database)
+    if engine == "mongodb":
+        return "mongodb/%s/all.archive" % name
+    if engine == "redis":
+        return "redis/%s/dump.rdb" % name
+    raise ContractError("unknown engine %r" % (engine,))
+
+
+def secret_env(engine, password):
+    """{variable: value} that carries PASSWORD to the engine's client inside the container."""
+    if not password:
+        return {}
+    value = mongo_password_config(password) if engine == "mongodb" else password
+    return {PASSWORD_ENV[engine]: value}
+
+
+def dump_jobs(record, password, databases=None):
+    """[(label, argv, env, filename)] that dump one instance: ENV holds the secret, passed by name."""
+    name, engine, container, user = record["name"], record["engine"], record["container"], record["superuser"]
+    if engine not in ENGINES:
+        raise ContractError("%s: unknown engine %r" % (name, engine))
+    dbs = databases if databases is not None else record.get("databases") or []
+    env = secret_env(engine, password)
+    jobs = []
+    if engine == "postgres":
+        jobs.append(("%s globals" % name, docker_exec(container, env, "pg_dumpall", "--globals-only", "-U", user),
+                     env, dump_file(engine, name)))
+        for db in dbs:
+            jobs.append(("%s/%s" % (name, db), docker_exec(container, env, "pg_dump", "-Fc", "-U", user, "-d", db),
+                         env, dump_file(engine, name, db)))
+    elif engine == "mariadb":
+        for db in dbs:
+            jobs.append(("%s/%s" % (name, db),
+                         docker_exec(container, env, "mariadb-dump", "-u", user, "--single-transaction", "--routines",
+                                     "--events", "--triggers", "--databases", db),
+                         env, dump_file(engine, name, db)))
+    elif engine == "mongodb":
+        jobs.append((name, docker_exec(container, env, "sh", "-c", MONGO_WRAPPER % ("mongodump", ""), "sh", user),
+                     env, dump_file(engine, name)))
+    elif engine == "redis":
+        # The RDB file BGSAVE just wrote (redis_bgsave runs first).
+        jobs.append((name, docker_exec(container, env, "sh", "-c",
+                                       'cat "$(redis-cli --raw CONFIG GET dir | tail -n 1)/'
+                                       '$(redis-cli --raw CONFIG GET dbfilename | tail -n 1)"'),
+                     env, dump_file(engine, name)))
+    else:
+        raise ContractError("%s: unknown engine %r" % (name, engine))
+    return jobs
+
+
+def restore_job(record, database=None, container=None, scratch=False):
+    """(argv, env_name, filename) that stream a dump into an instance through ``docker exec -i``; the password
+    travels in ENV_NAME (see :func:`secret_env`). Redis is not streamed: see the redis_restore module."""
+    engine, name, user = record["engine"], record["name"], record["superuser"]
+    container = container or record["container"]
+    env_name = PASSWORD_ENV[engine]
+    if engine == "postgres":
+        if not database:
+            raise ContractError("%s: a postgres restore needs the database" % name)
+        # One transaction: a failing restore leaves the database as it was. In a scratch instance the application
+        # roles do not exist, so ownership is not restored there.
+        argv = docker_exec(container, [env_name], "pg_restore", "-U", user, "--clean", "--if-exists",
+                           "--single-transaction", "-d", database, stdin=True)
+        if scratch:
+            argv += ["--no-owner", "--no-acl"]
+    elif engine == "mariadb":
+        if not database:
+            raise ContractError("%s: a mariadb restore needs the database" % name)
+        argv = docker_exec(container, [env_name], "mariadb", "-u", user, stdin=True)
+    elif engine == "mongodb":
+        argv = docker_exec(container, [env_name], "sh", "-c", MONGO_WRAPPER % ("mongorestore", " --drop"), "sh",
+                           user, stdin=True)
+    else:
+        raise ContractError("%s: %s instances are restored by the redis_restore module, not streamed" % (name, engine))
+    return argv, env_name, dump_file(engine, name, database if engine in PER_DATABASE else None)
