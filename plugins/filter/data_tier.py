@@ -48,12 +48,24 @@ def data_tier_restore_job(record, database=None, container=None, scratch=False):
     return {"argv": argv, "env_name": env_name, "filename": filename}
 
 
+def data_tier_dump_file(record, database=None):
+    """File name of the instance's dump (of DATABASE for postgres and mariadb) inside a snapshot."""
+    per_database = record["engine"] in contract.PER_DATABASE
+    return contract.dump_file(record["engine"], record["name"], (database or None) if per_database else None)
+
+
 def data_tier_secret_env(password, engine):
     """{variable: value} that carries the password to the engine's client inside the container."""
     return contract.secret_env(engine, password)
 
 
+def data_tier_restore_problems(request, record=None, known=()):
+    """Every reason to refuse a restore request (restore.yml), each naming the variable; [] when it may go on."""
+    return contract.restore_problems(request, record or None, list(known or ()))
+
+
 class FilterModule:
     def filters(self):
         return {f.__name__: _wrap(f) for f in (data_tier_instance, data_tier_instances, data_tier_secret_path,
-                                               data_tier_connection, data_tier_restore_job, data_tier_secret_env)}
+                                               data_tier_connection, data_tier_restore_job, data_tier_secret_env,
+                                               data_tier_restore_problems, data_tier_dump_file)}

@@ -245,3 +245,59 @@ def restore_job(record, database=None, container=None, scratch=False):
     else:
         raise ContractError("%s: %s instances are restored by the redis_restore module, not streamed" % (name, engine))
     return argv, env_name, dump_file(engine, name, database if engine in PER_DATABASE else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore requests (restore.yml)
+# ---------------------------------------------------------------------------------------------
+
+def restore_target(kind, instance=None, database=None, path=None, record=None):
+    """What a live restore replaces, as restore_confirm must repeat it: ``<instance>/<database>`` for the engines
+    dumped per database, ``<instance>`` for the others (Redis, MongoDB: one dump of the whole instance), the path for
+    a path restore."""
+    if kind == "path":
+        return path or ""
+    if record is not None and record["engine"] not in PER_DATABASE:
+        return instance or ""
+    return "%s/%s" % (instance or "", database or "")
+
+
+def restore_problems(request, record=None, known=()):
+    """Every reason to refuse a restore request (restore.yml's variables without the ``restore_`` prefix: kind,
+    into, instance, database, path, confirm), each naming the variable and what is wrong. RECORD is the instance's
+    record when the backup configuration knows it, KNOWN the names of the instances it knows."""
+    kind, into = request.get("kind"), request.get("into")
+    instance, database = request.get("instance") or "", request.get("database") or ""
+    path, confirm = request.get("path") or "", request.get("confirm") or ""
+    problems = []
+    if kind not in ("database", "path"):
+        return ["restore_kind=%s: it is database (with restore_instance) or path (with restore_path)" % kind]
+    if into not in ("live", "scratch"):
+        problems.append("restore_into=%s: it is live (replace the data) or scratch (restore beside it)" % into)
+    if kind == "path":
+        if not path.startswith("/"):
+            problems.append("restore_path=%s: an absolute path is required for restore_kind=path" % (path or "''"))
+    elif not instance:
+        problems.append("restore_instance is required for restore_kind=database (backed up: %s)" % (
+            ", ".join(known) or "none"))
+    elif record is None:
+        problems.append("restore_instance=%s is not in any backup set (backed up: %s)" % (
+            instance, ", ".join(known) or "none"))
+    elif record["engine"] in PER_DATABASE and not database:
+        problems.append("restore_database is required: %s is a %s instance, dumped per database%s" % (
+            instance, record["engine"], " (%s)" % ", ".join(record["databases"]) if record.get("databases") else ""))
+    elif record["engine"] not in PER_DATABASE and database:
+        problems.append("restore_database=%s: %s is a %s instance, whose dump holds the whole instance; leave "
+                        "restore_database out" % (database, instance, record["engine"]))
+    elif into == "scratch" and record["engine"] not in PER_DATABASE:
+        problems.append("restore_into=scratch: scratch restores are for postgres and mariadb; %s is a %s instance "
+                        "(restore it live)" % (instance, record["engine"]))
+    if problems or into != "live":
+        return problems
+    target = restore_target(kind, instance, database, path, record)
+    if not confirm:
+        problems.append("a live restore replaces data: confirm it with -e restore_confirm=%s" % target)
+    elif confirm != target:
+        problems.append("restore_confirm=%s does not match what this restore replaces: give -e restore_confirm=%s" % (
+            confirm, target))
+    return problems

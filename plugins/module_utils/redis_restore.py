@@ -164,8 +164,10 @@ def plan(inspect, settings, rdb, stamp):
 
 def restore(docker, container, rdb, wait_timeout=180, sleep=time.sleep, clock=time.monotonic, now=time.time,
             check_mode=False):
-    """Run the whole procedure; returns the result dict."""
-    check_rdb(rdb)
+    """Run the whole procedure; returns the result dict. In check mode a file that is not there yet (an earlier task
+    of the same run would fetch it) is not an error."""
+    if not (check_mode and not os.path.exists(rdb)):
+        check_rdb(rdb)
     inspect = docker.inspect(container)
     running = bool((inspect.get("State") or {}).get("Running"))
     settings = redis_settings(docker, container, running)

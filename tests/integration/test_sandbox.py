@@ -14,6 +14,7 @@ them; they are also written to tests/output/sandbox-times.txt).
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -231,6 +232,14 @@ PG = ("export PGPASSWORD=$(cat /etc/selfhosted/secrets/amn-db/superuser); "
       "docker exec -i -e PGPASSWORD amn-db-postgres-1 psql -U postgres -d marketplace -v ON_ERROR_STOP=1 -Atq ")
 MARIA = ("export MYSQL_PWD=$(cat /etc/selfhosted/secrets/shared-mariadb/superuser); "
          "docker exec -i -e MYSQL_PWD shared-mariadb-mariadb-1 mariadb -u root -N -B wiki ")
+# redis-cli in amn-redis, the password from the data tier's secret file through the environment only.
+REDIS = ("export REDISCLI_AUTH=$(cat /etc/selfhosted/secrets/amn-redis/superuser); "
+         "r() { docker exec -e REDISCLI_AUTH amn-redis-redis-1 redis-cli --raw \"$@\"; }; ")
+# Every key of amn-redis: name, type, value, whether it has a TTL.
+REDIS_KEYS = REDIS + r"""for k in $(r KEYS '*' | sort); do t=$(r TYPE "$k"); case $t in
+  string) v=$(r GET "$k");; hash) v=$(r HGETALL "$k" | paste -sd,);; list) v=$(r LRANGE "$k" 0 -1 | paste -sd,);;
+  set) v=$(r SMEMBERS "$k" | sort | paste -sd,);; *) v='?';; esac
+  ttl=$(r TTL "$k"); [ "$ttl" -gt 0 ] && ttl=ttl || ttl=none; echo "$k $t $v $ttl"; done"""
 FINGERPRINTS = (
     PG + "-c \"SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM drill\"; "
     + MARIA + "-e \"SELECT COUNT(*), MD5(GROUP_CONCAT(CONCAT(id, ':', v) ORDER BY id SEPARATOR ',')) FROM drill\"; "
@@ -274,8 +283,13 @@ def test_backup_restore_drill_loses_nothing(sandbox):
     fill_files = ("mkdir -p /mnt/data/amn/uploads/2026/11 && for i in $(seq 1 60); do "
                   "head -c $((i * 1531)) /dev/urandom > /mnt/data/amn/uploads/2026/11/img-$i.bin; done; "
                   "chmod 0640 /mnt/data/amn/uploads/2026/11/img-7.bin; chown -R 1001:1001 /mnt/data/amn/uploads")
-    server(state, PG + fill_pg + MARIA + fill_maria + fill_files)
+    fill_redis = ("r FLUSHALL >/dev/null; r SET drill:str 'hello world' >/dev/null; "
+                  "r HSET drill:hash name Ada role admin >/dev/null; r RPUSH drill:list a b c >/dev/null; "
+                  "r SADD drill:set x y z >/dev/null; r SET drill:ttl soon EX 86400 >/dev/null; ")
+    server(state, PG + fill_pg + MARIA + fill_maria + fill_files + REDIS + fill_redis)
     before = server(state, FINGERPRINTS)
+    redis_before = server(state, REDIS_KEYS)
+    assert len(redis_before.splitlines()) == 5 and "drill:ttl string soon ttl" in redis_before, redis_before
     assert before.splitlines()[0].startswith("20000|") and before.splitlines()[1].startswith("20000\t"), before
 
     start = time.monotonic()
@@ -313,6 +327,11 @@ def test_backup_restore_drill_loses_nothing(sandbox):
                   "rm -rf /mnt/data/amn/uploads/*")
     gone = server(state, "ls -A /mnt/data/amn/uploads | wc -l; test -d /mnt/data/amn-db && echo db-dir || true")
     assert gone.split() == ["0"], gone
+    # Redis keeps running; writes after the backup must be gone after the restore.
+    server(state, REDIS + "r SET drill:after 1 >/dev/null; r DEL drill:str >/dev/null; "
+                          "r HSET drill:hash role guest >/dev/null; r RPUSH drill:list d >/dev/null")
+    assert server(state, REDIS_KEYS) != redis_before
+    redis_started = server(state, "docker inspect -f '{{.State.StartedAt}}' amn-redis-redis-1")
 
     start = time.monotonic()
     for args in (["-e", "restore_instance=amn-db", "-e", "restore_database=marketplace",
@@ -320,15 +339,28 @@ def test_backup_restore_drill_loses_nothing(sandbox):
                  ["-e", "restore_instance=shared-mariadb", "-e", "restore_database=wiki",
                   "-e", "restore_confirm=shared-mariadb/wiki"],
                  ["-e", "restore_kind=path", "-e", "restore_path=/mnt/data/amn/uploads",
-                  "-e", "restore_confirm=/mnt/data/amn/uploads"]):
+                  "-e", "restore_confirm=/mnt/data/amn/uploads"],
+                 ["-e", "restore_instance=amn-redis", "-e", "restore_confirm=amn-redis"]):
         res = playbook(state, "restore.yml", *args)
         assert res.returncode == 0, explain(res)
     times["restore"] = time.monotonic() - start
     assert server(state, FINGERPRINTS) == before
+    # Redis: exactly the snapshot's keys (TTL included), AOF on again, and the task waited for the restarted
+    # instance: it is healthy now, started after the restore began.
+    assert server(state, REDIS_KEYS) == redis_before
+    after = server(state, REDIS + "r CONFIG GET appendonly | tail -n 1; r INFO persistence | grep -E "
+                                  "'^(aof_enabled|loading):' | tr -d '\\r' | sort; "
+                                  "docker inspect -f '{{.State.StartedAt}} {{.State.Health.Status}}' amn-redis-redis-1")
+    assert after.split()[:3] == ["yes", "aof_enabled:1", "loading:0"], after
+    assert after.split()[3] != redis_started.strip() and after.split()[4] == "healthy", (after, redis_started)
 
     # Without the confirmation a live restore refuses, before touching anything.
     res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace")
     assert res.returncode != 0 and "restore_confirm=amn-db/marketplace" in res.stdout, explain(res)
+    res = playbook(state, "restore.yml", "-e", "restore_instance=amn-redis", "-e", "restore_confirm=amn-redis/")
+    assert res.returncode != 0, explain(res)
+    assert "restore_confirm=amn-redis/ does not match what this restore replaces: give -e restore_confirm=amn-redis" \
+        in res.stdout, explain(res)
     # A scratch restore needs no confirmation and leaves the live instance alone.
     res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace",
                    "-e", "restore_into=scratch")
@@ -343,10 +375,32 @@ def test_backup_restore_drill_loses_nothing(sandbox):
     again = playbook(state, "site.yml")
     assert again.returncode == 0, explain(again)
     assert recap(again.stdout)["changed"] == 0, explain(again)
-    report = f"backup drill: backup_now {times['backup']:.1f}s, three restores {times['restore']:.1f}s\n"
+    report = f"backup drill: backup_now {times['backup']:.1f}s, four restores {times['restore']:.1f}s\n"
     (ROOT / "tests" / "output").mkdir(parents=True, exist_ok=True)
     (ROOT / "tests" / "output" / "backup-drill-times.txt").write_text(report)
     print(report)
+
+
+def test_bad_backup_names_and_schedules_are_refused_before_any_unit_changes(sandbox):
+    """Set names and timer values are checked (names on the controller, schedules by systemd-analyze on the host)
+    before a unit is written; each refusal names the set and the value."""
+    _name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    units = ("stat -c '%n %Y %s' /etc/systemd/system/selfhosted-backup* /etc/selfhosted/backup/config.json | sort; "
+             "systemctl list-timers --all --no-legend 'selfhosted-*' | grep -o 'selfhosted-backup[^ ]*timer' | sort")
+    before = server(state, units)
+    bad = {"backup_sets": [{"name": "databases", "databases": "all", "on_calendar": "*-*-* 25:00"},
+                           {"name": "files", "paths": ["/mnt/data/amn/uploads"], "randomized_delay": "10 parsecs"}]}
+    res = playbook(state, "site.yml", "--tags", "backup", "-e", json.dumps(bad))
+    assert res.returncode != 0, explain(res)
+    text = flat(res.stdout)
+    assert 'backup_sets[databases]: on_calendar "*-*-* 25:00" is not a valid systemd calendar event' in text, text
+    assert 'backup_sets[files]: randomized_delay "10 parsecs" is not a valid systemd time span' in text, text
+    res = playbook(state, "site.yml", "--tags", "backup", "-e", json.dumps({"backup_sets": [{"name": "nightly db"}]}))
+    assert res.returncode != 0, explain(res)
+    assert 'the set name "nightly db" cannot name a systemd unit' in flat(res.stdout), explain(res)
+    assert server(state, units) == before
 
 
 # ---------------------------------------------------------------------------------------------
