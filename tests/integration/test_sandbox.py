@@ -286,7 +286,7 @@ def test_backup_restore_drill_loses_nothing(sandbox):
     fill_redis = ("r FLUSHALL >/dev/null; r SET drill:str 'hello world' >/dev/null; "
                   "r HSET drill:hash name Ada role admin >/dev/null; r RPUSH drill:list a b c >/dev/null; "
                   "r SADD drill:set x y z >/dev/null; r SET drill:ttl soon EX 86400 >/dev/null; ")
-    server(state, PG + fill_pg + MARIA + fill_maria + fill_files + REDIS + fill_redis)
+    server(state, PG + fill_pg + MARIA + fill_maria + fill_files + "; " + REDIS + fill_redis)
     before = server(state, FINGERPRINTS)
     redis_before = server(state, REDIS_KEYS)
     assert len(redis_before.splitlines()) == 5 and "drill:ttl string soon ttl" in redis_before, redis_before
