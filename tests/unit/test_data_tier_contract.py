@@ -188,7 +188,7 @@ def test_redis_restore_replaces_the_files_through_a_twin_and_waits_for_the_new_s
     assert result["previous_dir"] == str(aside) and sorted(os.listdir(aside)) == ["appendonlydir", "dump.rdb"]
     run = next(c for c in fake.calls if c[1] == "run")
     assert run[-4:] == ["redis-server", "/usr/local/etc/redis/redis.conf", "--appendonly", "no"]
-    assert ["--network", "none"] == run[5:7] and f"{data}:/data" in run
+    assert run[5:7] == ["--network", "none"] and f"{data}:/data" in run
     assert "/etc/s/redis.conf:/usr/local/etc/redis/redis.conf:ro" in run
     assert run[run.index("--entrypoint") + 1] == "docker-entrypoint.sh"
     verbs = [c[1] for c in fake.calls if c[1] in ("stop", "run", "rm", "start")]
@@ -207,7 +207,7 @@ def test_a_failed_load_puts_the_old_files_back_and_starts_the_instance(tmp_path)
     assert (data / "dump.rdb").read_bytes() == b"REDIS0009old" and (data / "appendonlydir").is_dir()
     assert not [p for p in os.listdir(data) if p.startswith("before-restore")]
     assert fake.calls[-1] == ["docker", "start", "amn-redis-redis-1"] and fake.running
-    assert ["docker", "rm", "-f"] == next(c for c in fake.calls if c[1] == "rm")[:3]
+    assert next(c for c in fake.calls if c[1] == "rm")[:3] == ["docker", "rm", "-f"]
 
 
 def test_check_mode_reads_and_touches_nothing(tmp_path):
