@@ -13,7 +13,6 @@ import tempfile
 
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.action import ActionBase
-
 from ansible_collections.selfhosted.platform.plugins.module_utils.ssh_guard import (
     is_ssh_connection,
     parse_ssh_config,

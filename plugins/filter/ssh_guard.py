@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.selfhosted.platform.plugins.module_utils.ssh_guard import (
     controller_address,
     parse_systemctl_show,

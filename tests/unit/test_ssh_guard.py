@@ -10,7 +10,10 @@ import subprocess
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.selfhosted.platform.plugins.filter.ssh_guard import ssh_controller_address, sshd_apply_plan_filter
+from ansible_collections.selfhosted.platform.plugins.filter.ssh_guard import (
+    ssh_controller_address,
+    sshd_apply_plan_filter,
+)
 from ansible_collections.selfhosted.platform.plugins.module_utils import ssh_guard as sg
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -152,7 +155,8 @@ def show(service_active="active", socket_file="disabled", socket_active="inactiv
     systemd prints it (sshd.service is an alias of ssh.service on Debian and Ubuntu, so it repeats that unit)."""
     service = f"Id=ssh.service\nLoadState=loaded\nActiveState={service_active}\nUnitFileState=enabled\n"
     alias = service if sshd_alias else "Id=sshd.service\nLoadState=not-found\nActiveState=inactive\nUnitFileState=\n"
-    sock = f"Listen={listen}\nId=ssh.socket\nLoadState=loaded\nActiveState={socket_active}\nUnitFileState={socket_file}\n"
+    sock = (f"Listen={listen}\nId=ssh.socket\nLoadState=loaded\nActiveState={socket_active}\n"
+            f"UnitFileState={socket_file}\n")
     return f"{service}\n{alias}\n{sock}"
 
 
