@@ -60,7 +60,9 @@ class ActionModule(ActionBase):
         host = self._opt("host") or self._play_context.remote_addr or task_vars.get("inventory_hostname")
         port = self._opt("port")
         connection_user = self._opt("remote_user")
-        private_key_file = self._opt("private_key_file") or self._opt("key_filename")
+        private_key_file = self._opt("private_key_file")
+        if private_key_file:
+            private_key_file = os.path.expanduser(private_key_file)   # as the ssh connection plugin does
         key_dir = None
         try:
             if self._opt("private_key"):

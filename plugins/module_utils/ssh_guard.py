@@ -54,12 +54,14 @@ def split_args(value):
 def resolve_user(explicit=None, connection_user=None, ssh_config_user=None, local_user=None):
     """The user the key login is proven for, and where that name came from.
 
-    ``explicit`` (firewall_ssh_key_user) wins; else the connection's ``remote_user`` option, which Ansible resolves as
-    ``ansible_user`` > ``ansible_ssh_user`` > ``remote_user`` (config, ``-u``, play keyword); else what ssh itself
-    would use (``User`` of ~/.ssh/config, read with ``ssh -G``); else the controller's local user.
+    ``explicit`` (firewall_ssh_key_user) wins; else the connection's ``remote_user`` option as the connection plugin
+    resolved it (``ansible_ssh_user`` / ``ansible_user`` - the ssh plugin takes ``ansible_ssh_user`` when both are
+    set - else ``-u``, the play keyword, ``ANSIBLE_REMOTE_USER``, ansible.cfg); else what ssh itself would use
+    (``ssh -G``: ``User`` of ~/.ssh/config or an ``-F`` file, else ssh's default, the local user); else the
+    controller's local user (when ``ssh -G`` could not run).
     """
     for value, source in ((explicit, "firewall_ssh_key_user"), (connection_user, "connection"),
-                          (ssh_config_user, "ssh_config"), (local_user, "local")):
+                          (ssh_config_user, "ssh"), (local_user, "local")):
         if value:
             return str(value), source
     return "", "none"

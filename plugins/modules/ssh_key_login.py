@@ -18,9 +18,10 @@ description:
     those say (ssh keeps the first value of an option) - C(BatchMode=yes), C(PasswordAuthentication=no),
     C(KbdInteractiveAuthentication=no), C(PreferredAuthentications=publickey), and C(ControlMaster=no),
     C(ControlPath=none) so a master connection Ansible opened with a password is never reused.
-  - The user is O(user) when given, else the connection's remote user as Ansible resolves it (C(ansible_user), else
-    C(ansible_ssh_user), else C(remote_user) from C(-u), the play or ansible.cfg), else the C(User) ssh takes from
-    C(~/.ssh/config), else the controller's local user.
+  - The user is O(user) when given, else the connection's C(remote_user) option exactly as Ansible's connection
+    resolves it (C(ansible_ssh_user) or C(ansible_user) - the ssh plugin prefers C(ansible_ssh_user) when both are
+    set - else C(-u), the play's C(remote_user), C(ANSIBLE_REMOTE_USER) or ansible.cfg), else the C(User) ssh takes
+    from C(~/.ssh/config) or an C(-F) file in the connection's args, else the controller's local user.
   - A password Ansible connects with (C(ansible_password), C(ansible_ssh_pass), C(--ask-pass), an AWX machine
     credential's password) is detected (RV(password_in_use)), never counts as proof and is never given to the probe;
     C(SSHPASS) and askpass helpers are removed from the probe's environment.
@@ -72,8 +73,8 @@ user:
   returned: always
   type: str
 user_source:
-  description: Where the user came from - C(firewall_ssh_key_user) (the O(user) option), C(connection), C(ssh_config)
-    or C(local).
+  description: Where the user came from - C(firewall_ssh_key_user) (the O(user) option), C(connection) (Ansible's
+    remote user), C(ssh) (what C(ssh -G) says - C(~/.ssh/config) or ssh's default, the local user) or C(local).
   returned: when the connection is SSH
   type: str
 host:

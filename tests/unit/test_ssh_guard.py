@@ -80,7 +80,7 @@ def test_probe_config_form_does_not_run_a_command_and_host_is_required():
 @pytest.mark.parametrize(("args", "expected"), [
     (("deploy", "alice", "bob", "root"), ("deploy", "firewall_ssh_key_user")),   # explicit option wins
     ((None, "alice", "bob", "root"), ("alice", "connection")),                 # ansible_user / -u / remote_user
-    (("", None, "bob", "root"), ("bob", "ssh_config")),                        # ~/.ssh/config User (ssh -G)
+    (("", None, "bob", "root"), ("bob", "ssh")),                               # what ssh -G says (~/.ssh/config)
     ((None, None, None, "root"), ("root", "local")),                           # the controller's own user
     ((None, None, None, None), ("", "none")),
 ])
