@@ -166,7 +166,9 @@ DEBIAN_12 = show()
 
 @pytest.mark.parametrize(("dist", "version", "text", "generator"), [
     ("Debian", "12", DEBIAN_12, False),
-    ("Debian", "13", show(), True),          # generator shipped or not, ssh.socket is disabled by default
+    # Debian 13: openssh-server 1:10.0p1-7+deb13u4 (checked 2026-12) ships ssh.socket (ListenStream=22, Accept=no)
+    # disabled, and no sshd-socket-generator.
+    ("Debian", "13", show(), False),
     ("Ubuntu", "22.04", show(), False),      # socket activation is not the default before 22.10
 ])
 def test_without_socket_activation_the_service_is_reloaded(dist, version, text, generator):
@@ -188,6 +190,8 @@ def test_ubuntu_socket_without_generator_needs_a_listen_dropin_and_a_socket_rest
     assert same["restart_socket"] is False and same["daemon_reload"] is False and same["reload_service"] is True
 
 
+# Ubuntu 24.04: openssh-server 1:9.6p1-3ubuntu13 (noble, checked 2026-12) ships
+# /usr/lib/systemd/system-generators/sshd-socket-generator and ssh.socket with ListenStream=22, RequiredBy=ssh.service.
 @pytest.mark.parametrize("version", ["24.04", "24.10", "25.04"])
 def test_ubuntu_24_04_socket_takes_its_ports_from_sshd_config_through_the_generator(version):
     text = show(service_active="inactive", socket_file="enabled", socket_active="active")
