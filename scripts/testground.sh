@@ -33,6 +33,7 @@ ensure_packages() {
   command -v rsync >/dev/null || missing+=(rsync)
   command -v shellcheck >/dev/null || missing+=(shellcheck)   # ansible-test sanity's shellcheck test
   command -v restic >/dev/null || missing+=(restic)   # restic_* module tests (real restic)
+  command -v sshpass >/dev/null || missing+=(sshpass)   # password SSH logins (firewall SSH guard tests)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
