@@ -197,10 +197,10 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
+    ResticModule,
     backup_action,
     connection_spec,
     run_with_client,
@@ -223,7 +223,7 @@ def main():
         tags=dict(type="list", elements="str", default=[]),
         host=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+    module = ResticModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=CONNECTION_EXCLUSIVE + [("paths", "command")],
                            required_one_of=CONNECTION_ONE_OF + [("paths", "command")],
                            required_by={"command": ("filename",)})

@@ -125,10 +125,10 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
+    ResticModule,
     connection_spec,
     forget_action,
     run_with_client,
@@ -156,7 +156,7 @@ def main():
         group_by=dict(type="str"),
         prune=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
                            required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, forget_action)
 

@@ -161,10 +161,10 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
+    ResticModule,
     connection_spec,
     restore_action,
     run_with_client,
@@ -186,7 +186,7 @@ def main():
         verify=dict(type="bool", default=False),
         force=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE + [("target", "command")],
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE + [("target", "command")],
                            required_one_of=CONNECTION_ONE_OF + [("target", "command")],
                            required_by={"command": "filename"}, supports_check_mode=True)
     run_with_client(module, restore_action)

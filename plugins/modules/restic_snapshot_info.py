@@ -130,10 +130,10 @@ stale_locks_removed:
   type: int
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
+    ResticModule,
     connection_spec,
     run_with_client,
     snapshot_info_action,
@@ -149,7 +149,7 @@ def main():
         group_by=dict(type="str", default="host,tags"),
         list_snapshots=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
                            required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, snapshot_info_action)
 
