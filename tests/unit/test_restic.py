@@ -241,8 +241,9 @@ def echo(repo):
     (rs.repository_action, {}, {"cat config": (1, "", "Fatal: unable to open config file: Stat: Get "
                                                "\"http://127.0.0.1:9000/b/?location=\": connection refused\n" +
                                                echo(S3_REPO))}, "restic cat config failed"),
-    (rs.repository_action, {}, {"cat config": (1, "", "Fatal: parsing repository location failed: url.Parse: parse "
-                                               "\"http://backup:%s@127.0.0.1:8000/h1/\": invalid port \":UrlPw9\" after host\n" % URL_PW)},
+    (rs.repository_action, {}, {"cat config": (1, "", "Fatal: parsing repository location failed: url.Parse: "
+                                               "parse \"http://backup:%s@127.0.0.1:8000/h1/\": invalid port "
+                                               "\":UrlPw9\" after host\n" % URL_PW)},
      "restic cat config failed"),
 ])
 @pytest.mark.parametrize("repo", [URL_REPO, S3_REPO])
