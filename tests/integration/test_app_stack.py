@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import explain, run_tool
 from tests.integration import docker_helpers as dh
+from tests.secret_sweep import ProcessSampler, assert_no_secrets
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +35,8 @@ def converge(tmp: Path, stacks: list[dict], *flags: str):
 
 def test_secret_files_are_0600_and_never_printed_or_diffed(tmp_path):
     """A ``secret: true`` file is written 0600 and its content (old or new) appears nowhere in the output of a
-    ``--diff -vvv`` converge (nor does the stack's env: the role's loops never print a stack whole), nor in
-    compose_stack's resolution cache; a plain file keeps 0644 and its diff; a
+    ``--diff -vvv`` converge (nor does the stack's env: the role's loops never print a stack whole), nor on any
+    command line, nor in compose_stack's resolution cache; a plain file keeps 0644 and its diff; a
     change of the secret file recreates the service that mounts it; the second converge is changed=0."""
     image = dh.require_image("httpapp")
     name = dh.unique_name("as")
@@ -54,12 +55,13 @@ def test_secret_files_are_0600_and_never_printed_or_diffed(tmp_path):
 
     project = tmp_path / "stacks" / name
     try:
-        res = converge(tmp_path, [stack(first)], "--diff", "-vvv")
+        with ProcessSampler() as ps:
+            res = converge(tmp_path, [stack(first)], "--diff", "-vvv")
         assert res.returncode == 0, explain(res)
-        out = res.stdout + res.stderr
-        for token in (first, env_secret):
-            assert token not in out, [line for line in out.splitlines() if token in line][:5]
-        assert "+level = info" in out  # the plain file's diff is shown
+        assert_no_secrets(res.stdout + res.stderr, [first, env_secret], where="first converge --diff -vvv")
+        assert ps.saw("docker compose"), "the sampler never saw Compose run"
+        ps.assert_no_secrets([first, env_secret])  # nor on any command line
+        assert "+level = info" in res.stdout  # the plain file's diff is shown
         cred, plain = project / "conf" / "credentials.ini", project / "conf" / "app.ini"
         assert stat.S_IMODE(cred.stat().st_mode) == 0o600 and cred.stat().st_uid == 0
         assert cred.read_text() == f"[db]\npassword = {first}\n"
@@ -69,9 +71,7 @@ def test_secret_files_are_0600_and_never_printed_or_diffed(tmp_path):
 
         res = converge(tmp_path, [stack(second)], "--diff", "-vvv")
         assert res.returncode == 0, explain(res)
-        out = res.stdout + res.stderr
-        for token in (first, second, env_secret):
-            assert token not in out, [line for line in out.splitlines() if token in line][:5]
+        assert_no_secrets(res.stdout + res.stderr, [first, second, env_secret], where="second converge --diff -vvv")
         assert cred.read_text() == f"[db]\npassword = {second}\n"
         assert stat.S_IMODE(cred.stat().st_mode) == 0o600
         assert dh.project_containers(name) != web, "the service mounting the secret file was not recreated"
