@@ -31,8 +31,6 @@ import tempfile
 import time
 from urllib.parse import unquote
 
-from ansible.module_utils.basic import AnsibleModule
-
 MIN_VERSION = (0, 14, 0)
 
 # Variables that would make restic use another password or repository than the one asked for.
@@ -610,27 +608,6 @@ def connection_spec():
         restic_bin=dict(type="path"),
         unlock_stale=dict(type="bool", default=True),
     )
-
-
-class ResticModule(AnsibleModule):
-    """The AnsibleModule of the restic_* modules: before it exits or fails, even on an argument error found
-    by its constructor, the password of the repository URL (raw and percent-decoded) is one of its
-    no_log values, so Ansible masks it in ``invocation.module_args`` and everywhere in the result. (The
-    constructor's syslog line is already cleaned by Ansible's URL heuristic.)"""
-
-    def _mask_repository(self):
-        params = getattr(self, "params", None) or {}
-        repository = params.get("repository")
-        if isinstance(repository, str):
-            self.no_log_values.update(repository_secrets(repository))
-
-    def exit_json(self, **kwargs):
-        self._mask_repository()
-        super().exit_json(**kwargs)
-
-    def fail_json(self, msg, **kwargs):
-        self._mask_repository()
-        super().fail_json(msg, **kwargs)
 
 
 CONNECTION_EXCLUSIVE = [("password", "password_file")]

@@ -200,11 +200,11 @@ stale_locks_removed:
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
-    ResticModule,
     backup_action,
     connection_spec,
     run_with_client,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():

@@ -133,11 +133,11 @@ stale_locks_removed:
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
-    ResticModule,
     connection_spec,
     run_with_client,
     snapshot_info_action,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from ansible_collections.selfhosted.platform.plugins.module_utils import restic as rs
@@ -700,3 +702,14 @@ def test_restore_include_limits_the_comparison_and_the_restore(tmp_path):
     assert argv[-2:] == ["--include", "/b"]
     res = run(rs.restore_action, dict(base, include=["/c"]), fake)
     assert res.failed and res["msg"].startswith("include:")
+
+
+def test_the_client_imports_without_ansible():
+    """restic.py is also the backup runner's library on the server (installed as shp_restic.py), where Ansible
+    is not installed: it must import with the standard library alone."""
+    code = ("import sys, importlib.util; sys.modules['ansible'] = None; "
+            "spec = importlib.util.spec_from_file_location('shp_restic', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(m.redact('rest:http://u:pa/ss@h/'))")
+    res = subprocess.run([sys.executable, "-I", "-c", code, rs.__file__], capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "rest:http://u:***@h/", res.stderr
