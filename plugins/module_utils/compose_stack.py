@@ -1134,6 +1134,7 @@ def run(module):
     socket_path = engine_socket(os.environ)
     api = EngineAPI(unix_socket_transport(socket_path)) if socket_path else None
     events = (lambda project: EventWatch.open(socket_path, project)) if socket_path else None
+
     def warn(msg):
         module.warn(stack.masked(msg))
 

@@ -224,9 +224,9 @@ def main():
         host=dict(type="str"),
     )
     module = ResticModule(argument_spec=spec, supports_check_mode=True,
-                           mutually_exclusive=CONNECTION_EXCLUSIVE + [("paths", "command")],
-                           required_one_of=CONNECTION_ONE_OF + [("paths", "command")],
-                           required_by={"command": ("filename",)})
+                          mutually_exclusive=CONNECTION_EXCLUSIVE + [("paths", "command")],
+                          required_one_of=CONNECTION_ONE_OF + [("paths", "command")],
+                          required_by={"command": ("filename",)})
     run_with_client(module, backup_action)
 
 

@@ -157,7 +157,7 @@ def main():
         prune=dict(type="bool", default=True),
     )
     module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
-                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+                          required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, forget_action)
 
 

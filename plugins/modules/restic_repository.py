@@ -114,7 +114,7 @@ def main():
         read_data_subset=dict(type="str"),
     )
     module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
-                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+                          required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, repository_action)
 
 

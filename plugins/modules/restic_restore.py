@@ -187,8 +187,8 @@ def main():
         force=dict(type="bool", default=False),
     )
     module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE + [("target", "command")],
-                           required_one_of=CONNECTION_ONE_OF + [("target", "command")],
-                           required_by={"command": "filename"}, supports_check_mode=True)
+                          required_one_of=CONNECTION_ONE_OF + [("target", "command")],
+                          required_by={"command": "filename"}, supports_check_mode=True)
     run_with_client(module, restore_action)
 
 

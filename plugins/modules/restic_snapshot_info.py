@@ -150,7 +150,7 @@ def main():
         list_snapshots=dict(type="bool", default=True),
     )
     module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
-                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+                          required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, snapshot_info_action)
 
 

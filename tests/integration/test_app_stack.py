@@ -44,14 +44,13 @@ def test_secret_files_are_0600_and_never_printed_or_diffed(tmp_path):
     env_secret = "EnvPw-" + secrets.token_hex(8)
 
     def stack(token: str) -> dict:
-        return {"name": name, "services": {"web": {
-            "image": image, "environment": {"APP_NAME": "web"},
-            "volumes": ["./conf/app.ini:/etc/app/app.ini:ro", "./conf/credentials.ini:/etc/app/credentials.ini:ro"],
-            "healthcheck": {"test": ["CMD", "curl", "-fsS", "http://localhost:8080/health"], "interval": "1s",
-                            "timeout": "3s", "retries": 20}}},
-            "files": [{"dest": "conf/app.ini", "content": "[app]\nlevel = info\n"},
-                      {"dest": "conf/credentials.ini", "content": f"[db]\npassword = {token}\n", "secret": True}],
-            "env": {"DB_PASSWORD": env_secret}}
+        web = {"image": image, "environment": {"APP_NAME": "web"},
+               "volumes": ["./conf/app.ini:/etc/app/app.ini:ro", "./conf/credentials.ini:/etc/app/credentials.ini:ro"],
+               "healthcheck": {"test": ["CMD", "curl", "-fsS", "http://localhost:8080/health"], "interval": "1s",
+                               "timeout": "3s", "retries": 20}}
+        files = [{"dest": "conf/app.ini", "content": "[app]\nlevel = info\n"},
+                 {"dest": "conf/credentials.ini", "content": f"[db]\npassword = {token}\n", "secret": True}]
+        return {"name": name, "services": {"web": web}, "files": files, "env": {"DB_PASSWORD": env_secret}}
 
     project = tmp_path / "stacks" / name
     try:

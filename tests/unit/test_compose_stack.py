@@ -775,7 +775,7 @@ def test_env_values_are_masked_in_the_plan_and_in_failures(tmp_path, docker):
 
 def test_secret_values_are_every_env_value_and_the_replaced_ones():
     previous = cs.render_env({"A": "0ld'q", "B": "line1\nline2", "C": ""})
-    assert cs.secret_values({"A": "new", "N": 7, "E": "", "X": None}, previous) == ["line1\nline2", "0ld'q", "new",
-                                                                                      "7"]
+    found = cs.secret_values({"A": "new", "N": 7, "E": "", "X": None}, previous)
+    assert found == ["line1\nline2", "0ld'q", "new", "7"]
     assert cs.mask_value({"msg": "new 7", "n": 7, "l": ["x-new"]}, ["new", "7"]) == \
         {"msg": "******** ********", "n": 7, "l": ["x-********"]}
