@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import explain, run_tool
 from tests.integration import docker_helpers as dh
-from tests.secret_sweep import assert_no_secrets
+from tests.secret_sweep import ProcessSampler, assert_no_secrets
 
 pytestmark = pytest.mark.integration
 
@@ -448,18 +448,20 @@ def test_repository_url_passwords_never_shown(tmp_path, s3_server):
     pw_file = tmp_path / "pw"
     pw_file.write_text(PASSWORD)
     pw_file.chmod(0o600)
-    results, out = play(tmp_path, [
-        task("restic_repository", remote),
-        task("restic_backup", dict(remote, paths=[str(data / "uploads")], tags=["files"])),
-        task("restic_snapshot_info", dict(remote, group_by="host")),
-        task("restic_repository", dict(remote, password="not-the-password")),
-        task("restic_backup", dict(remote, repository=f"s3:http://key:{enc}@{host}/{bucket}/none",
-                                   paths=[str(data)])),
-        task("restic_restore", dict(remote, target=str(tmp_path / "r"), snapshot="deadbeef")),
-        task("restic_forget", dict(remote, repository=f"s3:http://key:{enc}@127.0.0.1:9/{bucket}/h1", keep_last=1)),
-        task("restic_snapshot_info", dict(remote, repository=f"rest:http://user:{raw}@127.0.0.1:9/h1/")),
-        task("restic_repository", dict(remote, password_file=str(pw_file))),
-    ], "-vvv", "-e", "ansible_inject_invocation=true")  # ansible-core 2.21 leaves invocation out by default
+    sampler = ProcessSampler()
+    with sampler:
+        results, out = play(tmp_path, [
+            task("restic_repository", remote),
+            task("restic_backup", dict(remote, paths=[str(data / "uploads")], tags=["files"])),
+            task("restic_snapshot_info", dict(remote, group_by="host")),
+            task("restic_repository", dict(remote, password="not-the-password")),
+            task("restic_backup", dict(remote, repository=f"s3:http://key:{enc}@{host}/{bucket}/none",
+                                       paths=[str(data)])),
+            task("restic_restore", dict(remote, target=str(tmp_path / "r"), snapshot="deadbeef")),
+            task("restic_forget", dict(remote, repository=f"s3:http://key:{enc}@127.0.0.1:9/{bucket}/h1", keep_last=1)),
+            task("restic_snapshot_info", dict(remote, repository=f"rest:http://user:{raw}@127.0.0.1:9/h1/")),
+            task("restic_repository", dict(remote, password_file=str(pw_file))),
+        ], "-vvv", "-e", "ansible_inject_invocation=true")  # ansible-core 2.21 leaves invocation out by default
     ok_init, ok_backup, ok_info, wrong_pw, no_repo, no_snap, unreachable, unparsable, arg_error = results
     assert not ok_init.get("failed") and ok_init["initialized"], ok_init
     assert not ok_backup.get("failed") and ok_backup["snapshot_id"], ok_backup
@@ -474,3 +476,5 @@ def test_repository_url_passwords_never_shown(tmp_path, s3_server):
         assert res["invocation"]["module_args"]["repository"] == f"s3:http://key:********@{host}/{bucket}/h1", res
     assert f"s3:http://key:***@{host}/{bucket}/h1" in wrong_pw["msg"]
     assert_no_secrets(out, [mark, enc, raw, PASSWORD], where="ansible-playbook -vvv")
+    assert sampler.saw("restic"), "the sampler never saw restic run"
+    sampler.assert_no_secrets([mark, enc, raw, PASSWORD])  # the URL travels in RESTIC_REPOSITORY, never on argv
