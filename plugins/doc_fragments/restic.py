@@ -14,7 +14,15 @@ options:
         C(sftp:backup@192.0.2.10:/srv/restic), C(rest:https://user:pass@backup.example.test:8000/host1/) or
         C(s3:https://s3.example.test/bucket/host1).
       - It reaches restic through the C(RESTIC_REPOSITORY) environment variable, never the command line, so REST
-        credentials in the URL stay out of the process list. Results show it with any URL password masked.
+        credentials in the URL stay out of the process list.
+      - The password of a URL (C(rest:https://user:PASSWORD@host:8000/repo), C(s3:https://key:SECRET@host/bucket))
+        is never shown, although this option is not C(no_log) (the rest of the location is useful in messages). The
+        user information ends at the last C(@) after C(://) and the password starts after its first C(:), so
+        passwords holding C(/), C(@) or C(:), raw or percent-encoded (C(%2F), C(%40), C(%3A); restic needs a C(/)
+        encoded), are found whole. Messages and results show C(***) in its place (C(repository) in results),
+        restic's own output (which echoes the location) included; the password as written and percent-decoded
+        are the module's no_log values, so Ansible shows C(********) for them in C(invocation.module_args) and
+        anywhere else in the result. C(sftp:user@host:/path) carries no password.
     type: str
     required: true
   password:

@@ -158,16 +158,46 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def secret_values(env):
-    return [str(v) for v in (env or {}).values() if v not in (None, "") and len(str(v)) >= 3]
+def dotenv_unquote(raw):
+    """The value dotenv_quote() quoted (a value of an env file we wrote); other text as it is."""
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return raw[1:-1]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), raw[1:-1])
+    return raw
+
+
+def secret_values(env, previous_env_text=None):
+    """What compose_stack masks: the string of every value of ``env`` (the option is no_log: its values are
+    the secrets, whatever their length), and every value of the env file being replaced (PREVIOUS_ENV_TEXT),
+    so a secret that changes stays masked on the "before" side of a diff. Empty values are not secrets."""
+    values = [str(v) for v in (env or {}).values() if v is not None and str(v) != ""]
+    values += [dotenv_unquote(v) for v in parse_env_keys(previous_env_text).values()]
+    return sorted({v for v in values if v}, key=lambda v: (-len(v), v))
 
 
 def mask_text(text, secrets):
-    if not text:
+    """TEXT with every occurrence of each secret (longest first, as a substring) replaced by ********."""
+    if not text or not isinstance(text, str):
         return text
     for s in sorted(secrets, key=len, reverse=True):
         text = text.replace(s, MASK)
     return text
+
+
+def mask_value(value, secrets):
+    """mask_text over the string values of a result: dicts, lists and tuples of them (keys, the result's own
+    field names and service names, stay)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return mask_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: mask_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask_value(x, secrets) for x in value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,7 +416,8 @@ class Stack:
         self.project_dir = os.path.abspath(params["project_dir"])
         self.state_dir = os.path.join(self.project_dir, STATE_DIR)
         self.env_path = os.path.join(self.project_dir, params.get("env_file_name") or ".env")
-        self.secrets = secret_values(params.get("env"))
+        self.secrets = secret_values(params.get("env"),
+                                     read_text(self.env_path) if params.get("env") is not None else None)
         self.cli = ComposeCLI(runner, params["project_name"], self.project_dir, profiles=params.get("profiles"),
                               api=api)
         self.cache_path = os.path.join(self.state_dir, CACHE_FILE)
@@ -770,7 +801,7 @@ class Stack:
         if self.diff_mode:
             self.add_file_diffs(cand["managed"], changes)
             self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
-                               "before": "", "after": cp.plan_text(steps)})
+                               "before": "", "after": mask_text(cp.plan_text(steps), self.secrets)})
         self.result["changed"] = bool(changes or changing or pulled)
 
         if self.check_mode:
@@ -1061,7 +1092,19 @@ class Stack:
             services[step["service"]]["action"] = step["action"]
         self.result["services"] = services
 
+    def masked(self, value):
+        """VALUE (a result, a message) with every secret of secret_values() masked."""
+        return mask_value(value, self.secrets)
+
     def execute(self):
+        """The result, masked; a StackFailure's message and result are masked too."""
+        try:
+            return self.masked(self._execute())
+        except StackFailure as exc:
+            exc.msg, exc.result = self.masked(exc.msg), self.masked(exc.result)
+            raise
+
+    def _execute(self):
         state = self.p["state"]
         if state not in ("present", "restarted"):
             # present checks the version when it runs Compose (not on a resolution cache hit, whose
@@ -1091,8 +1134,12 @@ def run(module):
     socket_path = engine_socket(os.environ)
     api = EngineAPI(unix_socket_transport(socket_path)) if socket_path else None
     events = (lambda project: EventWatch.open(socket_path, project)) if socket_path else None
+
+    def warn(msg):
+        module.warn(stack.masked(msg))
+
     stack = Stack(module.params, runner, check_mode=module.check_mode, diff_mode=module._diff,
-                  warn=module.warn, api=api, events=events)
+                  warn=warn, api=api, events=events)
     try:
         result = stack.execute()
     except StackFailure as exc:
@@ -1100,10 +1147,10 @@ def run(module):
         res.update(exc.result)
         res["cli_calls"] = stack.cli.calls
         res["api_calls"] = stack.cli.api_calls
-        module.fail_json(msg=exc.msg, **res)
+        module.fail_json(**stack.masked(dict(res, msg=exc.msg)))
     except ComposeError as exc:
         res = dict(stack.result)
         res["cli_calls"] = stack.cli.calls
         res["api_calls"] = stack.cli.api_calls
-        module.fail_json(msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr, **res)
+        module.fail_json(**stack.masked(dict(res, msg=exc.msg, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr)))
     module.exit_json(**result)

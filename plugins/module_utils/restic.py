@@ -29,6 +29,7 @@ import shutil
 import stat
 import tempfile
 import time
+from urllib.parse import unquote
 
 MIN_VERSION = (0, 14, 0)
 
@@ -347,6 +348,8 @@ class Restic:
         self.stale_locks_removed = 0
         self.binary = binary
         self.repository = repository
+        self.secrets = repository_secrets(repository)
+        self.shown = redact(repository)  # the repository as messages show it
         self.global_args = []
         for opt in options or []:
             self.global_args += ["-o", opt]
@@ -398,15 +401,16 @@ class Restic:
     def explain(self, what, rc, stderr):
         """A ResticError for a failed command, with the cause named where restic tells it."""
         kind = classify_failure(self.version, rc, stderr)
-        tail = "\n".join((stderr or "").strip().splitlines()[-8:])
+        # restic echoes the repository URL (with its password on some backends and on parse errors)
+        tail = scrub_output("\n".join((stderr or "").strip().splitlines()[-8:]), self.secrets)
         if kind == "wrong_password":
-            return ResticError("password: wrong password for repository %s (%s)" % (self.repository, tail))
+            return ResticError("password: wrong password for repository %s (%s)" % (self.shown, tail))
         if kind == "no_repository":
             return ResticError("repository: there is no restic repository at %s; initialise it with "
-                               "selfhosted.platform.restic_repository (%s)" % (self.repository, tail))
+                               "selfhosted.platform.restic_repository (%s)" % (self.shown, tail))
         if kind == "locked":
             return ResticError("repository: %s is locked by a running restic process; stale locks %s (%s)" % (
-                redact(self.repository), "were removed, this one is live" if self.unlock_stale
+                self.shown, "were removed, this one is live" if self.unlock_stale
                 else "are kept because unlock_stale=false", tail))
         return ResticError("restic %s failed (rc=%d): %s" % (what, rc, tail))
 
@@ -448,7 +452,7 @@ class Restic:
         config = self.config()
         if config is None:
             raise ResticError("repository: restic init succeeded but no repository is found at %s afterwards" % (
-                redact(self.repository)))
+                self.shown))
         return config
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -583,7 +587,7 @@ class Restic:
         if rc != 0 or not data or not data[0]:
             if rc != 0 and classify_failure(self.version, rc, err):
                 raise self.explain("snapshots", rc, err)
-            raise ResticError("snapshot: no snapshot %s in %s" % (snapshot, self.repository))
+            raise ResticError("snapshot: no snapshot %s in %s" % (snapshot, self.shown))
         return snapshot_view(data[0][0])
 
 
@@ -653,12 +657,16 @@ def open_client(module, password_file, runner=None):
 
 def run_with_client(module, action, runner=None):
     """Validate the connection options, make the password file, run ACTION(module, client) and
-    exit with its result (a dict) or fail with the ResticError it raised."""
+    exit with its result (a dict) or fail with the ResticError it raised. The password of the
+    repository URL is masked in every message and returned value, and is one of the module's
+    no_log values (so Ansible masks it in invocation.module_args and wherever else it appears)."""
     p = module.params
+    secrets = repository_secrets(p.get("repository"))
+    module.no_log_values.update(secrets)
     try:
         validate_connection(p)
     except ResticError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+        module.fail_json(msg=scrub(str(exc), secrets), changed=False)
     if p.get("password_file") and insecure_password_file(p["password_file"]):
         module.warn("password_file %s can be read by group or others; make it 0600" % p["password_file"])
     try:
@@ -667,16 +675,80 @@ def run_with_client(module, action, runner=None):
             client.version  # noqa: B018 - detect (and refuse too old) restic before anything else
             result = action(module, client)
     except ResticError as exc:
-        module.fail_json(msg=str(exc), changed=False, repository=redact(p["repository"]))
+        module.fail_json(msg=scrub(str(exc), secrets), changed=False, repository=redact(p["repository"]))
     result.setdefault("repository", redact(p["repository"]))
     result["restic_version"] = version_str(client.version)
     result["stale_locks_removed"] = client.stale_locks_removed
-    module.exit_json(**result)
+    module.exit_json(**scrub(result, secrets))
+
+
+def url_password_span(repository):
+    """(start, end) of the password in a repository URL's user information, or None.
+
+    Only locations with ``://`` carry one (``rest:https://user:pw@host:8000/repo``,
+    ``s3:https://key:secret@host/bucket``); ``sftp:user@host:/path`` names a user without a password. The
+    user ends at the first ``:`` of the user information, and the password at the LAST ``@`` after
+    ``://``: a password may hold a raw ``@``, ``:`` or ``/`` (which restic cannot parse, but echoes) or their
+    percent-encoded forms. An ``@`` in the path is therefore taken as the end of a password: more is masked,
+    never less."""
+    repository = repository or ""
+    start = repository.find("://")
+    if start < 0:
+        return None
+    start += 3
+    at = repository.rfind("@", start)
+    if at < 0:
+        return None
+    colon = repository.find(":", start, at)
+    if colon < 0 or "/" in repository[start:colon]:
+        return None  # a user without a password (or an "@" in the path of a URL without user information)
+    return colon + 1, at
 
 
 def redact(repository):
-    """The repository location without a password in its URL (rest:https://user:pw@host/)."""
-    return re.sub(r"(://[^/:@]+):[^/@]+@", r"\1:***@", repository or "")
+    """The repository location with the password of its URL replaced by ``***``
+    (``rest:https://user:***@host:8000/repo``); other locations unchanged."""
+    span = url_password_span(repository)
+    if span is None:
+        return repository or ""
+    return repository[:span[0]] + "***" + repository[span[1]:]
+
+
+def repository_secrets(repository):
+    """The password of the repository URL as written and percent-decoded (each once, non-empty)."""
+    span = url_password_span(repository)
+    if span is None:
+        return []
+    raw = repository[span[0]:span[1]]
+    return [x for x in dict.fromkeys((raw, unquote(raw))) if x]
+
+
+# Go's URL parser quotes what it took for the port: with a raw "/", "?" or "#" in the password, that is the
+# password's beginning ('invalid port ":pa" after host' for rest:http://u:pa/ss@host/).
+GO_BAD_PORT_RE = re.compile(r'(invalid port )"[^"]*"( after host)')
+
+
+def scrub_output(text, secrets):
+    """restic's output with the URL password masked: every occurrence of SECRETS and the port Go's URL
+    parser quotes when a password holds a raw "/", "?" or "#"."""
+    return GO_BAD_PORT_RE.sub(r'\1"***"\2', scrub(text or "", secrets))
+
+
+def scrub(value, secrets):
+    """VALUE (a string, or dicts/lists/tuples of them) with every occurrence of each secret replaced by
+    ``***``, the longest secret first (so a secret holding another is masked whole)."""
+    ordered = sorted((x for x in secrets or () if x), key=len, reverse=True)
+    if not ordered:
+        return value
+    if isinstance(value, str):
+        for secret in ordered:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {scrub(k, ordered): scrub(v, ordered) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub(x, ordered) for x in value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +786,7 @@ def repository_action(module, client):
             raise client.explain("check", rc, err)
         if rc != 0:
             raise ResticError("check: the repository %s has errors (rc=%d):\n%s" % (
-                redact(client.repository), rc, result["check_output"]))
+                client.shown, rc, result["check_output"]))
         result["checked"] = True
     return result
 

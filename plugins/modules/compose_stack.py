@@ -81,7 +81,16 @@ options:
     description:
       - Variables written to the env file O(env_file_name) in O(project_dir) with mode C(0600). Compose reads
         them for C(${VAR}) interpolation; services can also load the file with C(env_file).
-      - Values are never logged, never put on a command line, and masked in diffs.
+      - Values are never logged and never put on a command line. This option is the secret channel (C(no_log)), so
+        every non-empty value, whatever its length, is a secret, and so is every value of the env file it replaces
+        (a changed secret stays masked on the before side of a diff).
+      - Masking is by substring, longest value first, to C(********) - in the compose file's before and after
+        (a value literally present in O(definition), for example inside a URL, is masked there; C(${VAR})
+        references stay as they are), in the per-service plan, in the restart-on override file, in every other
+        string of the result (messages, Compose's stdout and stderr, health-check output) and in warnings. The env
+        file's diff shows every value as C(********), with C(# value changed) on the keys whose value changes.
+      - Because of that, a short or common value (C(3001), C(true)) masks every occurrence of that text in the
+        diff; put values that are not secret in O(definition), not here.
     type: dict
   env_file_name:
     description:

@@ -197,7 +197,6 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
@@ -205,6 +204,7 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.restic import 
     connection_spec,
     run_with_client,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():
@@ -223,10 +223,10 @@ def main():
         tags=dict(type="list", elements="str", default=[]),
         host=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
-                           mutually_exclusive=CONNECTION_EXCLUSIVE + [("paths", "command")],
-                           required_one_of=CONNECTION_ONE_OF + [("paths", "command")],
-                           required_by={"command": ("filename",)})
+    module = ResticModule(argument_spec=spec, supports_check_mode=True,
+                          mutually_exclusive=CONNECTION_EXCLUSIVE + [("paths", "command")],
+                          required_one_of=CONNECTION_ONE_OF + [("paths", "command")],
+                          required_by={"command": ("filename",)})
     run_with_client(module, backup_action)
 
 

@@ -125,7 +125,6 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
@@ -133,6 +132,7 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.restic import 
     forget_action,
     run_with_client,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():
@@ -156,8 +156,8 @@ def main():
         group_by=dict(type="str"),
         prune=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
-                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
+                          required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, forget_action)
 
 

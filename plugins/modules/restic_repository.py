@@ -97,7 +97,6 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
@@ -105,6 +104,7 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.restic import 
     repository_action,
     run_with_client,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():
@@ -113,8 +113,8 @@ def main():
         check=dict(type="bool", default=False),
         read_data_subset=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
-                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
+                          required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, repository_action)
 
 

@@ -161,7 +161,6 @@ stale_locks_removed:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
@@ -169,6 +168,7 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.restic import 
     restore_action,
     run_with_client,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():
@@ -186,9 +186,9 @@ def main():
         verify=dict(type="bool", default=False),
         force=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE + [("target", "command")],
-                           required_one_of=CONNECTION_ONE_OF + [("target", "command")],
-                           required_by={"command": "filename"}, supports_check_mode=True)
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE + [("target", "command")],
+                          required_one_of=CONNECTION_ONE_OF + [("target", "command")],
+                          required_by={"command": "filename"}, supports_check_mode=True)
     run_with_client(module, restore_action)
 
 

@@ -130,7 +130,6 @@ stale_locks_removed:
   type: int
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic import (
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
@@ -138,6 +137,7 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.restic import 
     run_with_client,
     snapshot_info_action,
 )
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
 
 
 def main():
@@ -149,8 +149,8 @@ def main():
         group_by=dict(type="str", default="host,tags"),
         list_snapshots=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
-                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+    module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
+                          required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
     run_with_client(module, snapshot_info_action)
 
 

@@ -302,14 +302,27 @@ def test_check_mode_predicts_and_changes_nothing(proj):
 
 
 def test_diff_shows_files_and_plan_with_secrets_masked(proj):
-    proj.task(definition=app_definition(), env=ENV)
-    res = proj.process(definition=app_definition("2"), env={**ENV, "DB_PASSWORD": "n3w-S3cret"}, check=True,
-                       diff=True, json_out=False)
-    out = res.stdout
+    """env values are masked in the env file, and wherever they appear in the compose file: here the password is
+    also literally part of a URL in the definition, and the value being replaced stays masked on the before side
+    (Ansible's no_log only knows the new one)."""
+    def with_url(version: str, password: str) -> dict:
+        doc = app_definition(version)
+        doc["services"]["web"]["environment"]["DB_URL"] = f"postgres://app:{password}@db/app"
+        return doc
+
+    old_pw, new_pw = "0ld-" + secrets.token_hex(6), "n3w-S3cret-" + secrets.token_hex(6)
+    r = proj.result(definition=with_url("1", old_pw), env={**ENV, "DB_PASSWORD": old_pw})
+    assert not r.get("failed"), r
+    res = proj.process(definition=with_url("2", new_pw), env={**ENV, "DB_PASSWORD": new_pw}, check=True,
+                       diff=True, json_out=False, verbosity=3)
+    out = res.stdout + res.stderr
     assert "-      APP_VERSION: '1'" in out and "+      APP_VERSION: '2'" in out, explain(res)
     assert "+DB_PASSWORD=********  # value changed" in out
+    # masked on both sides, the line reads the same: the env file's diff says that the value changed
+    assert "       DB_URL: postgres://app:********@db/app" in out, explain(res)
     assert "web                      recreate" in out
-    assert SECRET not in out and "n3w-S3cret" not in out
+    for secret in (SECRET, old_pw, new_pw):
+        assert secret not in out, [line for line in out.splitlines() if secret in line][:5]
 
 
 def test_invalid_definition_fails_and_old_stack_keeps_serving(proj):

@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import explain, run_tool
 from tests.integration import docker_helpers as dh
+from tests.secret_sweep import ProcessSampler, assert_no_secrets
 
 pytestmark = pytest.mark.integration
 
@@ -426,3 +427,54 @@ def test_s3_repository_with_credentials_from_env(tmp_path, s3_server):
     assert results[2]["snapshot_id"], results[2]
     assert tree(target / str(data / "uploads").lstrip("/")) == tree(data / "uploads")
     assert secret_key not in out
+
+
+def test_repository_url_passwords_never_shown(tmp_path, s3_server):
+    """A password in the repository URL (raw "/", "@" and ":" percent-encoded, as restic needs them; and raw,
+    which restic cannot parse but echoes) never appears in the output of ``ansible-playbook -vvv``, neither
+    in messages (wrong password, no repository, no snapshot, an unreachable or unparsable backend, an
+    argument error found by AnsibleModule itself) nor in results nor in ``invocation.module_args``; restic
+    0.14 echoes s3 locations with their user information, so its stderr is masked too."""
+    mark = "UrlPw" + secrets.token_hex(6)
+    raw = mark + "/x@y:z"
+    enc = raw.replace("/", "%2F").replace("@", "%40").replace(":", "%3A")
+    host = s3_server.split("://", 1)[1]
+    bucket = f"shp-it-restic-{secrets.token_hex(3)}"
+    repo = f"s3:http://key:{enc}@{host}/{bucket}/h1"
+    s3 = {"AWS_ACCESS_KEY_ID": "shp-it-access", "AWS_SECRET_ACCESS_KEY": "shp-it-s3", "AWS_DEFAULT_REGION": "us-east-1"}
+    remote = conn(tmp_path, repository=repo, env=s3)
+    data = tmp_path / "data"
+    make_data(data)
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(PASSWORD)
+    pw_file.chmod(0o600)
+    sampler = ProcessSampler()
+    with sampler:
+        results, out = play(tmp_path, [
+            task("restic_repository", remote),
+            task("restic_backup", dict(remote, paths=[str(data / "uploads")], tags=["files"])),
+            task("restic_snapshot_info", dict(remote, group_by="host")),
+            task("restic_repository", dict(remote, password="not-the-password")),
+            task("restic_backup", dict(remote, repository=f"s3:http://key:{enc}@{host}/{bucket}/none",
+                                       paths=[str(data)])),
+            task("restic_restore", dict(remote, target=str(tmp_path / "r"), snapshot="deadbeef")),
+            task("restic_forget", dict(remote, repository=f"s3:http://key:{enc}@127.0.0.1:9/{bucket}/h1", keep_last=1)),
+            task("restic_snapshot_info", dict(remote, repository=f"rest:http://user:{raw}@127.0.0.1:9/h1/")),
+            task("restic_repository", dict(remote, password_file=str(pw_file))),
+        ], "-vvv", "-e", "ansible_inject_invocation=true")  # ansible-core 2.21 leaves invocation out by default
+    ok_init, ok_backup, ok_info, wrong_pw, no_repo, no_snap, unreachable, unparsable, arg_error = results
+    assert not ok_init.get("failed") and ok_init["initialized"], ok_init
+    assert not ok_backup.get("failed") and ok_backup["snapshot_id"], ok_backup
+    assert not ok_info.get("failed") and ok_info["count"] == 1, ok_info
+    assert wrong_pw["failed"] and wrong_pw["msg"].startswith("password: wrong password"), wrong_pw
+    assert no_repo["failed"] and no_repo["msg"].startswith("repository: there is no restic repository"), no_repo
+    assert no_snap["failed"] and no_snap["msg"].startswith("snapshot: no snapshot deadbeef"), no_snap
+    assert unreachable["failed"] and "connection refused" in unreachable["msg"], unreachable
+    assert unparsable["failed"] and "parsing repository location failed" in unparsable["msg"], unparsable
+    assert arg_error["failed"] and "mutually exclusive" in arg_error["msg"], arg_error
+    for res in (ok_init, wrong_pw, arg_error):
+        assert res["invocation"]["module_args"]["repository"] == f"s3:http://key:********@{host}/{bucket}/h1", res
+    assert f"s3:http://key:***@{host}/{bucket}/h1" in wrong_pw["msg"]
+    assert_no_secrets(out, [mark, enc, raw, PASSWORD], where="ansible-playbook -vvv")
+    assert sampler.saw("restic"), "the sampler never saw restic run"
+    sampler.assert_no_secrets([mark, enc, raw, PASSWORD])  # the URL travels in RESTIC_REPOSITORY, never on argv

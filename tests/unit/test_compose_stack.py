@@ -728,3 +728,54 @@ def test_wait_timeout_report_includes_how_it_waited(tmp_path, docker):
         s.execute()
     assert s.result["waited"] == {"seconds": 2.0, "polls": 9, "events": "on", "wakeups": 0}
     assert watch.closed and sum(watch.waits) == 2.0
+
+
+def test_env_values_are_masked_wherever_they_appear_in_the_diff(tmp_path, docker):
+    """Every env value is masked as a substring of the compose file's before and after (here literally part of a
+    URL in the definition), whatever its length; the value being replaced stays masked on the before side."""
+    old, new, short = "0ldS3cret", "n3wS3cret", "k9"
+
+    def literal(secret, version="1"):
+        doc = definition(version)
+        doc["services"]["web"]["environment"].update(DB_URL="postgres://u:%s@db/x" % secret, SHORT=short)
+        return doc
+
+    deploy(tmp_path, docker, definition=literal(old), env={"PASSWORD": old, "PIN": short})
+    res = deploy(tmp_path, docker, definition=literal(new, "2"), env={"PASSWORD": new, "PIN": short}, check=True,
+                 diff=True)
+    text = json.dumps(res)
+    for secret in (old, new, short):
+        assert secret not in text, secret
+    compose_diff = next(d for d in res["diff"] if d["after_header"].endswith("compose.yaml"))
+    assert "DB_URL: postgres://u:********@db/x" in compose_diff["before"]
+    assert "DB_URL: postgres://u:********@db/x" in compose_diff["after"]
+    assert "SHORT: ********" in compose_diff["after"]
+    assert "VERSION: '1'" in compose_diff["before"] and "VERSION: '2'" in compose_diff["after"]
+    env_diff = next(d for d in res["diff"] if d["after_header"].endswith(".env"))
+    assert env_diff["after"] == "PASSWORD=********  # value changed\nPIN=********\n"
+
+
+def test_env_values_are_masked_in_the_plan_and_in_failures(tmp_path, docker):
+    """The per-service plan and a failure's message are masked too (here an env value inside an image name
+    and inside a services entry)."""
+    token = "ns-T0ken"
+    docker.images[f"registry.example.test/{token}/app:1"] = "sha256:private"
+    doc = definition()
+    doc["services"]["web"]["image"] = f"registry.example.test/{token}/app:1"
+    deploy(tmp_path, docker, definition=doc, env={"PASSWORD": SECRET, "NS": token})
+    docker.images[f"registry.example.test/{token}/app:1"] = "sha256:private2"
+    res = deploy(tmp_path, docker, definition=doc, env={"PASSWORD": SECRET, "NS": token}, check=True, diff=True)
+    plan = next(d for d in res["diff"] if d["before_header"] == "plan")
+    assert "image registry.example.test/********/app:1 now points to" in plan["after"], plan
+    assert token not in json.dumps(res)
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=doc, env={"PASSWORD": SECRET, "NS": token}, services=[f"x{token}"])
+    assert exc.value.msg == "services: x******** not in the project"
+
+
+def test_secret_values_are_every_env_value_and_the_replaced_ones():
+    previous = cs.render_env({"A": "0ld'q", "B": "line1\nline2", "C": ""})
+    found = cs.secret_values({"A": "new", "N": 7, "E": "", "X": None}, previous)
+    assert found == ["line1\nline2", "0ld'q", "new", "7"]
+    assert cs.mask_value({"msg": "new 7", "n": 7, "l": ["x-new"]}, ["new", "7"]) == \
+        {"msg": "******** ********", "n": 7, "l": ["x-********"]}

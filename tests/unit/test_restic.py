@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from ansible_collections.selfhosted.platform.plugins.module_utils import restic as rs
@@ -31,6 +33,7 @@ class Module(FakeModule):
     def __init__(self, params, **kw):
         super().__init__(params, **kw)
         self.warnings = []
+        self.no_log_values = set()  # AnsibleModule's: values Ansible masks in the whole result
 
     def warn(self, msg):
         self.warnings.append(msg)
@@ -177,6 +180,97 @@ def test_redact_masks_url_passwords():
     assert rs.redact("rest:https://user:s3cret@backup.example.test:8000/h1/") == \
         "rest:https://user:***@backup.example.test:8000/h1/"
     assert rs.redact("/srv/restic") == "/srv/restic"
+
+
+@pytest.mark.parametrize("repository,shown,secrets", [
+    # a raw "/" (restic cannot parse it, but echoes the URL in its parse error)
+    ("rest:https://user:pa/ss@backup.example.test:8000/repo", "rest:https://user:***@backup.example.test:8000/repo",
+     ["pa/ss"]),
+    # a raw "@": the password ends at the last "@"
+    ("rest:http://user:pa@ss@backup.example.test:8000/repo", "rest:http://user:***@backup.example.test:8000/repo",
+     ["pa@ss"]),
+    # percent-encoded: both forms are secrets
+    ("rest:http://user:p%40ss%2F1@backup.example.test/", "rest:http://user:***@backup.example.test/",
+     ["p%40ss%2F1", "p@ss/1"]),
+    # raw ":" in the password (the user ends at the first ":")
+    ("rest:https://user:a:b:c@h:8000/", "rest:https://user:***@h:8000/", ["a:b:c"]),
+    ("s3:https://key:Sec/r@t:x@s3.example.test/bucket/h1", "s3:https://key:***@s3.example.test/bucket/h1",
+     ["Sec/r@t:x"]),
+    # no password: nothing to mask
+    ("sftp:user@host.example.test:/srv/restic", "sftp:user@host.example.test:/srv/restic", []),
+    ("sftp://user@host.example.test:22//srv/restic", "sftp://user@host.example.test:22//srv/restic", []),
+    ("rest:https://user@host.example.test:8000/", "rest:https://user@host.example.test:8000/", []),
+    ("rest:https://host.example.test:8000/repo", "rest:https://host.example.test:8000/repo", []),
+    ("s3:https://s3.example.test/bucket", "s3:https://s3.example.test/bucket", []),
+    ("/srv/a:b@c", "/srv/a:b@c", []),
+    ("", "", []),
+])
+def test_redact_parses_the_user_information(repository, shown, secrets):
+    assert rs.redact(repository) == shown
+    assert rs.repository_secrets(repository) == secrets
+    for secret in secrets:
+        assert secret not in shown
+
+
+def test_scrub_masks_every_form_longest_first():
+    secrets = rs.repository_secrets("rest:http://u:p%40ss@h/")
+    text = 'Head "http://u:p%40ss@h/config" ... p@ss'
+    assert rs.scrub(text, secrets) == 'Head "http://u:***@h/config" ... ***'
+    nested = {"a": ["p@ss", ("x p%40ss",)], "p@ss": 1, "n": 3, "b": None}
+    assert rs.scrub(nested, secrets) == {"a": ["***", ("x ***",)], "***": 1, "n": 3, "b": None}
+    assert rs.scrub("unchanged", []) == "unchanged"
+
+
+URL_PW = "UrlPw9/P@ss:" + "y" * 6  # raw "/", "@" and ":"
+URL_REPO = "rest:http://backup:" + URL_PW.replace("/", "%2F").replace("@", "%40") + "@127.0.0.1:8000/h1/"
+S3_REPO = "s3:http://key:" + URL_PW.replace("/", "%2F").replace("@", "%40") + "@127.0.0.1:9000/b/h1"
+
+
+def echo(repo):
+    """restic's stderr for an s3 repository: the location, password and all (restic 0.14 does this)."""
+    return "Is there a repository at the following location?\n" + repo + "\n"
+
+
+@pytest.mark.parametrize("action,extra,answers,words", [
+    (rs.repository_action, {}, {"cat config": (1, "", "Fatal: wrong password or no key found\n")},
+     "password: wrong password"),
+    (rs.snapshot_info_action, {"group_by": "host", "tags": [], "host": None, "paths": []},
+     {"snapshots": (1, "", "Fatal: unable to open config file: Stat: The specified key does not exist.\n" +
+                    echo(S3_REPO))}, "repository: there is no restic repository"),
+    (rs.restore_action, {"target": "/tmp/x", "snapshot": "deadbeef", "tags": [], "host": None, "paths": [],
+                         "include": [], "force": False, "verify": False, "command": None},
+     {"snapshots": (0, "[]", "")}, "snapshot: no snapshot deadbeef"),
+    (rs.repository_action, {}, {"cat config": (1, "", "Fatal: unable to open config file: Stat: Get "
+                                               "\"http://127.0.0.1:9000/b/?location=\": connection refused\n" +
+                                               echo(S3_REPO))}, "restic cat config failed"),
+    (rs.repository_action, {}, {"cat config": (1, "", "Fatal: parsing repository location failed: url.Parse: "
+                                               "parse \"http://backup:%s@127.0.0.1:8000/h1/\": invalid port "
+                                               "\":UrlPw9\" after host\n" % URL_PW)},
+     "restic cat config failed"),
+])
+@pytest.mark.parametrize("repo", [URL_REPO, S3_REPO])
+def test_failures_never_show_the_url_password(action, extra, answers, words, repo):
+    """Wrong password, no repository, no snapshot, an unreachable or unparsable backend: the message names
+    the cause and the repository, and neither the password nor its percent-encoded form appears anywhere in
+    the result; both forms are the module's no_log values (Ansible masks module_args with them)."""
+    res = run(action, params(repository=repo, **extra), FakeRestic(**answers))
+    assert res.failed and words in res["msg"], res
+    encoded = URL_PW.replace("/", "%2F").replace("@", "%40")
+    shown = json.dumps(res)
+    for secret in (URL_PW, encoded, "UrlPw9", "P@ss", "P%40ss"):
+        assert secret not in shown, shown
+    assert res.module.no_log_values >= {URL_PW, encoded}
+    assert res["repository"] == repo.replace(encoded, "***")
+
+
+def test_results_never_show_the_url_password():
+    """A success: restic's own output echoing the location (``check`` prints it) is masked too."""
+    fake = FakeRestic(**{"cat config": (0, '{"version": 2, "id": "r"}', ""),
+                         "check": (0, "using temporary cache\n" + echo(S3_REPO) + "no errors were found\n", "")})
+    res = run(rs.repository_action, params(repository=S3_REPO, check=True), fake)
+    assert not res.failed and res["checked"], res
+    assert URL_PW.replace("/", "%2F").replace("@", "%40") not in json.dumps(res)
+    assert "key:***@127.0.0.1:9000" in res["check_output"]
 
 
 # --- the client's environment -------------------------------------------------------------------
@@ -608,3 +702,14 @@ def test_restore_include_limits_the_comparison_and_the_restore(tmp_path):
     assert argv[-2:] == ["--include", "/b"]
     res = run(rs.restore_action, dict(base, include=["/c"]), fake)
     assert res.failed and res["msg"].startswith("include:")
+
+
+def test_the_client_imports_without_ansible():
+    """restic.py is also the backup runner's library on the server (installed as shp_restic.py), where Ansible
+    is not installed: it must import with the standard library alone."""
+    code = ("import sys, importlib.util; sys.modules['ansible'] = None; "
+            "spec = importlib.util.spec_from_file_location('shp_restic', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(m.redact('rest:http://u:pa/ss@h/'))")
+    res = subprocess.run([sys.executable, "-I", "-c", code, rs.__file__], capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "rest:http://u:***@h/", res.stderr
