@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import ROOT, explain, run_tool
 from tests.integration.conftest import early_sandbox, wait_early
+from tests.secret_sweep import ProcessSampler, sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
 
@@ -401,6 +402,78 @@ def test_bad_backup_names_and_schedules_are_refused_before_any_unit_changes(sand
     assert res.returncode != 0, explain(res)
     assert 'the set name "nightly db" cannot name a systemd unit' in flat(res.stdout), explain(res)
     assert server(state, units) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets: a sweep of everything a run prints and every command line while it runs.
+# ---------------------------------------------------------------------------------------------
+INVENTORY_SECRETS = ["sandbox-dummy-jwt-secret", "sandbox-dummy-restic-password", "sandbox-dummy-router-password"]
+
+
+def failing_modules_playbook(path: Path, s1: str, s2: str) -> int:
+    """A play with one failing task per module of the collection, each given secrets; returns the task count."""
+    repo = f"rest:http://backup:{s1}@127.0.0.1:9/repo"
+    npm = {"url": "http://127.0.0.1:9", "username": "admin@example.test", "password": s1}
+    dokploy = {"url": "http://127.0.0.1:9", "api_key": s1, "project": "p", "name": "n"}
+    restic = {"repository": repo, "password": s2}
+    tasks = [
+        {"selfhosted.platform.compose_stack": {
+            "project_name": "shp-it-sweep", "project_dir": "/tmp/shp-it-sweep", "env": {"TOKEN": s1},
+            "definition": {"services": {"web": {"image": "shp-test/httpapp:latest", "bogus_key": "${TOKEN}"}}}}},
+        {"selfhosted.platform.container_db": {"container": "shp-it-none", "engine": "postgres", "admin_password": s1,
+                                              "database": "app", "password": s2}},
+        {"selfhosted.platform.host_secret": {"path": "/proc/1/shp-it-none/secret", "value": s1}},
+        {"selfhosted.platform.redis_restore": {"container": "shp-it-none", "rdb": "/nonexistent.rdb",
+                                               "password": s1}},
+        {"selfhosted.platform.restic_repository": restic},
+        {"selfhosted.platform.restic_backup": dict(restic, paths=["/etc/hostname"])},
+        {"selfhosted.platform.restic_forget": dict(restic, policy={"keep_daily": 1})},
+        {"selfhosted.platform.restic_restore": dict(restic, target="/tmp/shp-it-sweep-restore")},
+        {"selfhosted.platform.restic_snapshot_info": restic},
+        {"selfhosted.platform.npm_admin": dict(npm)},
+        {"selfhosted.platform.npm_proxy_host": dict(npm, domain_names=["sweep.example.test"], forward_host="app",
+                                                    forward_port=80)},
+        {"selfhosted.platform.npm_proxy_hosts": dict(npm, hosts=[])},
+        {"selfhosted.platform.npm_certificate": dict(npm, domain_names=["sweep.example.test"])},
+        {"selfhosted.platform.npm_access_list": dict(npm, name="ops", users=[{"username": "ops", "password": s2}])},
+        {"selfhosted.platform.dokploy_app": dict(dokploy, image="shp-test/httpapp:latest", env={"TOKEN": s2})},
+        {"selfhosted.platform.dokploy_database": dict(dokploy, type="postgres", password=s2)},
+    ]
+    play = [{"hosts": "all", "become": True, "gather_facts": False,
+             "tasks": [dict(t, name=f"fail {next(iter(t))}", ignore_errors=True) for t in tasks]}]
+    path.write_text(json.dumps(play))
+    return len(tasks)
+
+
+def test_no_secret_reaches_any_output_or_command_line(sandbox, tmp_path):
+    """A converge, a backup, two restores and one failure of every module, all with -vvv: no secret of the inventory
+    or generated on the server appears in any output (0 hits), nor on any command line sampled every 0.2 s on the
+    controller and inside the server meanwhile."""
+    name, state = sandbox
+    if not (state / "ssh_port").exists():
+        pytest.skip("the converge test did not create the sandbox")
+    host_secrets = server(state, "find /etc/selfhosted/secrets -type f ! -name '*.conf' -exec cat {} +").split()
+    assert len(host_secrets) >= 6, host_secrets  # superusers of every instance and the app databases' passwords
+    s1, s2 = "Sw33p-" + secrets.token_hex(6) + "/@:$'", "Sw33p-" + secrets.token_hex(6) + ' "two"'
+    failing = tmp_path / "failures.yml"
+    count = failing_modules_playbook(failing, s1, s2)
+    outputs = {}
+    with ProcessSampler(containers=[name]) as ps:
+        outputs["site.yml -vvv"] = playbook(state, "site.yml", "-vvv")
+        outputs["backup_now.yml -vvv"] = playbook(state, "backup_now.yml", "-vvv")
+        outputs["restore redis -vvv"] = playbook(state, "restore.yml", "-vvv", "-e", "restore_instance=amn-redis",
+                                                 "-e", "restore_confirm=amn-redis")
+        outputs["restore postgres -vvv"] = playbook(state, "restore.yml", "-vvv", "-e", "restore_instance=amn-db",
+                                                    "-e", "restore_database=marketplace",
+                                                    "-e", "restore_confirm=amn-db/marketplace")
+        outputs["module failures -vvv"] = run_tool(["ansible-playbook", str(failing), "-i", "inventories/sandbox",
+                                                    "-vvv"], timeout=900, SHP_SANDBOX_STATE=str(state))
+    for what, res in outputs.items():
+        assert res.returncode == 0, f"{what}: " + explain(res)
+    assert outputs["module failures -vvv"].stdout.count("...ignoring") == count, explain(outputs["module failures -vvv"])
+    sweep({what: res.stdout + res.stderr for what, res in outputs.items()},
+          INVENTORY_SECRETS + host_secrets + [s1, s2], ps)
+    assert ps.saw("restic") and ps.saw("redis-cli"), "the sampler never saw restic or redis-cli run"
 
 
 # ---------------------------------------------------------------------------------------------
