@@ -470,7 +470,8 @@ def test_no_secret_reaches_any_output_or_command_line(sandbox, tmp_path):
                                                     "-vvv"], timeout=900, SHP_SANDBOX_STATE=str(state))
     for what, res in outputs.items():
         assert res.returncode == 0, f"{what}: " + explain(res)
-    assert outputs["module failures -vvv"].stdout.count("...ignoring") == count, explain(outputs["module failures -vvv"])
+    failures = outputs["module failures -vvv"]
+    assert failures.stdout.count("...ignoring") == count, explain(failures)
     sweep({what: res.stdout + res.stderr for what, res in outputs.items()},
           INVENTORY_SECRETS + host_secrets + [s1, s2], ps)
     assert ps.saw("restic") and ps.saw("redis-cli"), "the sampler never saw restic or redis-cli run"
