@@ -10,6 +10,7 @@ from the controller, restic's snapshot list, ...) and these filters decide, so t
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.selfhosted.platform.plugins.module_utils import data_tier
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -199,18 +200,12 @@ def _port_text(got):
 
 def dump_files(instance):
     """The files the backup role's runner (roles/backup/files/selfhosted_backup.py) saves for one database
-    instance of its config, as the snapshots store them; an instance that declares no databases dumps whatever
-    it finds, so only its fixed files are known."""
-    name, engine, dbs = instance["name"], instance.get("engine"), instance.get("databases") or []
-    if engine == "postgres":
-        return ["/postgres/%s/globals.sql" % name] + ["/postgres/%s/%s.dump" % (name, db) for db in dbs]
-    if engine == "mariadb":
-        return ["/mariadb/%s/%s.sql" % (name, db) for db in dbs]
-    if engine == "mongodb":
-        return ["/mongodb/%s/all.archive" % name]
-    if engine == "redis":
-        return ["/redis/%s/dump.rdb" % name]
-    return []
+    instance of its config, as the snapshots store them (the data tier's layer contract); an instance that declares
+    no databases dumps whatever it finds, so only its fixed files are known."""
+    engine = instance.get("engine")
+    if engine not in data_tier.ENGINES:
+        return []
+    return ["/" + f for f in data_tier.dump_files(engine, instance["name"], instance.get("databases") or [])]
 
 
 def verify_backup_rows(config, info, max_age_hours):

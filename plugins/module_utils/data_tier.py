@@ -178,6 +178,15 @@ def dump_file(engine, name, database=None):
     raise ContractError("unknown engine %r" % (engine,))
 
 
+def dump_files(engine, name, databases=()):
+    """Every file one backup of an instance saves (postgres: the globals, then one per database)."""
+    if engine == "postgres":
+        return [dump_file(engine, name)] + [dump_file(engine, name, db) for db in databases or ()]
+    if engine == "mariadb":
+        return [dump_file(engine, name, db) for db in databases or ()]
+    return [dump_file(engine, name)]
+
+
 def secret_env(engine, password):
     """{variable: value} that carries PASSWORD to the engine's client inside the container."""
     if not password:
@@ -188,9 +197,10 @@ def secret_env(engine, password):
 
 def dump_jobs(record, password, databases=None):
     """[(label, argv, env, filename)] that dump one instance: ENV holds the secret, passed by name."""
-    name, engine, container, user = record["name"], record["engine"], record["container"], record["superuser"]
+    name, engine, container = record["name"], record["engine"], record["container"]
     if engine not in ENGINES:
         raise ContractError("%s: unknown engine %r" % (name, engine))
+    user = record.get("superuser") or SUPERUSER[engine]
     dbs = databases if databases is not None else record.get("databases") or []
     env = secret_env(engine, password)
     jobs = []
