@@ -53,7 +53,7 @@ def site_problems(roles, values):
             "logs the visitor's address (from %s), but visitors never connect to this host, the CDN does, so the "
             "jail's bans in INPUT/DOCKER-USER block nothing while the origin stays open to everyone. Remove the "
             "proxy jails (firewall_fail2ban_proxy_logs: []) and restrict the origin to the CDN with "
-            "firewall_origin_sources (e.g. \"{{ firewall_cloudflare_sources }}\"); banning at the CDN is not offered"
+            "firewall_origin_sources (e.g. [cloudflare]); banning at the CDN is not offered"
             % values.get("proxy_nginx_real_ip_header", "CF-Connecting-IP"))
     return problems
 

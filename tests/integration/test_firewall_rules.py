@@ -10,8 +10,9 @@ In order, on one server:
 2. A narrowed converge (SSH from a documentation network only, 9200 gone): the removed rules are gone from UFW and
    closed for a non-admin client, the declared ones stay open, a rule added by hand (`ufw allow 9300/tcp`) stays,
    the next converge reports changed=0, and `--check` with the wide variables predicts changes but makes none.
-3. Origin restriction (firewall_origin_sources = client B's address, standing in for a CDN's ranges): 80 (a
-   published container) and 443 (a host service) answer client B only; SSH still answers client A.
+3. Origin restriction (firewall_origin_sources: [cloudflare], with firewall_cloudflare_sources set to client B's
+   address standing in for the CDN's ranges): 80 (a published container) and 443 (a host service) answer client B
+   only; SSH still answers client A.
 """
 
 from __future__ import annotations
@@ -277,8 +278,9 @@ def test_origin_sources_restrict_the_public_ports(server, outside):
     (_, b_ip) = outside["b"]
     server.sh(f"docker run -d --name pub-80 -p 80:8080 {IMAGE}\n"
               "systemd-run --unit shp-listen-443 python3 -m http.server 443\n")
-    server.converge({"firewall_rules": BASE_RULES, "firewall_origin_sources": [f"{b_ip}/32",
-                                                                                           "2001:db8::/32"]})
+    # The CDN's list, given a test address: client B stands for the CDN's edge.
+    server.converge({"firewall_rules": BASE_RULES, "firewall_origin_sources": ["cloudflare"],
+                     "firewall_cloudflare_sources": [f"{b_ip}/32", "2001:db8::/32"]})
     seen = probes(outside, server, {"a": [22, 80, 443, 8083], "b": [22, 80, 443]})
     assert seen == {("a", 22): "open", ("a", 80): "filtered", ("a", 443): "filtered", ("a", 8083): "open",
                     ("b", 22): "open", ("b", 80): "open", ("b", 443): "open"}, seen

@@ -125,7 +125,8 @@ def test_a_rule_an_older_release_wrote_with_the_items_comment_is_taken_over():
 def test_an_admin_rule_behind_the_rate_limit_is_moved_first():
     behind = files(("limit", "tcp", "22", "any", "selfhosted ssh"),
                    ("allow", "tcp", "22", "198.51.100.7", "selfhosted admin ssh"),
-                   ("allow", "tcp", "80", "any", "selfhosted public"), ("allow", "tcp", "443", "any", "selfhosted public"),
+                   ("allow", "tcp", "80", "any", "selfhosted public"),
+                   ("allow", "tcp", "443", "any", "selfhosted public"),
                    ("allow", "tcp", "8083", "any", "selfhosted rule: app"),
                    ("allow", "udp", "9000:9010", "192.0.2.0/24", "selfhosted rule"))
     p = ur.plan(declared(WIDE), *behind)
