@@ -250,7 +250,7 @@ def test_wide_converge_then_container_egress_and_inbound(server, outside):
 def test_narrowed_converge_removes_what_is_no_longer_declared(server, outside):
     before = managed_rules(server)
     assert any("port 9200" in r or "9200/tcp" in r for r in before), before
-    recap, _ = server.converge(NARROW, "--diff")
+    recap = server.converge(NARROW, "--diff")[0]
     assert recap["changed"] > 0
     after = managed_rules(server)
     assert not any("9200" in r for r in after), after
@@ -275,7 +275,7 @@ def test_narrowed_converge_removes_what_is_no_longer_declared(server, outside):
 
 
 def test_origin_sources_restrict_the_public_ports(server, outside):
-    (_, b_ip) = outside["b"]
+    b_ip = outside["b"][1]
     server.sh(f"docker run -d --name pub-80 -p 80:8080 {IMAGE}\n"
               "systemd-run --unit shp-listen-443 python3 -m http.server 443\n")
     # The CDN's list, given a test address: client B stands for the CDN's edge.
