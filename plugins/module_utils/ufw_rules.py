@@ -53,7 +53,8 @@ def normalize_port(port) -> str:
         raise PlanError("port %r is not a port (1-65535) or a from:to range" % text)
     if match.group(2) is not None and int(match.group(2)) < int(match.group(1)):
         raise PlanError("port range %r ends before it starts" % text)
-    return text
+    # As UFW writes it (no leading zeros), so the comparison with its files is exact.
+    return ":".join(str(int(p)) for p in match.groups() if p is not None)
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,7 @@ def test_sources_are_normalised_as_ufw_writes_them():
     assert ur.normalize_source("10.1.2.3/32") == "10.1.2.3"
     assert ur.normalize_source("0.0.0.0/0") == "any"
     assert ur.normalize_source("2001:DB8:0::1/128") == "2001:db8::1"
+    assert ur.normalize_port("08083") == "8083" and ur.normalize_port(" 9000:09010") == "9000:9010"
 
 
 @pytest.mark.parametrize("item, cause", [
