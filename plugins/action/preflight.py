@@ -9,6 +9,7 @@ import re
 
 from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 try:
@@ -39,6 +40,24 @@ def is_empty(value):
     return value is None or (isinstance(value, (str, list, dict)) and len(value) == 0)
 
 
+def site_problems(roles, values):
+    """Combinations of options of different layers that cannot work together. ``roles``: the enabled layers' roles;
+    ``values``: their options (the inventory's value, else the argument spec's default)."""
+    problems = []
+    if ("firewall" in roles and "proxy" in roles and values.get("proxy_mode", "nginx") == "nginx"
+            and boolean(values.get("proxy_nginx_real_ip_enabled"), strict=False)
+            and boolean(values.get("firewall_fail2ban_enabled", True), strict=False)
+            and values.get("firewall_fail2ban_proxy_logs")):
+        problems.append(
+            "firewall_fail2ban_proxy_logs: cannot be used with proxy_nginx_real_ip_enabled - behind a CDN the proxy "
+            "logs the visitor's address (from %s), but visitors never connect to this host, the CDN does, so the "
+            "jail's bans in INPUT/DOCKER-USER block nothing while the origin stays open to everyone. Remove the "
+            "proxy jails (firewall_fail2ban_proxy_logs: []) and restrict the origin to the CDN with "
+            "firewall_origin_sources (e.g. [cloudflare]); banning at the CDN is not offered"
+            % values.get("proxy_nginx_real_ip_header", "CF-Connecting-IP"))
+    return problems
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("layers", "secret_pattern"))
@@ -53,6 +72,7 @@ class ActionModule(ActionBase):
 
         problems, checked, deferred = [], [], []
         reported = set()
+        site_roles, site_values = set(), {}
         for layer in layers:
             if not isinstance(layer, dict) or not layer.get("name"):
                 return dict(result, failed=True, msg="preflight: every layer needs a name")
@@ -85,12 +105,20 @@ class ActionModule(ActionBase):
                 if name not in values or is_empty(values[name]):
                     problems.append("%s: required when %s is enabled, but %s" % (
                         name, layer["name"], "not set" if name not in task_vars else "empty"))
+            if layer.get("role"):
+                site_roles.add(layer["role"])
+                for name, option in options.items():
+                    site_values[name] = values[name] if name in values else (option or {}).get("default")
             spec = dict((k, v) for k, v in options.items() if k in values)
             if spec:
                 validation = ArgumentSpecValidator(spec).validate(dict((k, values[k]) for k in spec))
-                for message in validation.error_messages:
-                    problems.append("%s: %s" % (layer["name"], message))
+                messages = validation.error_messages
+                for message in messages:
+                    # A list item with suboptions that is no dict fails twice, once without naming the option.
+                    if not any(message != other and message in other for other in messages):
+                        problems.append("%s: %s" % (layer["name"], message))
 
+        problems.extend(site_problems(site_roles, site_values))
         result.update(changed=False, layers=checked, deferred=sorted(set(deferred)), problems=problems)
         if problems:
             result["failed"] = True

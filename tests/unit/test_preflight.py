@@ -73,3 +73,37 @@ def test_the_sandbox_inventories_pass(tmp_path, inventory):
                     "-v"], timeout=300, HOME=str(tmp_path), SHP_SANDBOX_STATE=str(tmp_path))
     assert res.returncode == 0, explain(res)
     assert "preflight passed for" in res.stdout
+
+
+def test_a_proxy_jail_behind_a_cdn_is_refused_saying_why(tmp_path, okt_vars):
+    # okt's inventory watches its proxy's access log with fail2ban; with the client address taken from a CDN's header,
+    # the jail would ban visitors that never connect to the host.
+    extra = okt_vars(proxy_mode="nginx", proxy_nginx_real_ip_enabled=True)
+    rc, out = preflight(tmp_path, str(ROOT / "inventories/okt"), "--vault-password-file",
+                        str(ROOT / "inventories/vault-password.example.txt"), "-e", extra)
+    assert rc != 0, out
+    assert "preflight found 1 problem(s) - nothing was changed" in out, out
+    assert "firewall_fail2ban_proxy_logs: cannot be used with proxy_nginx_real_ip_enabled" in out
+    assert "visitors never connect to this host" in out and "firewall_origin_sources" in out
+    assert "Converge Docker Engine" not in out
+
+
+@pytest.mark.parametrize("values", [
+    {"proxy_mode": "nginx", "proxy_nginx_real_ip_enabled": True, "firewall_fail2ban_proxy_logs": [],
+     "firewall_origin_sources": ["203.0.113.0/24"]},
+    {"proxy_mode": "nginx", "proxy_nginx_real_ip_enabled": True, "firewall_fail2ban_enabled": False},
+    {"proxy_mode": "nginx", "proxy_nginx_real_ip_enabled": True, "selfhosted_firewall_enabled": False},
+    {"proxy_mode": "nginx", "proxy_nginx_real_ip_enabled": False},
+])
+def test_the_cdn_check_passes_without_the_combination(tmp_path, okt_vars, values):
+    rc, out = preflight(tmp_path, str(ROOT / "inventories/okt"), "--vault-password-file",
+                        str(ROOT / "inventories/vault-password.example.txt"), "-e", okt_vars(**values), "-v")
+    assert rc == 0, out
+    assert "preflight passed for" in out
+
+
+def test_the_amn_inventory_behind_cloudflare_passes(tmp_path):
+    rc, out = preflight(tmp_path, str(ROOT / "inventories/amn"), "--vault-password-file",
+                        str(ROOT / "inventories/vault-password.example.txt"), "-v")
+    assert rc == 0, out
+    assert "preflight passed for" in out
