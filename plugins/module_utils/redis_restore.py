@@ -198,7 +198,7 @@ def restore(docker, container, rdb, wait_timeout=180, sleep=time.sleep, clock=ti
         os.chmod(tmp, 0o600)
         os.rename(tmp, steps["target"])
         placed = True
-        result["keys"] = load_through_twin(docker, steps, wait_timeout, sleep, clock)
+        result["key_count"] = load_through_twin(docker, steps, wait_timeout, sleep, clock)
     except Exception:
         put_back(steps, moved, placed)
         docker.module.run_command(["docker", "rm", "-f", steps["twin"]])
@@ -210,7 +210,7 @@ def restore(docker, container, rdb, wait_timeout=180, sleep=time.sleep, clock=ti
     result["moved_aside"] = moved
     result["seconds"] = round(clock() - started, 2)
     result["msg"] = "%s: %d key(s) restored from %s; AOF rewritten and on; the previous files are in %s" % (
-        steps["container"], result["keys"], rdb, steps["aside"])
+        steps["container"], result["key_count"], rdb, steps["aside"])
     return result
 
 
@@ -278,5 +278,5 @@ def wait_for_restart(docker, container, stopped_at, has_healthcheck, wait_timeou
     if not state["aof_enabled"]:
         raise RestoreError("%s runs without AOF after the restore: check its appendonly setting" % container)
     ok, keys = docker.cli(container, "DBSIZE")
-    state["keys_after_start"] = int(keys) if ok and keys.isdigit() else None
+    state["key_count_after_start"] = int(keys) if ok and keys.isdigit() else None
     return state

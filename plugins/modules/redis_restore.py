@@ -66,12 +66,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-keys:
+key_count:
   description: Keys the RDB file held (C(DBSIZE) after loading it).
   returned: success, not in check mode
   type: int
   sample: 1042
-keys_after_start:
+key_count_after_start:
   description: C(DBSIZE) of the restarted instance when it answered (clients may already have written).
   returned: success, not in check mode
   type: int

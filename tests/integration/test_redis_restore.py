@@ -138,7 +138,7 @@ def test_rdb_restore_into_an_aof_instance_gives_back_exactly_the_snapshot(instan
 
     result, out = play(tmp_path, task, "-vvv")
     assert not result.get("failed"), result
-    assert result["changed"] and result["keys"] == 10 and result["aof_enabled"], result
+    assert result["changed"] and result["key_count"] == 10 and result["aof_enabled"], result
     assert PASSWORD not in out  # not in argv, not in the output
     # The task waited for the new start (not the old process), healthy.
     assert result["started_at"] != before_start and result["health"] == "healthy", result

@@ -181,7 +181,7 @@ def test_redis_restore_replaces_the_files_through_a_twin_and_waits_for_the_new_s
     fake = FakeDockerRedis(data)
     result = rr.restore(rr.Docker(Mod(fake), "s3cret"), "amn-redis-redis-1", str(rdb), sleep=lambda s: None,
                         now=lambda: 0)
-    assert result["keys"] == 7 and result["aof_enabled"] and result["health"] == "healthy", result
+    assert result["key_count"] == 7 and result["aof_enabled"] and result["health"] == "healthy", result
     assert result["started_at"] == "2026-12-04T10:00:01.3Z"
     assert (data / "dump.rdb").read_bytes() == b"REDIS0011new"
     aside = data / "before-restore-19700101T000000Z"
