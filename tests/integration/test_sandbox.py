@@ -452,7 +452,8 @@ def test_no_secret_reaches_any_output_or_command_line(sandbox, tmp_path):
     name, state = sandbox
     if not (state / "ssh_port").exists():
         pytest.skip("the converge test did not create the sandbox")
-    host_secrets = server(state, "find /etc/selfhosted/secrets -type f ! -name '*.conf' -exec cat {} +").split()
+    host_secrets = server(state, "for f in $(find /etc/selfhosted/secrets -type f ! -name '*.conf'); do "
+                                 "cat \"$f\"; echo; done").split()
     assert len(host_secrets) >= 6, host_secrets  # superusers of every instance and the app databases' passwords
     s1, s2 = "Sw33p-" + secrets.token_hex(6) + "/@:$'", "Sw33p-" + secrets.token_hex(6) + ' "two"'
     failing = tmp_path / "failures.yml"
