@@ -24,12 +24,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, explain, run_tool
+from tests.integration import docker_helpers as dh
 
 pytestmark = pytest.mark.integration
 
@@ -204,15 +204,6 @@ def probes(outside: dict, server: Server, ports: dict[str, list[int]]) -> dict[t
     return {(c, p): probe(outside[c][0], server.ip, p) for c, plist in ports.items() for p in plist}
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def managed_rules(server: Server) -> list[str]:
     return [line for line in server.sh("ufw show added").splitlines() if line.startswith("ufw ")]
 
@@ -231,9 +222,9 @@ def test_wide_converge_then_container_egress_and_inbound(server, outside):
               "mkdir -p /opt/shp-egress && cd /opt/shp-egress\n"
               f"printf 'services:\\n  app:\\n    image: {IMAGE}\\n' > compose.yaml\n"
               "docker compose up -d --wait\n")
-    wait_for(lambda: "ready" in server.sh("curl -fsS http://127.0.0.1:8083/health && "
-                                          "curl -fsS http://127.0.0.1:6379/health && echo ready", check=False),
-             60, "the published containers")
+    dh.wait_until(lambda: "ready" in server.sh("curl -fsS http://127.0.0.1:8083/health && "
+                                               "curl -fsS http://127.0.0.1:6379/health && echo ready", check=False),
+                  60, interval=1, what="the published containers")
 
     web, dns = outside["web"][1], outside["dns"][1]
     code = base64.b64encode(EGRESS.encode()).decode()
