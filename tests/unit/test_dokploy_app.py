@@ -655,3 +655,16 @@ def test_docs_say_a_rate_limited_key_gets_half_its_limit():
         md = (ROOT / "docs" / "modules" / (module + ".md")).read_text()
         assert "half its nominal limit" in md
     assert "twice per request" in api.UNAUTHORIZED_HELP and "5 requests" in api.UNAUTHORIZED_HELP
+
+
+def test_client_reads_the_log_with_deployment_read_logs():
+    transport = Scripted(lambda method, url, body: (200, json.dumps("line 1\nline 2\nline 3\n").encode()))
+    client = api.DokployClient("https://dokploy.example.test", KEY, transport=transport)
+    assert client.deployment_log("dep id", tail=2) == ["line 2", "line 3"]
+    url = urlsplit(transport.requests[0]["url"])
+    assert (transport.requests[0]["method"], url.path) == ("GET", "/api/deployment.readLogs")
+    assert parse_qs(url.query) == {"deploymentId": ["dep id"], "tail": ["2"]}
+    assert client.counts == {"deployment.readLogs": 1}
+    for version, supported in (("v0.29.5", True), ("v0.30.2", True), ("v0.29.4", False), ("canary", None)):
+        client.version = version
+        assert client.read_logs_supported() is supported
