@@ -142,7 +142,7 @@ options:
         variables (variables in neither are removed). Left alone when both are omitted.
       - Not masked in the output (no C(no_log)). Values show in diffs, and ports or words such as V(staging)
         elsewhere in the output are not hidden. Put passwords, tokens and URLs holding credentials in O(secret_env).
-      - A string (dotenv text such as V(A=1\nB=2)) is refused; give a dict.
+      - A string (dotenv text with one C(NAME=value) per line) is refused; give a dict.
       - Names are letters, digits, C(_), C(.) and C(-) (what Dokploy's dotenv parser reads). Values reach the
         container byte for byte, quotes, C(\\), C(#), C($), backticks, surrounding spaces and newlines included;
         each is quoted the way Dokploy's parser (dotenv 16.4.5) reads back unchanged. A value that no quoting can
