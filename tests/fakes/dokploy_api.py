@@ -13,10 +13,10 @@ schemas under packages/server/src/db/schema/):
   else 415). A procedure called with the other method is not found (404), as the adapter keys its
   procedure cache by method.
 - Authentication first: the ``x-api-key`` header is checked before routing; a missing, wrong or
-  exhausted key gets ``401 {"message": "Unauthorized"}``. Keys in ``limited_keys`` have a request quota
-  and answer exactly like a bad key once it is used up. The quota is in requests: the real server
-  checks a key twice per request, so a ``rateLimitEnabled`` key with Dokploy's default limit of 10
-  allows 5 requests (``limited_keys={"k": 5}`` models it).
+  exhausted key gets ``401 {"message": "Unauthorized"}``. Keys in ``limited_keys`` have a rate limit
+  (Dokploy's ``rateLimitEnabled`` keys: 10 a day by default) and answer exactly like a bad key once it
+  is used up. The key is checked twice per request and each check counts against the limit, so a key
+  with limit 10 allows 5 requests, as measured on v0.30.2 (``key_usage`` counts the checks).
 - Errors in the adapter's shape: ``{"message", "code": "BAD_REQUEST", "data": {"code", "httpStatus",
   "path", "zodError"}, "issues": [...]}``; input validation fails with 400 "Input validation failed"
   and zod v4's issues (``path`` names the field; "Invalid input: expected string, received
@@ -61,8 +61,7 @@ Known differences from the real server (chosen where the source cannot tell or d
   found") are assumptions; the real log lines differ in wording beyond the pull error.
 - Deploys succeed without Swarm (``no_swarm`` only affects start); a real server without Swarm would
   fail them too when it creates the service. Stop does not touch any container.
-- The rate limit is counted per request (the real server counts two checks per request against the
-  key's limit).
+- The rate limit never resets (the real one is per window, a day by default).
 - Dokploy's ``${{project.X}}``/``${{environment.X}}`` references in env are not substituted.
 - ``environment.create`` with an unknown ``projectId`` answers 404 "Project not found" (the real server
   fails on the foreign key with a 400).
@@ -563,11 +562,15 @@ class FakeDokploy(FakeServer):
             if key == self.api_key:
                 return True
             if key in self.limited_keys:
-                if self.key_usage[key] >= self.limited_keys[key]:
-                    return False
-                self.key_usage[key] += 1
-                return True
+                return self._check_limited(key) and self._check_limited(key)  # checked twice per request
             return False
+
+    def _check_limited(self, key):
+        """One check of a rate-limited key, counted against its limit."""
+        if self.key_usage[key] >= self.limited_keys[key]:
+            return False
+        self.key_usage[key] += 1
+        return True
 
     # -- the procedures -------------------------------------------------------------------------
 
@@ -1112,7 +1115,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--limited-key", action="append", default=[], metavar="KEY:QUOTA",
-                        help="a rate-limited key and its request quota (repeatable)")
+                        help="a rate-limited key and its limit (two checks per request; repeatable)")
     parser.add_argument("--version", default="v0.30.2", help="what settings.getDokployVersion returns")
     parser.add_argument("--deploy-delay", type=float, default=2.0, help="seconds a deployment stays running")
     parser.add_argument("--swarm", action="store_true",

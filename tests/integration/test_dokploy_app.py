@@ -56,7 +56,7 @@ def db_task(fake: FakeDokploy, name: str, db_type: str, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def fake():
-    server = FakeDokploy(api_key=KEY, deploy_delay=0.3, queue_delay=0.05, limited_keys={"limited-key": 3})
+    server = FakeDokploy(api_key=KEY, deploy_delay=0.3, queue_delay=0.05, limited_keys={"limited-key": 6})
     server.start()
     yield server
     server.stop()
@@ -157,8 +157,8 @@ def test_bad_key_rate_limited_key_and_old_server(fake, tmp_path):
     for res in results:
         assert res["failed"] and "401 Unauthorized" in res["msg"] and "rateLimitEnabled: false" in res["msg"], res
     assert "not-the-key" not in out
-    # the rate-limited key got its 3 requests through before the 401
-    assert fake.key_usage["limited-key"] == 3
+    # the rate-limited key (limit 6, two checks per request) got 3 requests through before the 401
+    assert fake.key_usage["limited-key"] == 6 and fake.counts["settings.getDokployVersion"] >= 1
 
     old = FakeDokploy(api_key=KEY, version="v0.22.0")
     old.start()

@@ -55,7 +55,7 @@ def get(fake, procedure, **params):
 
 @pytest.fixture
 def fake():
-    server = FakeDokploy(deploy_delay=0.2, queue_delay=0.1, limited_keys={"limited": 3})
+    server = FakeDokploy(deploy_delay=0.2, queue_delay=0.1, limited_keys={"limited": 6, "default-limit": 10})
     server.start()
     yield server
     server.stop()
@@ -76,7 +76,10 @@ def test_version_is_a_json_string_behind_auth(fake):
 
 
 def test_rate_limited_key_answers_like_a_bad_key_once_its_quota_is_spent(fake):
+    # Dokploy checks a key twice per request: a limit of 6 is 3 requests, the default 10 is 5
     answers = [call(fake, "GET", "project.all", key="limited") for dummy in range(4)]
+    assert fake.key_usage["limited"] == 6
+    assert [call(fake, "GET", "project.all", key="default-limit")[0] for dummy in range(6)] == [200] * 5 + [401]
     assert [a[0] for a in answers] == [200, 200, 200, 401]
     assert answers[3][1] == call(fake, "GET", "project.all", key="wrong")[1] == {"message": "Unauthorized"}
 
