@@ -35,8 +35,8 @@ attributes:
     description: Reads the server and reports the changes and the deployment it would make; writes nothing.
     support: full
   diff_mode:
-    description: Shows the project, environment and application before and after, field by field, with environment
-      values and the registry password masked.
+    description: Shows the project, environment and application before and after, field by field, with the values of
+      O(secret_env) and the registry password masked (values of O(env) are shown).
     support: full
 options:
   url:
@@ -294,11 +294,13 @@ status:
   type: str
   sample: done
 changes:
-  description: What changed or, in check mode, would change; field names and environment keys, never values.
+  description: What changed or, in check mode, would change; field names and environment keys (prefixed with the
+    option, C(env.) or C(secret_env.)), never values.
   returned: always
   type: list
   elements: str
-  sample: ["env.DATABASE_URL (changed)", "domains api.example.test/ (create)", "deploy (env changed)"]
+  sample: ["secret_env.DATABASE_URL (changed)", "env.PORT (added)", "domains api.example.test/ (create)",
+           "deploy (env changed)"]
 deployment:
   description:
     - The deployment this run started. C(status) is V(skipped) when none was needed, V(planned) in check mode,

@@ -29,7 +29,7 @@ attributes:
     description: Reads the server and reports what would change; writes nothing.
     support: full
   diff_mode:
-    description: Shows the service before and after with environment values masked.
+    description: Shows the service before and after with the values of O(secret_env) masked (those of O(env) shown).
     support: full
 options:
   url:
