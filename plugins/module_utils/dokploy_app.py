@@ -65,7 +65,7 @@ UNQUOTED_RE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~^*!()\[\]{}<>|;$-]+$")
 
 
 def parse_env(text):
-    """Dokploy's env text -> dict, exactly as dotenv 16.4.5's parse() reads it: \r\n and \r become \n first;
+    r"""Dokploy's env text -> dict, exactly as dotenv 16.4.5's parse() reads it: \r\n and \r become \n first;
     a value is trimmed and loses one pair of surrounding quotes (', " or `); only inside double quotes are
     \n and \r expanded; nothing else is unescaped; # starts a comment in an unquoted value."""
     out = {}
@@ -81,7 +81,7 @@ def parse_env(text):
 
 
 def quote_env_value(key, value, option="env"):
-    """The text after KEY= that dotenv reads back as exactly value: bare when it is plain, else single quotes
+    r"""The text after KEY= that dotenv reads back as exactly value: bare when it is plain, else single quotes
     (no ' and no line break), double quotes (line breaks as \n/\r escapes; no " and no backslash), backticks (no
     backtick and no carriage return; newlines kept), or bare as a last resort. Raises DokployError naming the
     variable (never the value) when none of them round-trips."""
@@ -100,9 +100,10 @@ def quote_env_value(key, value, option="env"):
             return text
     raise DokployError(
         "%s.%s: the value cannot be written so that Dokploy reads it back unchanged. Dokploy parses env with "
-        "dotenv, which has no escape characters except \\n and \\r inside double quotes: a value holding a single "
-        "quote, a double quote or backslash, and a backtick or carriage return, together with a line break or "
-        "surrounding spaces, has no quoting that survives. Change the value (for example base64-encode it)."
+        "dotenv, which has no escape characters except \\n and \\r inside double quotes: no quoting carries a value "
+        "holding a single quote or line break, a double quote or backslash, and a backtick or carriage return, and "
+        "such a value is read back unchanged bare only without #, line breaks, surrounding spaces or a leading "
+        "quote. Change the value (for example base64-encode it)."
         % (option, key))
 
 
