@@ -8,7 +8,10 @@ queries are GET with flat query parameters, mutations are POST with a JSON body,
 {"httpStatus", "path", "zodError"}, "issues"}``; input validation failures (400) list zod issues
 whose ``path`` names the field. A key created with rate limiting (``rateLimitEnabled``, the
 default: 10 requests a day) answers ``401 Unauthorized`` once its quota is used, exactly like a
-bad key, so a 401 explains both.
+bad key, so a 401 explains both. Dokploy checks a key twice per request (measured on v0.30.2), so
+a rate-limited key gets half its nominal limit: 5 requests with the default 10.
+
+The deployment log is the query ``deployment.readLogs`` (v0.29.5+; the log as a JSON string).
 
 The client counts its requests per procedure, so a module can report what a run cost.
 """
@@ -19,7 +22,7 @@ import json
 import re
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import Request
@@ -30,13 +33,16 @@ except ImportError:  # older ansible-core: Request builds a context per request
     make_context = None
 
 MIN_VERSION = (0, 25, 0)
+READ_LOGS_VERSION = (0, 29, 5)
 USER_AGENT = "selfhosted.platform-dokploy"
 
 UNAUTHORIZED_HELP = (
     "Dokploy answered 401 Unauthorized to %s: the x-api-key is wrong, revoked or for another organisation, "
     "or it is a rate-limited key whose quota is used up. Keys created with rate limiting on (rateLimitEnabled, "
-    "Dokploy's default: 10 requests a day) get exactly this answer once the quota is spent; create the key for "
-    "automation with rateLimitEnabled: false (Settings > Profile > API keys, or the api-key endpoint)."
+    "Dokploy's default: 10 requests a day) get exactly this answer once the quota is spent, and Dokploy checks a "
+    "key twice per request, so such a key allows only half its nominal limit (5 requests with the default 10); "
+    "create the key for automation with rateLimitEnabled: false (Settings > Profile > API keys, or the api-key "
+    "endpoint)."
 )
 
 
@@ -122,7 +128,11 @@ def error_for(procedure, status, raw):
     if status == 404 and message == "Not found":
         return DokployError("%s: the server has no such procedure (404 Not found); it may be older or newer than "
                             "this module expects" % procedure, procedure, status, code, body=body)
-    return DokployError("%s: HTTP %s %s: %s" % (procedure, status, code or "", message or text.strip()[:500]),
+    hint = ""
+    if "not a swarm manager" in message:
+        hint = (" (Dokploy runs every service on Docker Swarm: the Docker Engine of the Dokploy server is not a "
+                "swarm manager; run 'docker swarm init' there, as Dokploy's installer does)")
+    return DokployError("%s: HTTP %s %s: %s%s" % (procedure, status, code or "", message or text.strip()[:500], hint),
                         procedure, status, code, body=body)
 
 
@@ -189,12 +199,21 @@ class DokployClient:
         body = json.dumps(payload).encode("utf-8")
         return self._decode(procedure, self._send(procedure, "POST", "%s/api/%s" % (self.base, procedure), body))
 
+    def read_logs_supported(self):
+        """Whether the server has deployment.readLogs (v0.29.5+); None when the version is not known or not a
+        release number (a canary build: try it)."""
+        parsed = parse_version(self.version)
+        if parsed is None:
+            return None
+        return parsed >= READ_LOGS_VERSION
+
     def deployment_log(self, deployment_id, tail=50):
-        """The last lines of a deployment's log (GET /api/logs/deployment/<id>, recent Dokploy releases)."""
-        url = "%s/api/logs/deployment/%s?%s" % (self.base, quote(deployment_id, safe=""), urlencode({"tail": tail}))
-        raw = self._send("logs.deployment", "GET", url, accept="text/plain")
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
-        return text.splitlines()[-tail:]
+        """The last lines of a deployment's log: GET deployment.readLogs?deploymentId=&tail= (v0.29.5+), which
+        answers the log as one JSON string."""
+        text = self.query("deployment.readLogs", deploymentId=deployment_id, tail=tail)
+        if not isinstance(text, str):
+            text = "" if text is None else str(text)
+        return text.splitlines()[-tail:] if tail else text.splitlines()
 
     def check_version(self, minimum=MIN_VERSION):
         """settings.getDokployVersion; fails clearly on servers older than the environment-era API."""

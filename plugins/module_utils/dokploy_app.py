@@ -5,14 +5,19 @@
 A run reads the server (version, the project by exact name, the environment, the service by exact
 name inside that environment), compares it field by field with the wanted state, and only then
 writes. Dokploy allows duplicate names, so a service is identified by (project, environment, exact
-name); two services matching that are an error, never a guess. Environment values and registry or
-database passwords are compared but never shown: diffs and change lists name the keys only.
+name); two services matching that are an error, never a guess. Registry and database passwords and
+``secret_env`` values are compared but never shown; ``env`` values (declared as not secret) appear in
+diffs. Env text is written so that dotenv 16.4.5, the parser Dokploy uses, reads every value back
+byte for byte (``parse_env`` is a port of it); a value no quoting can carry is refused.
 
 Deployments: ``application.deploy`` returns no id. The newest row of ``deployment.all`` is recorded
 before deploying; the deployment that deploy started is the first row that is newer, and it is
 polled until done, error or cancelled (or the timeout). A failed deployment fails the task with
-the tail of its log (``/api/logs/deployment/<id>`` where the server has it, else the row's
-errorMessage and logPath).
+the tail of its log (``deployment.readLogs``, v0.29.5+; on older servers the row's errorMessage and
+logPath, and a note that the log is not available through the API).
+
+Start and stop: Dokploy answers ``*.start``/``*.stop`` with the row as it was before the change, so
+the status is read again afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import time
 from ansible_collections.selfhosted.platform.plugins.module_utils.dokploy_api import DokployClient, DokployError
 
 TERMINAL = ("done", "error", "cancelled")
-ENV_KEY_RE = re.compile(r"^[^\s=#'\"]+$")
 DEFAULT_PORT = 3000
 SET, CHANGED, ADDED = "(set)", "(changed)", "(added)"
 DB_IMAGES = {"postgres": "postgres:18", "redis": "redis:8"}
@@ -43,43 +47,116 @@ class ModuleFailure(Exception):
 # Pure helpers: env files, slugs, domains, masking
 # ---------------------------------------------------------------------------------------------
 
-def env_value(value):
-    """An env value from YAML as the string Dokploy stores (booleans the way shells spell them)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+# dotenv 16.4.5 (the parser Dokploy reads env text with), ported exactly: JavaScript's \s, ^ and $ (multiline)
+# and String.prototype.trim differ from Python's, so they are spelled out.
+JS_SPACE = ("\t\n\x0b\x0c\r \u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B))
+            + "\u2028\u2029\u202f\u205f\u3000\ufeff")
+_S = "[" + re.escape(JS_SPACE) + "]"
+_LT = "\n\r\u2028\u2029"
+_BOL = r"(?:(?<=[" + _LT + r"])|\A)"
+_EOL = r"(?=[" + _LT + r"]|\Z)"
+DOTENV_LINE = re.compile(
+    _BOL + _S + r"*(?:export" + _S + r"+)?([A-Za-z0-9_.-]+)(?:" + _S + r"*=" + _S + r"*?|:" + _S + r"+?)("
+    + _S + r"*'(?:\\'|[^'])*'|" + _S + r'*"(?:\\"|[^"])*"|' + _S + r"*`(?:\\`|[^`])*`|[^#\r\n]+)?"
+    + _S + r"*(?:#[^" + _LT + r"]*)?" + _EOL)
+DOTENV_QUOTED = re.compile(_BOL + r"(['\"`])([\s\S]*)\1" + _EOL)
+ENV_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")  # what dotenv reads as a key; anything else would be lost
+UNQUOTED_RE = re.compile(r"^[A-Za-z0-9_./:@,+=%?&~^*!()\[\]{}<>|;$-]+$")
 
 
 def parse_env(text):
-    """Dokploy's env text (KEY=value lines, dotenv style) -> dict. Comments and blank lines are skipped;
-    double-quoted values unescape \\n, \\" and \\\\, single-quoted ones are literal."""
+    r"""Dokploy's env text -> dict, exactly as dotenv 16.4.5's parse() reads it: \r\n and \r become \n first;
+    a value is trimmed and loses one pair of surrounding quotes (', " or `); only inside double quotes are
+    \n and \r expanded; nothing else is unescaped; # starts a comment in an unquoted value."""
     out = {}
-    for raw in (text or "").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, value = line.split("=", 1)
-        key, value = key.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = re.sub(r'\\(.)', lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), value[1:-1])
-        elif len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1]
-        out[key] = value
+    src = re.sub(r"\r\n?", "\n", text or "")
+    for match in DOTENV_LINE.finditer(src):
+        value = (match.group(2) or "").strip(JS_SPACE)
+        maybe_quote = value[:1]
+        value = DOTENV_QUOTED.sub(lambda m: m.group(2), value)
+        if maybe_quote == '"':
+            value = value.replace("\\n", "\n").replace("\\r", "\r")
+        out[match.group(1)] = value
     return out
 
 
+def quote_env_value(key, value, option="env"):
+    r"""The text after KEY= that dotenv reads back as exactly value: bare when it is plain, else single quotes
+    (no ' and no line break), double quotes (line breaks as \n/\r escapes; no " and no backslash), backticks (no
+    backtick and no carriage return; newlines kept), or bare as a last resort. Raises DokployError naming the
+    variable (never the value) when none of them round-trips."""
+    candidates = []
+    if value and UNQUOTED_RE.match(value):
+        candidates.append(value)
+    if "'" not in value and "\n" not in value and "\r" not in value:
+        candidates.append("'%s'" % value)
+    if '"' not in value and "\\" not in value:
+        candidates.append('"%s"' % value.replace("\n", "\\n").replace("\r", "\\r"))
+    if "`" not in value and "\r" not in value:
+        candidates.append("`%s`" % value)
+    candidates.append(value)
+    for text in candidates:
+        if parse_env("%s=%s" % (key, text)) == {key: value}:
+            return text
+    raise DokployError(
+        "%s.%s: the value cannot be written so that Dokploy reads it back unchanged. Dokploy parses env with "
+        "dotenv, which has no escape characters except \\n and \\r inside double quotes: no quoting carries a value "
+        "holding a single quote or line break, a double quote or backslash, and a backtick or carriage return, and "
+        "such a value is read back unchanged bare only without #, line breaks, surrounding spaces or a leading "
+        "quote. Change the value (for example base64-encode it)."
+        % (option, key))
+
+
+def env_value(key, value, option="env"):
+    """An env value from YAML as the string Dokploy stores (booleans the way shells spell them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple, set)):
+        raise DokployError("%s.%s: must be a string, number or boolean, not a %s"
+                           % (option, key, "dict" if isinstance(value, dict) else "list"))
+    return str(value)
+
+
 def render_env(env):
-    """dict -> env text that parse_env (and dotenv) read back unchanged; quotes only when needed."""
-    lines = []
-    for key, value in env.items():
-        text = value
-        if value == "" or re.search(r"[\n\r#]|^\s|\s$|^[\"']", value):
-            text = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-            text = '"%s"' % text
-        lines.append("%s=%s" % (key, text))
-    return "\n".join(lines)
+    """dict -> env text (one KEY=value per variable) that dotenv reads back as exactly env."""
+    text = "\n".join("%s=%s" % (key, quote_env_value(key, value)) for key, value in env.items())
+    back = parse_env(text)
+    if back != env:  # a guard: quote_env_value checked each line on its own
+        bad = [k for k in env if back.get(k) != env[k]] or sorted(set(back) - set(env))
+        raise DokployError("env.%s: the env text would not read back unchanged" % bad[0])
+    return text
+
+
+def desired_env_of(p):
+    """env and secret_env (validated, values as strings) -> (merged dict or None, the secret keys).
+    Raises DokployError naming the option and the variable, before anything is read or written."""
+    if p.get("env") is None and p.get("secret_env") is None:
+        return None, set()
+    merged, secret = {}, set()
+    for option in ("env", "secret_env"):
+        value = p.get(option)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            raise DokployError(
+                "%s: must be a dict of NAME: value, got a string. A string such as \"A=1\\nB=2\" is not parsed (it "
+                "would be one variable); write each variable as a key of the dict." % option)
+        if not isinstance(value, dict):
+            raise DokployError("%s: must be a dict of NAME: value, got %s" % (option, type(value).__name__))
+        for raw_key, item in value.items():
+            key = str(raw_key)
+            if not ENV_KEY_RE.match(key):
+                raise DokployError("%s: %r is not a variable name Dokploy reads (letters, digits, _ . -)"
+                                   % (option, key))
+            if key in merged:
+                raise DokployError("secret_env: %s is also in env; give each variable once" % key)
+            merged[key] = env_value(key, item, option)
+            quote_env_value(key, merged[key], option)
+            if option == "secret_env":
+                secret.add(key)
+    return merged, secret
 
 
 def env_changes(current, desired):
@@ -94,12 +171,15 @@ def env_changes(current, desired):
     return out
 
 
-def masked_env(current, desired):
-    """(before, after) views of an env for diffs: key names and markers only."""
-    before = dict((key, SET) for key in current)
+def masked_env(current, desired, plain=()):
+    """(before, after) views of an env for diffs: the values of the keys in plain (declared in env, not
+    secret_env) as they are; every other value as a marker."""
+    before = dict((key, current[key] if key in plain else SET) for key in current)
     after = {}
     for key in desired:
-        if key not in current:
+        if key in plain:
+            after[key] = desired[key]
+        elif key not in current:
             after[key] = ADDED
         elif current[key] != desired[key]:
             after[key] = CHANGED
@@ -280,6 +360,27 @@ class Converger:
     def fail(self, msg):
         raise ModuleFailure(msg, self.finish())
 
+    def env_label(self, key):
+        """The option a variable was declared in (removed ones: env)."""
+        return "secret_env" if key in desired_env_of(self.p)[1] else "env"
+
+    def env_view(self, current_text, desired, want):
+        merged, secret = desired_env_of(self.p)
+        plain = set(merged or {}) - secret
+        before, after = masked_env(parse_env(current_text), desired, plain)
+        return after if want else before
+
+    def settle(self, procedure, id_key, service_id, want, timeout=10.0):
+        """Dokploy's start/stop answer the row as it was before the change: read it again (briefly polling)
+        until applicationStatus is want, and return the status the server ends in."""
+        deadline = self.clock() + timeout
+        while True:
+            row = self.client.query(procedure, **{id_key: service_id}) or {}
+            status = row.get("applicationStatus")
+            if status == want or self.clock() >= deadline:
+                return status
+            self.sleep(0.5)
+
 
 # ---------------------------------------------------------------------------------------------
 # Applications
@@ -318,9 +419,7 @@ def validate_app(p):
     for opt in ("dockerfile", "docker_context_path", "docker_build_stage"):
         if p.get(opt) is not None and not p.get("build_type"):
             raise DokployError("%s: needs build_type" % opt)
-    for key in p.get("env") or {}:
-        if not ENV_KEY_RE.match(str(key)):
-            raise DokployError("env: %r is not a variable name" % key)
+    desired_env_of(p)
     seen = set()
     for index, item in enumerate(p.get("domains") or []):
         dom = normalize_domain(item, index)
@@ -356,9 +455,7 @@ class AppConverger(Converger):
         return out or None
 
     def desired_env(self):
-        if self.p.get("env") is None:
-            return None
-        return dict((str(k), env_value(v)) for k, v in self.p["env"].items())
+        return desired_env_of(self.p)[0]
 
     def desired_domains(self):
         if self.p.get("domains") is None:
@@ -413,8 +510,7 @@ class AppConverger(Converger):
             out["build"] = dict((names[f], build[f] if desired else app.get(f)) for f in build)
         env = self.desired_env()
         if env is not None:
-            before, after = masked_env(parse_env(app.get("env")), env)
-            out["env"] = after if desired else before
+            out["env"] = self.env_view(app.get("env"), env, desired)
         domains = self.desired_domains()
         if domains is not None:
             rows = domains if desired else [current_domain(r) for r in app.get("domains") or []
@@ -449,7 +545,7 @@ class AppConverger(Converger):
         deploy_reasons = self.deploy_reasons(created, current, plan)
         start_stop = self.start_stop(created, current, deploy_reasons)
         if self.diff_mode:
-            self.result["diff"] = self.diff(app, current)
+            self.result["diff"] = self.diff(app, current, start_stop)
         if self.check_mode:
             if deploy_reasons:
                 self.result["deployment"] = {"status": "planned", "reasons": deploy_reasons}
@@ -484,7 +580,7 @@ class AppConverger(Converger):
         for name in plan["source"] + plan["build"]:
             self.change(name)
         for key, what in plan["env"]:
-            self.change("env.%s (%s)" % (key, what))
+            self.change("%s.%s (%s)" % (self.env_label(key), key, what))
         for op, want, have, fields in plan["domains"]:
             target = want or have
             detail = ": " + ", ".join(fields) if fields else ""
@@ -526,14 +622,15 @@ class AppConverger(Converger):
             return "start"
         return None
 
-    def diff(self, app, current):
+    def diff(self, app, current, start_stop=None):
         before = {"project": self.project.get("name") if self.project else None,
                   "environment": self.environment.get("name") if self.environment else None,
                   "application": self.view(current, False) if app else None}
         after = {"project": self.p["project"], "environment": self.p["environment"],
                  "application": None if self.p["state"] == "absent" else self.view(current, True)}
-        if app:
+        if app and start_stop:  # the status is compared only when the run starts or stops the application
             before["application"]["status"] = current.get("applicationStatus")
+            after["application"]["status"] = "done" if start_stop == "start" else "idle"
         return {"before": before, "after": after}
 
     # -- writes ---------------------------------------------------------------------------------
@@ -599,12 +696,12 @@ class AppConverger(Converger):
                 self.client.mutate("domain.delete", {"domainId": have["id"]})
 
     def do_start(self, app_id):
-        row = self.client.mutate("application.start", {"applicationId": app_id}) or {}
-        self.result["status"] = row.get("applicationStatus", "done")
+        self.client.mutate("application.start", {"applicationId": app_id})
+        self.result["status"] = self.settle("application.one", "applicationId", app_id, "done")
 
     def do_stop(self, app_id):
-        row = self.client.mutate("application.stop", {"applicationId": app_id}) or {}
-        self.result["status"] = row.get("applicationStatus", "idle")
+        self.client.mutate("application.stop", {"applicationId": app_id})
+        self.result["status"] = self.settle("application.one", "applicationId", app_id, "idle")
 
     # -- deployments ----------------------------------------------------------------------------
 
@@ -640,13 +737,13 @@ class AppConverger(Converger):
         info = self.deployment_info(row, reasons)
         self.result["status"] = "done" if row["status"] == "done" else row["status"]
         if row["status"] != "done":
-            info["log_tail"] = self.log_tail(row)
+            info["log_tail"], note = self.log_tail(row)
             self.result["deployment"] = info
-            lines = info["log_tail"] or ["(no log lines available)"]
             extra = "; error: %s" % row["errorMessage"] if row.get("errorMessage") else ""
-            self.fail("application %r: deployment %s ended with status %s%s. Full log on the Dokploy server: %s. "
-                      "Last log lines:\n%s" % (self.p["name"], row.get("deploymentId"), row["status"], extra,
-                                               row.get("logPath") or "?", "\n".join(lines)))
+            tail = ("Last log lines:\n%s" % "\n".join(info["log_tail"])) if info["log_tail"] else note
+            self.fail("application %r: deployment %s ended with status %s%s. Full log on the Dokploy server: %s. %s"
+                      % (self.p["name"], row.get("deploymentId"), row["status"], extra, row.get("logPath") or "?",
+                         tail))
         return info
 
     @staticmethod
@@ -656,12 +753,21 @@ class AppConverger(Converger):
                 "error_message": row.get("errorMessage"), "reasons": reasons}
 
     def log_tail(self, row):
+        """(last log lines, a note when there are none): deployment.readLogs, on Dokploy v0.29.5 or newer."""
+        where = row.get("logPath") or "the deployment's log file"
+        if self.client.read_logs_supported() is False:
+            note = ("The log is not available through the API on Dokploy %s (deployment.readLogs came with v0.29.5); "
+                    "read %s on the Dokploy server." % (self.client.version, where))
+            self.warnings.append(note)
+            return [], note
         try:
-            return self.client.deployment_log(row["deploymentId"], tail=self.p.get("log_lines") or 40)
+            lines = self.client.deployment_log(row["deploymentId"], tail=self.p.get("log_lines") or 40)
         except DokployError as exc:
-            self.warnings.append("the deployment log could not be read through the API (%s); see %s on the Dokploy "
-                                 "server" % (exc.msg, row.get("logPath")))
-            return []
+            note = "The deployment log could not be read through the API (%s); read %s on the Dokploy server." % (
+                exc.msg, where)
+            self.warnings.append(note)
+            return [], note
+        return lines, "The deployment log is empty."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,9 +790,7 @@ def validate_database(p):
                            "($ ! ' \" \\ / or spaces)")
     if p.get("external_port") is not None and not 1 <= p["external_port"] <= 65535:
         raise DokployError("external_port: %r is not a port (1-65535)" % p["external_port"])
-    for key in p.get("env") or {}:
-        if not ENV_KEY_RE.match(str(key)):
-            raise DokployError("env: %r is not a variable name" % key)
+    desired_env_of(p)
 
 
 class DatabaseConverger(Converger):
@@ -700,9 +804,7 @@ class DatabaseConverger(Converger):
         return self.p["type"] + "Id"
 
     def desired_env(self):
-        if self.p.get("env") is None:
-            return None
-        return dict((str(k), env_value(v)) for k, v in self.p["env"].items())
+        return desired_env_of(self.p)[0]
 
     def run(self):
         p = self.p
@@ -766,8 +868,9 @@ class DatabaseConverger(Converger):
             self.client.mutate(p["type"] + ".deploy", {self.id_key: db_id})
             self.result["status"] = "done"
         elif start_stop:
-            row = self.client.mutate("%s.%s" % (p["type"], start_stop), {self.id_key: db_id}) or {}
-            self.result["status"] = row.get("applicationStatus", "done" if start_stop == "start" else "idle")
+            self.client.mutate("%s.%s" % (p["type"], start_stop), {self.id_key: db_id})
+            self.result["status"] = self.settle(p["type"] + ".one", self.id_key, db_id,
+                                                "done" if start_stop == "start" else "idle")
         return self.finish()
 
     def check_create_options(self):
@@ -794,7 +897,7 @@ class DatabaseConverger(Converger):
             if changes:
                 plan.append("env")
             for key, what in changes:
-                self.change("env.%s (%s)" % (key, what))
+                self.change("%s.%s (%s)" % (self.env_label(key), key, what))
         if p.get("external_port") is not None and have.get("externalPort") != p["external_port"]:
             plan.append("external_port")
             self.change("external_port")
@@ -833,8 +936,7 @@ class DatabaseConverger(Converger):
             out["description"] = p["description"] if desired else (have.get("description") or "")
         env = self.desired_env()
         if env is not None:
-            before, after = masked_env(parse_env(have.get("env")), env)
-            out["env"] = after if desired else before
+            out["env"] = self.env_view(have.get("env"), env, desired)
         if p.get("external_port") is not None:
             out["external_port"] = p["external_port"] if desired else have.get("externalPort")
         return out

@@ -23,8 +23,8 @@ description:
     changed, or its last deployment failed. The module then waits for the deployment that call started (the first
     row of C(deployment.all) newer than the newest row before it, as C(application.deploy) returns no id) until it
     is done, failed or cancelled. A failed deployment fails the task with the tail of its log.
-  - Environment values and the registry password are compared but never shown; changes and diffs name the keys
-    only.
+  - The registry password and the values of O(secret_env) are compared but never shown; changes and diffs name
+    their keys only. Values of O(env) are not secret and appear in diffs.
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
 requirements:
@@ -35,8 +35,8 @@ attributes:
     description: Reads the server and reports the changes and the deployment it would make; writes nothing.
     support: full
   diff_mode:
-    description: Shows the project, environment and application before and after, field by field, with environment
-      values and the registry password masked.
+    description: Shows the project, environment and application before and after, field by field, with the values of
+      O(secret_env) and the registry password masked (values of O(env) are shown).
     support: full
 options:
   url:
@@ -47,8 +47,9 @@ options:
   api_key:
     description:
       - A Dokploy API key, sent as the C(x-api-key) header.
-      - Create it with C(rateLimitEnabled) false. A rate-limited key answers 401 once its daily quota (10 requests by
-        default) is spent, exactly as a wrong key does; a module run makes several requests.
+      - Create it with C(rateLimitEnabled) false. A rate-limited key answers 401 once its daily quota is spent,
+        exactly as a wrong key does, and Dokploy checks a key twice per request, so such a key allows only half its
+        nominal limit (5 requests a day with the default limit of 10); a module run makes several requests.
     type: str
     required: true
   validate_certs:
@@ -136,10 +137,24 @@ options:
     type: str
   env:
     description:
-      - The application's environment variables, all of them (variables missing here are removed). Left alone when
-        omitted.
-      - Values are compared with Dokploy's without being printed; changes and diffs name the keys only.
-    type: dict
+      - The application's environment variables that are not secret, as a dict of C(NAME) to value (strings,
+        numbers, booleans as V(true)/V(false)). Together with O(secret_env) they are all of the application's
+        variables (variables in neither are removed). Left alone when both are omitted.
+      - Not masked in the output (no C(no_log)). Values show in diffs, and ports or words such as V(staging)
+        elsewhere in the output are not hidden. Put passwords, tokens and URLs holding credentials in O(secret_env).
+      - A string (dotenv text with one C(NAME=value) per line) is refused; give a dict.
+      - Names are letters, digits, C(_), C(.) and C(-) (what Dokploy's dotenv parser reads). Values reach the
+        container byte for byte, quotes, C(\\), C(#), C($), backticks, surrounding spaces and newlines included;
+        each is quoted the way Dokploy's parser (dotenv 16.4.5) reads back unchanged. A value that no quoting can
+        carry (a single quote, a double quote or backslash and a backtick together with a newline or surrounding
+        spaces) is refused, naming the variable. Dokploy itself substitutes C(${{project.NAME}}) references.
+    type: raw
+  secret_env:
+    description:
+      - Secret environment variables (passwords, tokens, credentials in URLs), like O(env) but passed with
+        C(no_log). Values are never shown, diffs and changes name the keys only. Merged with O(env) when sent;
+        a name may not be in both.
+    type: raw
   domains:
     description:
       - The application's domains, all of them (domains missing here are removed). Matched by O(domains[].host) and
@@ -189,13 +204,16 @@ options:
     type: int
     default: 40
 notes:
-  - The deployment log tail comes from C(GET /api/logs/deployment/<id>); on releases without that endpoint the
-    module reports the deployment's status, error message and the log's path on the server instead.
-  - O(env) is passed with C(no_log), so Ansible also masks any other output equal to one of its values.
+  - The deployment log tail comes from C(GET /api/deployment.readLogs?deploymentId=<id>&tail=<n>) (Dokploy v0.29.5
+    and newer). On older releases the log is not available through the API; the module says so and reports the
+    deployment's status, error message (often empty) and the log's path on the server instead.
+  - O(secret_env) is passed with C(no_log), so Ansible masks every other occurrence of its values in the output;
+    keep plain values such as ports and environment names in O(env).
+  - After a start or stop the module reads the application again (Dokploy answers those calls with the row as it
+    was before the change), so RV(status) is the state the server ends in. On a Dokploy server whose Docker is not
+    a Swarm manager, starting fails with Dokploy's 500 "This node is not a swarm manager".
   - Services are looked up with C(environment.one), not C(application.search), which matches names as substrings
     and may return nothing for an owner without explicit service access.
-  - Environment values are stored as C(KEY=value) lines; values with newlines, C(#), a leading quote or surrounding
-    spaces are double-quoted with C(\n) escapes, as dotenv reads them.
   - Tested against a fake of Dokploy's API built from Dokploy's source (C(tests/fakes/dokploy_api.py)); its docstring
     lists the assumptions the source could not settle (the known differences).
 seealso:
@@ -217,6 +235,7 @@ EXAMPLES = r"""
     env:
       NODE_ENV: production
       PORT: 3001
+    secret_env:
       DATABASE_URL: "{{ vault_ideony_database_url }}"
     domains:
       - host: api.example.test
@@ -268,16 +287,20 @@ environment_id:
   returned: success
   type: str
 status:
-  description: Dokploy's C(applicationStatus) after the run (idle, running, done or error).
+  description:
+    - Dokploy's C(applicationStatus) after the run (idle, running, done or error), read again after a start or
+      stop.
   returned: when the application exists
   type: str
   sample: done
 changes:
-  description: What changed or, in check mode, would change; field names and environment keys, never values.
+  description: What changed or, in check mode, would change; field names and environment keys (prefixed with the
+    option, C(env.) or C(secret_env.)), never values.
   returned: always
   type: list
   elements: str
-  sample: ["env.DATABASE_URL (changed)", "domains api.example.test/ (create)", "deploy (env changed)"]
+  sample: ["secret_env.DATABASE_URL (changed)", "env.PORT (added)", "domains api.example.test/ (create)",
+           "deploy (env changed)"]
 deployment:
   description:
     - The deployment this run started. C(status) is V(skipped) when none was needed, V(planned) in check mode,
@@ -329,7 +352,8 @@ def main():
             dockerfile=dict(type="str"),
             docker_context_path=dict(type="str"),
             docker_build_stage=dict(type="str"),
-            env=dict(type="dict", no_log=True),
+            env=dict(type="raw", no_log=False),
+            secret_env=dict(type="raw", no_log=True),
             domains=dict(type="list", elements="dict", options=dict(
                 host=dict(type="str", required=True),
                 port=dict(type="int", default=3000),

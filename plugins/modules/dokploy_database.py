@@ -29,7 +29,7 @@ attributes:
     description: Reads the server and reports what would change; writes nothing.
     support: full
   diff_mode:
-    description: Shows the service before and after with environment values masked.
+    description: Shows the service before and after with the values of O(secret_env) masked (those of O(env) shown).
     support: full
 options:
   url:
@@ -37,7 +37,10 @@ options:
     type: str
     required: true
   api_key:
-    description: A Dokploy API key (created with C(rateLimitEnabled) false), sent as the C(x-api-key) header.
+    description:
+      - A Dokploy API key (created with C(rateLimitEnabled) false), sent as the C(x-api-key) header.
+      - A rate-limited key answers 401 once its daily quota is spent, and Dokploy checks a key twice per request,
+        so it allows only half its nominal limit (5 requests a day with the default 10).
     type: str
     required: true
   validate_certs:
@@ -88,8 +91,16 @@ options:
       - Dokploy refuses C($ ! ' " \ /) and spaces in Postgres passwords.
     type: str
   env:
-    description: Extra environment variables of the service, all of them. Left alone when omitted; values never shown.
-    type: dict
+    description:
+      - Extra environment variables of the service that are not secret, a dict of C(NAME) to value. With
+        O(secret_env) they are all of the service's extra variables; left alone when both are omitted. A string is
+        refused.
+      - Not masked in the output (values show in diffs). Values reach the container byte for byte, quoted the way
+        Dokploy's dotenv parser reads them back; a value no quoting can carry is refused, naming the variable.
+    type: raw
+  secret_env:
+    description: Secret extra environment variables, like O(env) but passed with C(no_log) and never shown.
+    type: raw
   external_port:
     description: Publish the database on this host port (Dokploy redeploys the service to apply it).
     type: int
@@ -107,6 +118,8 @@ options:
     default: auto
 notes:
   - Compose services are not covered by this module.
+  - After a start or stop the service is read again (Dokploy answers those calls with the row before the change),
+    so RV(status) is the state the server ends in.
 seealso:
   - module: selfhosted.platform.dokploy_app
 """
@@ -156,7 +169,7 @@ environment_id:
   returned: success
   type: str
 status:
-  description: Dokploy's C(applicationStatus) of the service after the run.
+  description: Dokploy's C(applicationStatus) of the service after the run (read again after a start or stop).
   returned: when the service exists
   type: str
   sample: done
@@ -194,7 +207,8 @@ def main():
             database_name=dict(type="str"),
             database_user=dict(type="str"),
             database_password=dict(type="str", no_log=True),
-            env=dict(type="dict", no_log=True),
+            env=dict(type="raw", no_log=False),
+            secret_env=dict(type="raw", no_log=True),
             external_port=dict(type="int"),
             state=dict(type="str", default="present", choices=["present", "started", "stopped", "absent"]),
             deploy=dict(type="str", default="auto", choices=["auto", "always", "never"]),

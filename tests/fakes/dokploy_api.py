@@ -1,4 +1,4 @@
-"""A fake Dokploy server (the environment-era API, v0.25+) for unit and integration tests.
+r"""A fake Dokploy server (the environment-era API, v0.25+) for unit and integration tests.
 
 Stdlib only (http.server). Run it in a thread from tests (``FakeDokploy().start()``) or on its own::
 
@@ -13,12 +13,14 @@ schemas under packages/server/src/db/schema/):
   else 415). A procedure called with the other method is not found (404), as the adapter keys its
   procedure cache by method.
 - Authentication first: the ``x-api-key`` header is checked before routing; a missing, wrong or
-  exhausted key gets ``401 {"message": "Unauthorized"}``. Keys in ``limited_keys`` have a request quota
-  (Dokploy's ``rateLimitEnabled`` keys: 10 requests a day by default) and answer exactly like a bad
-  key once it is used up.
+  exhausted key gets ``401 {"message": "Unauthorized"}``. Keys in ``limited_keys`` have a rate limit
+  (Dokploy's ``rateLimitEnabled`` keys: 10 a day by default) and answer exactly like a bad key once it
+  is used up. The key is checked twice per request and each check counts against the limit, so a key
+  with limit 10 allows 5 requests, as measured on v0.30.2 (``key_usage`` counts the checks).
 - Errors in the adapter's shape: ``{"message", "code": "BAD_REQUEST", "data": {"code", "httpStatus",
   "path", "zodError"}, "issues": [...]}``; input validation fails with 400 "Input validation failed"
-  and zod's issues (``path`` names the field); unknown ids are TRPCError NOT_FOUND (404
+  and zod v4's issues (``path`` names the field; "Invalid input: expected string, received
+  undefined", "Invalid option: expected one of ...", "Too small: ..."); unknown ids are TRPCError NOT_FOUND (404
   "Application not found", ...), except where the router wraps every error (``domain.create``,
   ``project.create``: 400 with the inner message).
 - Zod-like validation of the input schemas the module uses: required keys, types, ``min``, enums
@@ -29,12 +31,23 @@ schemas under packages/server/src/db/schema/):
 - ``project.create`` returns ``{project, environment}`` and creates the default ``production``
   environment; ``environment.create`` refuses the name ``production``.
 - ``application.deploy`` returns nothing (an empty 200 body). The deployment row appears a moment later
-  (the queue worker), ``running``, and moves to ``done``, or to ``error`` when the app's env holds
-  ``FAKE_DEPLOY_FAIL=1`` or its image name contains ``fail``. Rows are listed newest first by
-  ``deployment.all``; the log is served as text by ``GET /api/logs/deployment/<id>?tail=N`` (recent
-  Dokploy) and ``logPath`` names the file it would be on the server.
+  (the queue worker), ``running``, and moves to ``done``, or to ``error`` (with ``errorMessage`` null,
+  as the real rows mostly have it) when its image name contains ``fail`` (an image that cannot be
+  pulled: the log ends with ``docker pull``'s ``dial tcp: lookup <registry> ...: no such host`` and
+  "Error occurred", as on an offline server) or the app's env holds ``FAKE_DEPLOY_FAIL=1`` ("manifest
+  unknown"). Rows are listed newest first by ``deployment.all`` (an unknown ``applicationId`` is
+  ``[]``, not an error). The log is the query ``deployment.readLogs?deploymentId=&tail=`` answering a
+  JSON string, on v0.29.5 and newer only (the fake's ``version`` decides; older answer 404 "Not
+  found"); there is no ``/api/logs/...`` route. ``logPath`` names the file it would be on the server.
 - ``saveDockerProvider``/``saveGitProvider`` set ``applicationStatus`` to ``idle``; ``start`` sets
-  ``done``, ``stop`` ``idle``; Postgres and Redis ``deploy`` are synchronous.
+  ``done``, ``stop`` ``idle``, and both answer the row as it was *before* the change (application and
+  databases). Without Swarm (``no_swarm``, on by default, as on a host whose Docker is not a swarm
+  manager) ``application.start``, ``postgres.start`` and ``redis.start`` answer 500 "This node is not a
+  swarm manager..." and change nothing, while stop succeeds (it ignores Docker's errors). Postgres and
+  Redis ``deploy`` are synchronous.
+- Env text is read with a port of dotenv 16.4.5's ``parse`` (``dotenv_parse``: its LINE regex verbatim,
+  with JavaScript's ``\s``, ``\w``, ``.``, ``^``/``$`` spelled for Python): ``container_env()`` is what a
+  service's container would get, and ``FAKE_DEPLOY_FAIL`` is looked up in it.
 
 Known differences from the real server (chosen where the source cannot tell or does not matter):
 
@@ -43,9 +56,13 @@ Known differences from the real server (chosen where the source cannot tell or d
 - The application and database rows carry the columns the module reads, not every column.
 - ``VALID_BRANCH_REGEX`` is approximated by ``^[A-Za-z0-9._/-]+$``; the random ``appName`` suffix uses
   lower-case letters and digits.
-- Deployment logs live in memory; ``logPath`` is a path string only. Whether
-  ``/api/logs/deployment/<id>`` exists depends on the Dokploy release (``log_endpoint=False`` turns it
-  off: the route then falls through to the REST handler's 404).
+- Deployment logs live in memory; ``logPath`` is a path string only. The ``readLogs`` input schema
+  (``deploymentId``, optional ``tail`` >= 1) and its answer for an unknown id (404 "Deployment not
+  found") are assumptions; the real log lines differ in wording beyond the pull error.
+- Deploys succeed without Swarm (``no_swarm`` only affects start); a real server without Swarm would
+  fail them too when it creates the service. Stop does not touch any container.
+- The rate limit never resets (the real one is per window, a day by default).
+- Dokploy's ``${{project.X}}``/``${{environment.X}}`` references in env are not substituted.
 - ``environment.create`` with an unknown ``projectId`` answers 404 "Project not found" (the real server
   fails on the foreign key with a 400).
 - Postgres/Redis deploys fail (500) when the image name contains ``fail``; nothing is started.
@@ -161,20 +178,32 @@ def js_type(value):
     return "object"
 
 
+def received_type(value):
+    """zod v4's name of the type it got (the ``received`` of its invalid_type message)."""
+    if value is MISSING:
+        return "undefined"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return js_type(value)
+
+
+def invalid_type(key, expected, value):
+    """zod v4's invalid_type issue: the message names what it expected and received; the issue has no
+    ``received`` key any more."""
+    return {"expected": expected, "code": "invalid_type", "path": key if isinstance(key, list) else [key],
+            "message": "Invalid input: expected %s, received %s" % (expected, received_type(value))}
+
+
 def check_field(key, field, value, coerce):
-    """zod's verdict on one field: (value, issues)."""
+    """zod v4's verdict on one field: (value, issues)."""
     if value is MISSING:
         if field.required:
-            expected = "string" if field.kind == "enum" else field.kind
-            return None, [{"code": "invalid_type", "expected": expected, "received": "undefined", "path": [key],
-                           "message": "Required"}]
+            return None, [invalid_type(key, "string" if field.kind == "enum" else field.kind, value)]
         return MISSING, []
     if value is None:
         if field.nullable:
             return None, []
-        expected = "string" if field.kind == "enum" else field.kind
-        return None, [{"code": "invalid_type", "expected": expected, "received": "null", "path": [key],
-                       "message": "Expected %s, received null" % expected}]
+        return None, [invalid_type(key, "string" if field.kind == "enum" else field.kind, value)]
     if coerce and isinstance(value, str):
         if field.kind == "number":
             try:
@@ -188,43 +217,40 @@ def check_field(key, field, value, coerce):
     kind = field.kind
     if kind == "enum":
         if value not in field.choices:
-            options = " | ".join("'%s'" % c for c in field.choices)
-            return None, [{"code": "invalid_enum_value", "options": field.choices, "received": value, "path": [key],
-                           "message": "Invalid enum value. Expected %s, received '%s'" % (options, value)}]
+            options = "|".join(json.dumps(c) for c in field.choices)
+            return None, [{"code": "invalid_value", "values": field.choices, "path": [key],
+                           "message": "Invalid option: expected one of %s" % options}]
         return value, []
     if kind == "number" and isinstance(value, float) and math.isnan(value):
-        return None, [{"code": "invalid_type", "expected": "number", "received": "nan", "path": [key],
-                       "message": "Expected number, received nan"}]
-    received = js_type(value)
-    if received != kind:
-        return None, [{"code": "invalid_type", "expected": kind, "received": received, "path": [key],
-                       "message": "Expected %s, received %s" % (kind, received)}]
+        return None, [invalid_type(key, "number", value)]
+    if js_type(value) != kind:
+        return None, [invalid_type(key, kind, value)]
     issues = []
     if kind == "string":
         if field.min_len is not None and len(value) < field.min_len:
-            issues.append({"code": "too_small", "minimum": field.min_len, "type": "string", "inclusive": True,
-                           "exact": False, "path": [key],
-                           "message": field.min_msg or "String must contain at least %d character(s)" % field.min_len})
+            issues.append({"origin": "string", "code": "too_small", "minimum": field.min_len, "inclusive": True,
+                           "path": [key], "message": field.min_msg
+                           or "Too small: expected string to have >=%d characters" % field.min_len})
         if field.no_trim_msg and value != value.strip():
             issues.append({"code": "custom", "path": [key], "message": field.no_trim_msg})
         if field.regex and not field.regex.match(value):
-            issues.append({"validation": "regex", "code": "invalid_string", "path": [key],
-                           "message": field.regex_msg or "Invalid"})
+            pattern = "/%s/" % field.regex.pattern
+            issues.append({"origin": "string", "code": "invalid_format", "format": "regex", "pattern": pattern,
+                           "path": [key], "message": field.regex_msg or "Invalid string: must match pattern %s"
+                           % pattern})
     elif kind == "number":
         if field.minimum is not None and value < field.minimum:
-            issues.append({"code": "too_small", "minimum": field.minimum, "type": "number", "inclusive": True,
-                           "exact": False, "path": [key],
-                           "message": field.min_num_msg
-                           or "Number must be greater than or equal to %s" % field.minimum})
+            issues.append({"origin": "number", "code": "too_small", "minimum": field.minimum, "inclusive": True,
+                           "path": [key], "message": field.min_num_msg
+                           or "Too small: expected number to be >=%s" % field.minimum})
         if field.maximum is not None and value > field.maximum:
-            issues.append({"code": "too_big", "maximum": field.maximum, "type": "number", "inclusive": True,
-                           "exact": False, "path": [key],
-                           "message": field.max_num_msg or "Number must be less than or equal to %s" % field.maximum})
+            issues.append({"origin": "number", "code": "too_big", "maximum": field.maximum, "inclusive": True,
+                           "path": [key], "message": field.max_num_msg
+                           or "Too big: expected number to be <=%s" % field.maximum})
     elif kind == "array":
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                issues.append({"code": "invalid_type", "expected": "string", "received": js_type(item),
-                               "path": [key, index], "message": "Expected string, received %s" % js_type(item)})
+                issues.append(invalid_type([key, index], "string", item))
     return value, issues
 
 
@@ -233,8 +259,7 @@ def validate(schema, data, coerce=False):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        return {}, [{"code": "invalid_type", "expected": "object", "received": js_type(data), "path": [],
-                     "message": "Expected object, received %s" % js_type(data)}]
+        return {}, [invalid_type([], "object", data)]
     clean, issues = {}, []
     for key, field in schema.items():
         value, found = check_field(key, field, data.get(key, MISSING), coerce)
@@ -265,6 +290,65 @@ def error_body(code, message, path, issues=None):
     if issues:
         body["issues"] = issues
     return body
+
+
+# ---------------------------------------------------------------------------------------------
+# dotenv 16.4.5's parse() (lib/main.js), how Dokploy turns a service's env text into variables
+# ---------------------------------------------------------------------------------------------
+
+# The regex as dotenv's source spells it (a JavaScript literal with the m and g flags) ...
+DOTENV_LINE_JS = r"""(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)"""  # noqa: E501
+DOTENV_QUOTES_JS = r"""^(['"`])([\s\S]*)\1$"""
+# ... and what its JavaScript classes and multiline anchors mean, spelled for Python's re.
+JS_WHITESPACE = ("\t\n\x0b\x0c\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+                 "\u2028\u2029\u202f\u205f\u3000\ufeff")
+JS_LINE_TERMINATORS = "\n\r\u2028\u2029"
+
+
+def js_regex(source):
+    r"""A JavaScript regex source (flag m, no u) as a Python pattern: \s, \w, ., ^ and $ as JavaScript reads them."""
+    ws = "[" + "".join("\\u%04x" % ord(c) for c in JS_WHITESPACE) + "]"
+    lt = "".join("\\u%04x" % ord(c) for c in JS_LINE_TERMINATORS)
+    out, i = [], 0
+    while i < len(source):
+        char = source[i]
+        if char == "\\":
+            pair = source[i:i + 2]
+            out.append({"\\s": ws, "\\S": ws.replace("[", "[^", 1), "\\w": "[A-Za-z0-9_]"}.get(pair, pair))
+            i += 2
+            continue
+        if char == "[":  # a class is copied (its \s / \S are only used inside [\s\S], "anything")
+            end = source.index("]", i + 1)
+            while source[end - 1] == "\\":
+                end = source.index("]", end + 1)
+            out.append("[\\s\\S]" if source[i:end + 1] == "[\\s\\S]" else source[i:end + 1])
+            i = end + 1
+            continue
+        out.append({"^": "(?:(?<=[%s])|\\A)" % lt, "$": "(?=[%s]|\\Z)" % lt, ".": "[^%s]" % lt}.get(char, char))
+        i += 1
+    return re.compile("".join(out))
+
+
+DOTENV_LINE = js_regex(DOTENV_LINE_JS)
+DOTENV_QUOTES = js_regex(DOTENV_QUOTES_JS)
+
+
+def dotenv_parse(src):
+    r"""dotenv.parse(src), line for line:
+    lines = src.replace(/\r\n?/mg, '\n'); for each LINE match: value = (match[2] || '').trim();
+    maybeQuote = value[0]; value = value.replace(/^(['"`])([\s\S]*)\1$/mg, '$2'); if maybeQuote === '"':
+    expand \n and \r; obj[key] = value."""
+    obj = {}
+    lines = re.sub(r"\r\n?", "\n", src or "")
+    for match in DOTENV_LINE.finditer(lines):
+        key = match.group(1)
+        value = (match.group(2) or "").strip(JS_WHITESPACE)
+        maybe_quote = value[:1]
+        value = DOTENV_QUOTES.sub(lambda m: m.group(2), value)
+        if maybe_quote == '"':
+            value = value.replace("\\n", "\n").replace("\\r", "\r")
+        obj[key] = value
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +414,7 @@ SCHEMAS = {
     "domain.delete": {"domainId": S()},
     "domain.byApplicationId": {"applicationId": S(min_len=1)},
     "deployment.all": {"applicationId": S(min_len=1)},
+    "deployment.readLogs": {"deploymentId": S(min_len=1), "tail": N(False, minimum=1)},
 }
 for _kind in ("postgres", "redis"):
     _id = _kind + "Id"
@@ -357,7 +442,16 @@ SCHEMAS["redis.create"] = {
 
 QUERIES = {"settings.getDokployVersion", "project.all", "project.one", "environment.one", "environment.byProjectId",
            "application.one", "application.search", "domain.one", "domain.byApplicationId", "deployment.all",
-           "postgres.one", "redis.one"}
+           "deployment.readLogs", "postgres.one", "redis.one"}
+# Procedures by the release that added them (the fake answers 404 "Not found" to them on older versions).
+SINCE = {"deployment.readLogs": (0, 29, 5)}
+NOT_A_SWARM_MANAGER = ("This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to "
+                       "connect this node to swarm and try again.")
+
+
+def parse_version(text):
+    match = re.match(r"^\s*v?(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(part) for part in match.groups()) if match else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,14 +482,16 @@ class FakeDokploy(FakeServer):
     NAME = "fake-dokploy"
 
     def __init__(self, api_key="test-key", version="v0.30.2", limited_keys=None, deploy_delay=0.3,
-                 queue_delay=0.05, log_endpoint=True, max_deployments=10):
+                 queue_delay=0.05, max_deployments=10, no_swarm=True):
         self.api_key = api_key
         self.version = version
         self.limited_keys = dict(limited_keys or {})
         self.key_usage = Counter()
         self.deploy_delay = deploy_delay
         self.queue_delay = queue_delay
-        self.log_endpoint = log_endpoint
+        # Without Swarm (the default, as on a host where Docker is not a swarm manager) application.start and
+        # the database starts answer 500 "This node is not a swarm manager"; tests that need start turn it off.
+        self.no_swarm = no_swarm
         self.max_deployments = max_deployments
         self.init_server()
         self.organization_id = nanoid()
@@ -429,6 +525,18 @@ class FakeDokploy(FakeServer):
             time.sleep(0.02)
         return False
 
+    def has_procedure(self, name):
+        """Whether this server's version has the procedure (see SINCE)."""
+        since = SINCE.get(name)
+        version = parse_version(self.version)
+        return since is None or version is None or version >= since
+
+    def container_env(self, application_id=None, kind=None, service_id=None):
+        """The variables the service's container gets: its env text as dotenv 16.4.5 parses it."""
+        with self.lock:
+            row = self.applications[application_id] if kind is None else self.db_table(kind)[service_id]
+            return dotenv_parse(row.get("env") or "")
+
     def find_applications(self, name, environment_id=None):
         with self.lock:
             return [a for a in self.applications.values()
@@ -454,11 +562,15 @@ class FakeDokploy(FakeServer):
             if key == self.api_key:
                 return True
             if key in self.limited_keys:
-                if self.key_usage[key] >= self.limited_keys[key]:
-                    return False
-                self.key_usage[key] += 1
-                return True
+                return self._check_limited(key) and self._check_limited(key)  # checked twice per request
             return False
+
+    def _check_limited(self, key):
+        """One check of a rate-limited key, counted against its limit."""
+        if self.key_usage[key] >= self.limited_keys[key]:
+            return False
+        self.key_usage[key] += 1
+        return True
 
     # -- the procedures -------------------------------------------------------------------------
 
@@ -685,13 +797,17 @@ class FakeDokploy(FakeServer):
 
     def p_application_start(self, inp):
         app = self.app_or_404(inp["applicationId"])
+        before = dict(app)  # the router answers the row it read before the status change
+        if self.no_swarm:
+            raise ApiError("INTERNAL_SERVER_ERROR", NOT_A_SWARM_MANAGER)
         app["applicationStatus"] = "done"
-        return dict(app)
+        return before
 
     def p_application_stop(self, inp):
         app = self.app_or_404(inp["applicationId"])
+        before = dict(app)  # stop ignores Docker's errors (no service, no swarm)
         app["applicationStatus"] = "idle"
-        return dict(app)
+        return before
 
     def remove_application(self, app):
         for domain_id in [d for d, row in self.domains.items() if row["applicationId"] == app["applicationId"]]:
@@ -749,9 +865,13 @@ class FakeDokploy(FakeServer):
             self.deployments[dep["deploymentId"]] = dep
             self.logs[dep["deploymentId"]] = ["Initializing deployment"]
             app["applicationStatus"] = "running"
-            fail = "FAKE_DEPLOY_FAIL=1" in (app.get("env") or "").splitlines() or \
-                "fail" in (app.get("dockerImage") or "")
             image = app.get("dockerImage") or app.get("customGitUrl") or "source"
+            if "fail" in (app.get("dockerImage") or ""):
+                fail = "pull"
+            elif dotenv_parse(app.get("env") or "").get("FAKE_DEPLOY_FAIL") == "1":
+                fail = "manifest"
+            else:
+                fail = None
             self.logs[dep["deploymentId"]] += ["Source: %s" % app["sourceType"], "Pulling %s" % image]
         self.timer(self.deploy_delay, self._finish_deployment, dep["deploymentId"], fail, image)
 
@@ -763,8 +883,14 @@ class FakeDokploy(FakeServer):
             app = self.applications.get(dep["applicationId"])
             log = self.logs.setdefault(deployment_id, [])
             if fail:
-                log += ["Error response from daemon: manifest for %s not found: manifest unknown" % image,
-                        "Error occurred \u274c, check the logs for details."]
+                if fail == "pull":  # what an offline Dokploy logs for an image it cannot pull
+                    registry = image.split("/")[0] if "/" in image and "." in image.split("/")[0] \
+                        else "registry-1.docker.io"
+                    log += ["Error response from daemon: Get \"https://%s/v2/\": dial tcp: lookup %s on "
+                            "127.0.0.11:53: no such host" % (registry, registry)]
+                else:
+                    log += ["Error response from daemon: manifest for %s not found: manifest unknown" % image]
+                log += ["Error occurred \u274c, check the logs for details."]
                 dep["status"] = "error"
             else:
                 log += ["Starting service %s" % (app["appName"] if app else "?"), "Docker Deployed: \u2705"]
@@ -774,16 +900,15 @@ class FakeDokploy(FakeServer):
                 app["applicationStatus"] = dep["status"]
 
     def p_deployment_all(self, inp):
-        self.app_or_404(inp["applicationId"])
-        return self.deployments_of(inp["applicationId"])
+        return self.deployments_of(inp["applicationId"])  # an unknown id is an empty list, not an error
 
-    def deployment_log(self, deployment_id, tail=None):
-        with self.lock:
-            if deployment_id not in self.deployments:
-                raise ApiError("INTERNAL_SERVER_ERROR", "Deployment not found")
-            lines = list(self.logs.get(deployment_id, []))
-        if tail:
-            lines = lines[-tail:]
+    def p_deployment_readLogs(self, inp):
+        """The log as one JSON string (v0.29.5+), its last ``tail`` lines."""
+        if inp["deploymentId"] not in self.deployments:
+            raise ApiError("NOT_FOUND", "Deployment not found")
+        lines = list(self.logs.get(inp["deploymentId"], []))
+        if inp.get("tail"):
+            lines = lines[-inp["tail"]:]
         return "\n".join(lines) + "\n"
 
     # domains
@@ -871,13 +996,17 @@ class FakeDokploy(FakeServer):
 
     def db_start(self, kind, inp):
         row = self.db_or_404(kind, inp[kind + "Id"])
+        before = dict(row)
+        if self.no_swarm:
+            raise ApiError("INTERNAL_SERVER_ERROR", NOT_A_SWARM_MANAGER)
         row["applicationStatus"] = "done"
-        return dict(row)
+        return before
 
     def db_stop(self, kind, inp):
         row = self.db_or_404(kind, inp[kind + "Id"])
+        before = dict(row)
         row["applicationStatus"] = "idle"
-        return dict(row)
+        return before
 
     def db_save_env(self, kind, inp):
         self.db_or_404(kind, inp[kind + "Id"])["env"] = inp["env"]
@@ -938,11 +1067,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not fake.authenticate(self.headers.get("x-api-key")):
             self.send(401, {"message": "Unauthorized"})
             return
-        if name.startswith("logs/deployment/") and fake.log_endpoint:
-            self.logs(name[len("logs/deployment/"):], url.query)
-            return
         wants = "GET" if name in QUERIES else "POST"
-        known = name in SCHEMAS or name in QUERIES
+        known = (name in SCHEMAS or name in QUERIES) and fake.has_procedure(name)
         if not known or self.command != wants:
             if self.command == "HEAD":
                 self.send(204)
@@ -980,16 +1106,6 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         self.send(200, result)
 
-    def logs(self, deployment_id, query):
-        params = dict(parse_qsl(query))
-        try:
-            tail = int(params["tail"]) if params.get("tail") else None
-            text = self.dokploy.deployment_log(deployment_id, tail)
-        except (ApiError, ValueError) as exc:
-            self.send(500, {"message": str(exc)})
-            return
-        self.send(200, text, "text/plain; charset=utf-8")
-
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = handle_any
 
 
@@ -999,16 +1115,18 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--limited-key", action="append", default=[], metavar="KEY:QUOTA",
-                        help="a rate-limited key and its request quota (repeatable)")
+                        help="a rate-limited key and its limit (two checks per request; repeatable)")
     parser.add_argument("--version", default="v0.30.2", help="what settings.getDokployVersion returns")
     parser.add_argument("--deploy-delay", type=float, default=2.0, help="seconds a deployment stays running")
+    parser.add_argument("--swarm", action="store_true",
+                        help="behave as a swarm manager (start works); default: start answers 500 as without Swarm")
     args = parser.parse_args(argv)
     limited = {}
     for item in args.limited_key:
         key, quota = item.rsplit(":", 1)
         limited[key] = int(quota)
     fake = FakeDokploy(api_key=args.api_key, version=args.version, limited_keys=limited,
-                       deploy_delay=args.deploy_delay)
+                       deploy_delay=args.deploy_delay, no_swarm=not args.swarm)
     fake.start(port=args.port, host=args.host)
     print("fake Dokploy %s on %s (x-api-key: %s)" % (args.version, fake.url, args.api_key), flush=True)
     try:

@@ -40,7 +40,7 @@ def app_task(fake: FakeDokploy, name: str = "api", **kw) -> dict:
     args = {"url": fake.url, "api_key": KEY, "project": "ideony", "name": name, "source": "docker",
             "docker_image": "ghcr.io/example/ideony-api:1.0.0", "registry_url": "ghcr.io",
             "registry_username": "ideony-bot", "registry_password": REGISTRY_TOKEN,
-            "env": {"NODE_ENV": "production", "PORT": 3001, "CLERK_SECRET_KEY": SECRET},
+            "env": {"NODE_ENV": "production", "PORT": 3001}, "secret_env": {"CLERK_SECRET_KEY": SECRET},
             "domains": [{"host": "api.ideony.example.test", "port": 3001, "https": True}],
             "wait_timeout": 60}
     args.update(kw)
@@ -56,7 +56,7 @@ def db_task(fake: FakeDokploy, name: str, db_type: str, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def fake():
-    server = FakeDokploy(api_key=KEY, deploy_delay=0.3, queue_delay=0.05, limited_keys={"limited-key": 3})
+    server = FakeDokploy(api_key=KEY, deploy_delay=0.3, queue_delay=0.05, limited_keys={"limited-key": 6})
     server.start()
     yield server
     server.stop()
@@ -67,7 +67,7 @@ def test_create_then_second_run_changes_nothing(fake, tmp_path):
     res = first[0]
     assert res.get("changed") and not res.get("failed"), res
     assert res["deployment"]["status"] == "done" and res["status"] == "done"
-    assert "application api (create)" in res["changes"] and "env.CLERK_SECRET_KEY (added)" in res["changes"]
+    assert "application api (create)" in res["changes"] and "secret_env.CLERK_SECRET_KEY (added)" in res["changes"]
     apps = fake.find_applications("api")
     assert len(apps) == 1 and apps[0]["dockerImage"] == "ghcr.io/example/ideony-api:1.0.0"
     assert apps[0]["password"] == REGISTRY_TOKEN and apps[0]["registryUrl"] == "ghcr.io"
@@ -85,16 +85,16 @@ def test_env_change_redeploys_and_the_diff_masks_values(fake, tmp_path):
     play(tmp_path, [app_task(fake)])
     app_id = fake.find_applications("api")[0]["applicationId"]
     before = len(fake.deployments_of(app_id))
-    env = {"NODE_ENV": "production", "PORT": 3001, "CLERK_SECRET_KEY": ROTATED, "SENTRY_DSN": "https://x@s.test/1"}
-    results, out = play(tmp_path, [app_task(fake, env=env)], "--diff")
+    secret_env = {"CLERK_SECRET_KEY": ROTATED, "SENTRY_DSN": "https://x@s.test/1"}
+    results, out = play(tmp_path, [app_task(fake, secret_env=secret_env)], "--diff")
     res = results[0]
-    assert res["changed"] and res["changes"] == ["env.CLERK_SECRET_KEY (changed)", "env.SENTRY_DSN (added)",
-                                                 "deploy (env changed)"], res
+    assert res["changed"] and res["changes"] == ["secret_env.CLERK_SECRET_KEY (changed)",
+                                                 "secret_env.SENTRY_DSN (added)", "deploy (env changed)"], res
     assert res["deployment"]["status"] == "done" and len(fake.deployments_of(app_id)) == before + 1
     assert res["diff"]["after"]["application"]["env"]["CLERK_SECRET_KEY"] == "(changed)"
     assert res["diff"]["before"]["application"]["env"]["CLERK_SECRET_KEY"] == "(set)"
     assert SECRET not in out and ROTATED not in out
-    assert "CLERK_SECRET_KEY=%s" % ROTATED in fake.applications[app_id]["env"].splitlines()
+    assert fake.container_env(app_id)["CLERK_SECRET_KEY"] == ROTATED
 
 
 def test_failed_deploy_fails_with_the_log_tail(fake, tmp_path):
@@ -106,6 +106,14 @@ def test_failed_deploy_fails_with_the_log_tail(fake, tmp_path):
     assert fake.find_applications("broken")[0]["applicationStatus"] == "error"
 
 
+def test_failed_pull_fails_with_the_last_lines_of_the_real_log(fake, tmp_path):
+    """An image that cannot be pulled (an offline server): the tail read through deployment.readLogs."""
+    res = play(tmp_path, [app_task(fake, name="unpullable", docker_image="ghcr.io/example/fail:1", domains=[])])[0][0]
+    assert res["failed"] and "ended with status error" in res["msg"], res
+    assert 'Get "https://ghcr.io/v2/": dial tcp: lookup ghcr.io' in res["msg"] and "no such host" in res["msg"]
+    assert res["deployment"]["error_message"] is None and res["request_counts"]["deployment.readLogs"] == 1
+
+
 def test_check_mode_changes_nothing_in_the_server(fake, tmp_path):
     fake.reset_counts()
     results, out = play(tmp_path, [app_task(fake, name="web", project="ideony-check", environment="staging")],
@@ -115,7 +123,7 @@ def test_check_mode_changes_nothing_in_the_server(fake, tmp_path):
     assert res["changes"][:3] == ["project ideony-check (create)", "environment staging (create)",
                                   "application web (create)"]
     assert fake.mutations() == [] and not fake.find_applications("web")
-    assert res["diff"]["after"]["application"]["env"] == {"NODE_ENV": "(added)", "PORT": "(added)",
+    assert res["diff"]["after"]["application"]["env"] == {"NODE_ENV": "production", "PORT": "3001",
                                                           "CLERK_SECRET_KEY": "(added)"}
     assert res["diff"]["after"]["application"]["source"]["registry_password"] == "(changed)"
     assert SECRET not in out and REGISTRY_TOKEN not in out
@@ -149,8 +157,8 @@ def test_bad_key_rate_limited_key_and_old_server(fake, tmp_path):
     for res in results:
         assert res["failed"] and "401 Unauthorized" in res["msg"] and "rateLimitEnabled: false" in res["msg"], res
     assert "not-the-key" not in out
-    # the rate-limited key got its 3 requests through before the 401
-    assert fake.key_usage["limited-key"] == 3
+    # the rate-limited key (limit 6, two checks per request) got 3 requests through before the 401
+    assert fake.key_usage["limited-key"] == 6 and fake.counts["settings.getDokployVersion"] >= 1
 
     old = FakeDokploy(api_key=KEY, version="v0.22.0")
     old.start()
@@ -174,15 +182,29 @@ def test_validation_fails_before_any_request(fake, tmp_path):
 
 
 def test_stop_start_and_remove(fake, tmp_path):
-    results = play(tmp_path, [app_task(fake, name="worker", domains=[]),
-                              app_task(fake, name="worker", domains=[], state="stopped"),
-                              app_task(fake, name="worker", domains=[], state="stopped"),
-                              app_task(fake, name="worker", domains=[], state="started"),
-                              app_task(fake, name="worker", state="absent"),
-                              app_task(fake, name="worker", state="absent")])[0]
+    fake.no_swarm = False  # a swarm manager: start works
+    try:
+        results = play(tmp_path, [app_task(fake, name="worker", domains=[]),
+                                  app_task(fake, name="worker", domains=[], state="stopped"),
+                                  app_task(fake, name="worker", domains=[], state="stopped"),
+                                  app_task(fake, name="worker", domains=[], state="started"),
+                                  app_task(fake, name="worker", state="absent"),
+                                  app_task(fake, name="worker", state="absent")])[0]
+    finally:
+        fake.no_swarm = True
     assert [r["changed"] for r in results] == [True, True, False, True, True, False], results
+    # the state the server ends in, not the row Dokploy answers stop/start with (the one before the change)
     assert results[1]["status"] == "idle" and results[3]["status"] == "done"
     assert not fake.find_applications("worker")
+
+
+def test_start_without_swarm_fails_with_dokploy_message(fake, tmp_path):
+    results = play(tmp_path, [app_task(fake, name="noswarm", domains=[]),
+                              app_task(fake, name="noswarm", domains=[], state="stopped"),
+                              app_task(fake, name="noswarm", domains=[], state="started")])[0]
+    assert results[1]["status"] == "idle" and results[2]["failed"], results
+    assert "This node is not a swarm manager" in results[2]["msg"] and "docker swarm init" in results[2]["msg"]
+    assert fake.find_applications("noswarm")[0]["applicationStatus"] == "idle"
 
 
 def test_databases_for_seed_002(fake, tmp_path):
@@ -209,8 +231,9 @@ def test_playbook_applies_the_inventory_lists(fake, tmp_path):
                                "database_name": "ideony", "database_user": "ideony",
                                "database_password": "pw-" + SECRET}],
         "dokploy_apps": [{"name": "ideony-api", "source": "docker", "docker_image": "ghcr.io/example/ideony-api:1",
-                          "env": {"DATABASE_URL": "postgresql://ideony:pw-%s@{{ dokploy_database_hosts.postgis }}"
-                                                  ":5432/ideony" % SECRET},
+                          "env": {"NODE_ENV": "production"},
+                          "secret_env": {"DATABASE_URL": "postgresql://ideony:pw-%s@"
+                                                         "{{ dokploy_database_hosts.postgis }}:5432/ideony" % SECRET},
                           "domains": [{"host": "api.ideony.example.test", "port": 3001, "https": True}]},
                          {"name": "ideony-web", "source": "docker", "docker_image": "ghcr.io/example/ideony-web:1",
                           "domains": [{"host": "app.ideony.example.test", "port": 80, "https": True}]}],
@@ -223,7 +246,8 @@ def test_playbook_applies_the_inventory_lists(fake, tmp_path):
         assert SECRET not in res.stdout + res.stderr
     api = fake.find_applications("ideony-api")[0]
     pg = next(p for p in fake.postgres.values() if p["name"] == "postgis" and "ideony-pb" in p["appName"])
-    assert "@%s:5432/ideony" % pg["appName"] in api["env"]
+    assert fake.container_env(api["applicationId"])["DATABASE_URL"] == "postgresql://ideony:pw-%s@%s:5432/ideony" % (
+        SECRET, pg["appName"])
 
 
 def test_ideony_inventory_resolves_with_the_example_vault_password():
@@ -237,3 +261,39 @@ def test_ideony_inventory_resolves_with_the_example_vault_password():
     assert "VARIABLE IS NOT DEFINED" not in res.stdout
     text = "\n".join(p.read_text() for p in (ROOT / "inventories" / "ideony").rglob("*.yml"))
     assert "178.104." not in text and "is-a.dev" not in text
+
+
+def test_env_string_is_refused_not_stored_as_one_variable(fake, tmp_path):
+    fake.reset_counts()
+    results = play(tmp_path, [app_task(fake, name="envtext", env="A=1\nB=2", domains=[]),
+                              app_task(fake, name="envtext", env=None, secret_env="S=1", domains=[])])[0]
+    assert results[0]["failed"] and results[0]["msg"].startswith("env: must be a dict of NAME: value, got a string")
+    assert results[1]["failed"] and results[1]["msg"].startswith("secret_env: must be a dict")
+    assert not fake.find_applications("envtext") and fake.mutations() == []
+
+
+def test_plain_env_values_are_not_masked_in_the_output(fake, tmp_path):
+    """Only secret_env is no_log: a port 3001 or the word staging in env stays readable everywhere."""
+    results, out = play(tmp_path, [app_task(fake, name="plain", environment="staging",
+                                            env={"PORT": 3001, "APP_ENV": "staging"})], "--diff")
+    res = results[0]
+    assert res["changed"] and not res.get("failed"), res
+    assert "********" not in json.dumps(res) and "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" not in json.dumps(res)
+    after = res["diff"]["after"]
+    assert after["environment"] == "staging" and after["application"]["domains"][0]["port"] == 3001
+    assert after["application"]["env"] == {"PORT": "3001", "APP_ENV": "staging", "CLERK_SECRET_KEY": "(added)"}
+    assert SECRET not in out
+
+
+def test_env_values_reach_the_container_byte_for_byte(fake, tmp_path):
+    env = {"QUOTES": "say \"hi\" and 'bye'", "BACKSLASH": "C:\\new\\table", "TICK": "run `id`", "HASH": "a #b",
+           "DOLLAR": "$HOME ${X}", "SPACES": "  padded  ", "LINES": "line 1\nline 2\n", "MIXED": "it's\n\"x\"",
+           "EMPTY": ""}
+    tasks = [app_task(fake, name="bytes", env=env, domains=[]), app_task(fake, name="bytes", env=env, domains=[])]
+    results = play(tmp_path, tasks)[0]
+    assert results[0]["changed"] and not results[0].get("failed"), results[0]
+    assert results[1]["changed"] is False, results[1]  # it reads back unchanged: no redeploy on every run
+    app_id = fake.find_applications("bytes")[0]["applicationId"]
+    assert fake.container_env(app_id) == dict(env, CLERK_SECRET_KEY=SECRET)
+    refused = play(tmp_path, [app_task(fake, name="bytes", env={"ALL": "'\"`\n"}, domains=[])])[0][0]
+    assert refused["failed"] and refused["msg"].startswith("env.ALL: the value cannot be written"), refused

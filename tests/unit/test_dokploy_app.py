@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import time
 import urllib.error
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from ansible_collections.selfhosted.platform.plugins.module_utils import dokploy_api as api
 from ansible_collections.selfhosted.platform.plugins.module_utils import dokploy_app as dk
 
-from tests.fakes.dokploy_api import FakeDokploy
+from tests.conftest import ROOT
+from tests.fakes.dokploy_api import FakeDokploy, dotenv_parse
 from tests.unit.fake_module import Exit, Fail, FakeModule
 
 KEY = "unit-key"
@@ -27,8 +30,8 @@ def app_params(url="http://127.0.0.1:1", **kw):
          "state": "present", "source": "docker", "docker_image": "ghcr.io/example/api:1", "registry_url": None,
          "registry_username": None, "registry_password": None, "git_repository": None, "git_branch": None,
          "git_build_path": None, "git_ssh_key_id": None, "build_type": None, "dockerfile": None,
-         "docker_context_path": None, "docker_build_stage": None, "env": {"NODE_ENV": "production",
-                                                                            "API_SECRET": SECRET},
+         "docker_context_path": None, "docker_build_stage": None, "env": {"NODE_ENV": "production"},
+         "secret_env": {"API_SECRET": SECRET},
          "domains": [{"host": "api.example.test", "port": 3001, "https": True, "path": "/",
                       "certificate_type": None}],
          "deploy": "auto", "wait": True, "wait_timeout": 30, "log_lines": 40}
@@ -40,7 +43,8 @@ def db_params(url="http://127.0.0.1:1", **kw):
     p = {"url": url, "api_key": KEY, "validate_certs": True, "timeout": 10, "project": "ideony",
          "project_description": None, "environment": "production", "name": "postgis", "type": "postgres",
          "description": None, "docker_image": "postgis/postgis:17-3.5", "database_name": "ideony",
-         "database_user": "ideony", "database_password": "pw-" + SECRET, "env": None, "external_port": None,
+         "database_user": "ideony", "database_password": "pw-" + SECRET, "env": None, "secret_env": None,
+         "external_port": None,
          "state": "present", "deploy": "auto"}
     p.update(kw)
     return p
@@ -59,19 +63,106 @@ class Module(FakeModule):
 # pure helpers
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", ["", "plain", "a b ", " lead", "x#y", 'q"uote', "multi\nline", "back\\slash",
-                                   "=eq=", "'single'", "postgresql://u:p@db:5432/app?ssl=1"])
-def test_env_values_round_trip(value):
-    env = {"KEY": value, "OTHER": "1"}
-    assert dk.parse_env(dk.render_env(env)) == env
+# What dotenv 16.4.5's parse() returns for env text (its README and lib/main.js): only \n and \r are expanded,
+# only inside double quotes; \" and \\ stay as they are; backticks are quotes; # starts a comment in an
+# unquoted value; unquoted values are trimmed; \r\n and lone \r are line ends.
+DOTENV_CASES = [
+    ("A=1", {"A": "1"}),
+    ("export A=1\nB = spaced \n# comment\n\nnot a line", {"A": "1", "B": "spaced"}),
+    ('C="quoted # not a comment"', {"C": "quoted # not a comment"}),
+    ("D='lit\\n'", {"D": "lit\\n"}),
+    ('E="two\\nlines\\r!"', {"E": "two\nlines\r!"}),
+    ('F="say \\"hi\\""', {"F": 'say \\"hi\\"'}),
+    ('G="back\\\\slash"', {"G": "back\\\\slash"}),
+    ("H=`tick 'n \"quote\"`", {"H": "tick 'n \"quote\""}),
+    ("I=value # comment", {"I": "value"}),
+    ("J=a#b", {"J": "a"}),
+    ("K=  padded  ", {"K": "padded"}),
+    ("L='  kept  '", {"L": "  kept  "}),
+    ("M='multi\nline'", {"M": "multi\nline"}),
+    ("N=`multi\nline`", {"N": "multi\nline"}),
+    ("O=$HOME/${X}", {"O": "$HOME/${X}"}),
+    ("P=1\r\nQ=2\rR=3", {"P": "1", "Q": "2", "R": "3"}),
+    ("S=", {"S": ""}),
+    ("T: colon", {"T": "colon"}),
+    ("U='unclosed", {"U": "'unclosed"}),
+    ("V=first\nV=second", {"V": "second"}),
+    ("W.x-y=1", {"W.x-y": "1"}),
+]
 
 
-def test_env_rendering_quotes_only_when_needed_and_parses_dokploy_text():
-    assert dk.render_env({"A": "1", "B": "x y"}) == "A=1\nB=x y"
-    assert dk.render_env({"A": "two\nlines"}) == 'A="two\\nlines"'
-    text = '# comment\n\nexport A=1\nB = spaced \nC="quoted # not a comment"\nD=\'lit\\n\'\nnot a line\n'
-    assert dk.parse_env(text) == {"A": "1", "B": "spaced", "C": "quoted # not a comment", "D": "lit\\n"}
-    assert dk.env_value(True) == "true" and dk.env_value(3001) == "3001" and dk.env_value(None) == ""
+@pytest.mark.parametrize("text,expected", DOTENV_CASES)
+def test_parse_env_reads_env_text_as_dotenv_16_4_5(text, expected):
+    # the module's reader and the fake's port of dotenv (the one the fake server uses) agree with dotenv
+    assert dk.parse_env(text) == expected
+    assert dotenv_parse(text) == expected
+
+
+HARD_VALUES = ["", "plain", "3001", "a b ", " lead", "trail ", " \t ", "x#y", "#", 'q"uote', "multi\nline",
+               "back\\slash", "C:\\new", "\\n", "=eq=", "'single'", '"double"', "`tick`", "tick`in", "$HOME",
+               "${{not.a.ref}", "pa$$w0rd!", "it's \"x\"", "a'b\"c`d", "a'b\"c\nd", "cr\rx", "crlf\r\n",
+               "x\"\n\\", "\\", "ends with \\", "{\"json\": [1, \"two\"]}",
+               "-----BEGIN KEY-----\nabc\n-----END KEY-----\n",
+               "postgresql://u:p%40ss@db:5432/app?ssl=1&x=y", "\u00e9t\u00e9 \u2603", "\u00a0nbsp\u00a0",
+               "export X=1", "K2=v2", " # not a comment "]
+
+
+@pytest.mark.parametrize("value", HARD_VALUES)
+def test_env_values_round_trip_through_dotenv(value):
+    env = {"KEY": value, "OTHER": "1", "LAST": "z"}
+    text = dk.render_env(env)
+    assert dotenv_parse(text) == env  # what the container gets, read by the fake's port of dotenv
+    assert dk.parse_env(text) == env
+
+
+def test_env_round_trip_property_or_refusal_naming_the_variable():
+    """A seeded random sample over the characters dotenv treats specially: every value either reads back
+    byte for byte or is refused with a message naming the variable (never showing the value)."""
+    rng = random.Random(1604)
+    alphabet = "ab $#'\"`\\\n\r\t=:xé"
+    refused = 0
+    for length in [rng.randint(0, 8) for dummy in range(3000)]:
+        value = "".join(rng.choice(alphabet) for dummy in range(length))
+        env = {"A_1": "x", "TRICKY": value}
+        try:
+            text = dk.render_env(env)
+        except dk.DokployError as exc:
+            refused += 1
+            assert exc.msg.startswith("env.TRICKY: the value cannot be written")
+            continue
+        assert dotenv_parse(text) == env, (value, text)
+    assert refused < 3000 // 5  # refusals are the rare values no quoting can carry
+
+
+def test_unquotable_value_is_refused_before_any_request():
+    value = "it's \"all\" of `them`\n"
+    for option in ("env", "secret_env"):
+        with pytest.raises(dk.DokployError) as info:
+            dk.validate_app(app_params(**{"env": None, "secret_env": None, option: {"TRICKY": value}}))
+        assert info.value.msg.startswith(option + ".TRICKY: the value cannot be written") and value not in \
+            info.value.msg
+
+
+def test_env_given_as_a_string_is_refused():
+    for option in ("env", "secret_env"):
+        with pytest.raises(dk.DokployError) as info:
+            dk.validate_app(app_params(**{"secret_env": None, option: "A=1\nB=2"}))
+        assert info.value.msg.startswith(option + ": must be a dict of NAME: value, got a string")
+    with pytest.raises(dk.DokployError) as info:
+        dk.validate_database(db_params(env="A=1"))
+    assert info.value.msg.startswith("env: must be a dict")
+    with pytest.raises(dk.DokployError) as info:
+        dk.validate_app(app_params(env={"A": [1, 2]}))
+    assert info.value.msg == "env.A: must be a string, number or boolean, not a list"
+    with pytest.raises(dk.DokployError) as info:
+        dk.validate_app(app_params(env={"API_SECRET": "x"}))
+    assert info.value.msg.startswith("secret_env: API_SECRET is also in env")
+
+
+def test_env_values_as_strings():
+    assert dk.env_value("K", True) == "true" and dk.env_value("K", 3001) == "3001"
+    assert dk.env_value("K", None) == ""
+    assert dk.render_env({"A": "1", "B": "x y", "C": "two\nlines"}) == "A=1\nB='x y'\nC=\"two\\nlines\""
 
 
 def test_env_changes_and_masks_never_carry_values():
@@ -82,6 +173,9 @@ def test_env_changes_and_masks_never_carry_values():
     assert before == {"A": "(set)", "B": "(set)", "C": "(set)"}
     assert after == {"A": "(changed)", "B": "(set)", "D": "(added)"}
     assert SECRET not in repr((before, after))
+    before, after = dk.masked_env(current, desired, plain={"B", "D"})  # declared in env, not secret_env
+    assert before == {"A": "(set)", "B": "same", "C": "(set)"}
+    assert after == {"A": "(changed)", "B": "same", "D": "added"}
     assert dk.mask_secret("x") == "(set)" and dk.mask_secret("x", "x") == "(set)"
     assert dk.mask_secret("x", "y") == "(changed)" and dk.mask_secret("", None) == ""
 
@@ -126,8 +220,8 @@ def test_domains_normalise_and_plan():
     ({"source": "git", "docker_image": None}, "git_repository"),
     ({"registry_password": "x", "source": "git", "docker_image": None, "git_repository": "r"}, "registry_password"),
     ({"git_branch": "main"}, "git_branch"), ({"dockerfile": "Dockerfile"}, "dockerfile"),
-    ({"env": {"BAD KEY": "1"}}, "env"), ({"domains": [{"host": "a.example.test"}, {"host": "a.example.test"}]},
-                                         "domains[1]"),
+    ({"env": {"BAD KEY": "1"}}, "env"), ({"secret_env": {"A:B": "1"}}, "secret_env"),
+    ({"domains": [{"host": "a.example.test"}, {"host": "a.example.test"}]}, "domains[1]"),
     ({"wait_timeout": 0}, "wait_timeout"),
 ])
 def test_validation_names_the_option(change, opt):
@@ -258,9 +352,11 @@ def test_create_then_nothing_to_do(fake):
     params = app_params(fake.url)
     first = converge(fake, params)
     assert first["changed"] and first["deployment"]["status"] == "done"
-    assert "application api (create)" in first["changes"] and "env.API_SECRET (added)" in first["changes"]
+    assert "application api (create)" in first["changes"] and "secret_env.API_SECRET (added)" in first["changes"]
+    assert "env.NODE_ENV (added)" in first["changes"]
     app = fake.applications[first["application_id"]]
-    assert app["sourceType"] == "docker" and dk.parse_env(app["env"]) == params["env"]
+    assert app["sourceType"] == "docker"
+    assert fake.container_env(app["applicationId"]) == {"NODE_ENV": "production", "API_SECRET": SECRET}
     assert app["appName"].startswith("ideony-api-") and first["app_name"] == app["appName"]
     assert [(d["host"], d["port"], d["certificateType"]) for d in fake.domains.values()] == \
         [("api.example.test", 3001, "letsencrypt")]
@@ -272,7 +368,7 @@ def test_create_then_nothing_to_do(fake):
     assert second["requests"] == 4 and fake.total_requests == 4 and fake.mutations() == []
     assert second["request_counts"] == {"settings.getDokployVersion": 1, "project.all": 1, "environment.one": 1,
                                         "application.one": 1}
-    assert second["diff"]["before"]["application"]["env"] == {"NODE_ENV": "(set)", "API_SECRET": "(set)"}
+    assert second["diff"]["before"]["application"]["env"] == {"NODE_ENV": "production", "API_SECRET": "(set)"}
 
 
 def test_check_mode_writes_nothing_and_diff_masks_values(fake):
@@ -282,7 +378,7 @@ def test_check_mode_writes_nothing_and_diff_masks_values(fake):
     assert fake.mutations() == [] and fake.projects == {}
     assert result["diff"]["before"] == {"project": None, "environment": None, "application": None}
     after = result["diff"]["after"]["application"]
-    assert after["env"] == {"NODE_ENV": "(added)", "API_SECRET": "(added)"}
+    assert after["env"] == {"NODE_ENV": "production", "API_SECRET": "(added)"}
     assert after["source"]["registry_password"] == "(changed)"
     assert SECRET not in json.dumps(result)
 
@@ -290,9 +386,9 @@ def test_check_mode_writes_nothing_and_diff_masks_values(fake):
 def test_env_change_redeploys_and_only_names_the_key(fake):
     params = app_params(fake.url)
     converge(fake, params)
-    changed = app_params(fake.url, env={"NODE_ENV": "production", "API_SECRET": "rotated-" + SECRET})
+    changed = app_params(fake.url, secret_env={"API_SECRET": "rotated-" + SECRET})
     result = converge(fake, changed, diff_mode=True)
-    assert result["changes"] == ["env.API_SECRET (changed)", "deploy (env changed)"]
+    assert result["changes"] == ["secret_env.API_SECRET (changed)", "deploy (env changed)"]
     assert result["deployment"]["status"] == "done" and result["deployment"]["reasons"] == ["env changed"]
     assert result["diff"]["after"]["application"]["env"]["API_SECRET"] == "(changed)"
     assert SECRET not in json.dumps(result)
@@ -329,12 +425,30 @@ def test_failed_deploy_fails_with_the_log_tail(fake):
     assert info.value.result["changes"] == ["deploy (the last deployment failed)"]
 
 
-def test_failed_deploy_without_the_log_endpoint_names_the_log_path(fake):
-    fake.log_endpoint = False
+def test_failed_deploy_shows_the_last_lines_of_the_real_log(fake):
+    """An image that cannot be pulled: the message carries docker pull's error read through
+    deployment.readLogs (the row's errorMessage is null, as on the real server)."""
     with pytest.raises(dk.ModuleFailure) as info:
-        converge(fake, app_params(fake.url, docker_image="registry.example.test/fail:1"))
-    assert "(no log lines available)" in info.value.msg and "/etc/dokploy/logs/" in info.value.msg
-    assert "could not be read through the API" in info.value.result["warnings"][0]
+        converge(fake, app_params(fake.url, docker_image="registry.example.test/fail:1", log_lines=3))
+    msg, result = info.value.msg, info.value.result
+    assert "no such host" in msg and "lookup registry.example.test" in msg and "Error occurred" in msg
+    assert "; error:" not in msg and result["deployment"]["error_message"] is None
+    assert len(result["deployment"]["log_tail"]) == 3 and "no such host" in result["deployment"]["log_tail"][1]
+    assert result["request_counts"]["deployment.readLogs"] == 1 and "warnings" not in result
+
+
+def test_failed_deploy_on_dokploy_before_0_29_5_says_the_log_is_not_available():
+    old = FakeDokploy(api_key=KEY, version="v0.29.4", deploy_delay=0.1, queue_delay=0.02)
+    old.start()
+    try:
+        with pytest.raises(dk.ModuleFailure) as info:
+            converge(old, app_params(old.url, docker_image="registry.example.test/fail:1"))
+    finally:
+        old.stop()
+    msg, result = info.value.msg, info.value.result
+    assert "The log is not available through the API on Dokploy v0.29.4" in msg and "/etc/dokploy/logs/" in msg
+    assert "deployment.readLogs" not in result["request_counts"] and result["deployment"]["log_tail"] == []
+    assert "not available through the API" in result["warnings"][0]
 
 
 def test_wait_timeout_and_no_wait(fake):
@@ -392,6 +506,7 @@ def test_new_environment_git_source_and_build_type(fake):
 
 
 def test_stop_start_and_absent(fake):
+    fake.no_swarm = False  # a swarm manager: start works
     converge(fake, app_params(fake.url))
     stopped = converge(fake, app_params(fake.url, state="stopped"))
     assert stopped["changes"] == ["stop"] and stopped["status"] == "idle"
@@ -453,3 +568,103 @@ def test_run_app_exits_and_fails_like_a_module(fake):
     with pytest.raises(Fail) as info:
         dk.run_app(invalid)
     assert info.value.result["msg"] == "docker_image: required with source=docker"
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: what the real Dokploy v0.30.2 showed
+# ---------------------------------------------------------------------------------------------
+
+def test_stop_and_start_report_the_state_the_server_ends_in(fake):
+    """Dokploy answers start/stop with the row as it was before the change; the result is the row after."""
+    fake.no_swarm = False
+    converge(fake, app_params(fake.url))
+    stopped = converge(fake, app_params(fake.url, state="stopped"))
+    assert stopped["status"] == "idle" == fake.find_applications("api")[0]["applicationStatus"]
+    started = converge(fake, app_params(fake.url, state="started"))
+    assert started["status"] == "done" == fake.find_applications("api")[0]["applicationStatus"]
+    assert started["request_counts"]["application.one"] == 2  # the run's read, and the read after start
+
+    db = converge(fake, db_params(fake.url), cls=dk.DatabaseConverger)
+    assert db["status"] == "done"
+    db_stopped = converge(fake, db_params(fake.url, state="stopped"), cls=dk.DatabaseConverger)
+    assert db_stopped["changes"] == ["stop"] and db_stopped["status"] == "idle"
+    assert fake.postgres[db["database_id"]]["applicationStatus"] == "idle"
+    db_started = converge(fake, db_params(fake.url, state="started", deploy="never"), cls=dk.DatabaseConverger)
+    assert db_started["changes"] == ["start"] and db_started["status"] == "done"
+
+
+def test_start_without_swarm_fails_with_dokploy_message_and_a_hint(fake):
+    converge(fake, app_params(fake.url))
+    converge(fake, app_params(fake.url, state="stopped"))
+    with pytest.raises(dk.DokployError) as info:
+        converge(fake, app_params(fake.url, state="started"))
+    assert "application.start: HTTP 500" in info.value.msg and "This node is not a swarm manager" in info.value.msg
+    assert "docker swarm init" in info.value.msg and "Dokploy runs every service on Docker Swarm" in info.value.msg
+    assert fake.find_applications("api")[0]["applicationStatus"] == "idle"
+
+
+def test_plain_env_is_shown_secret_env_is_not_and_both_reach_the_container(fake):
+    params = app_params(fake.url, env={"PORT": 3001, "APP_ENV": "staging", "DEBUG": False},
+                        secret_env={"API_SECRET": SECRET, "DB_URL": "postgresql://u:%s@db/x" % SECRET})
+    first = converge(fake, params, diff_mode=True)
+    after = first["diff"]["after"]["application"]["env"]
+    assert after == {"PORT": "3001", "APP_ENV": "staging", "DEBUG": "false", "API_SECRET": "(added)",
+                     "DB_URL": "(added)"}
+    assert "secret_env.DB_URL (added)" in first["changes"] and "env.PORT (added)" in first["changes"]
+    assert SECRET not in json.dumps(first)
+    assert fake.container_env(first["application_id"]) == {
+        "PORT": "3001", "APP_ENV": "staging", "DEBUG": "false", "API_SECRET": SECRET,
+        "DB_URL": "postgresql://u:%s@db/x" % SECRET}
+    again = converge(fake, params, diff_mode=True)
+    assert not again["changed"]
+    assert again["diff"]["before"]["application"]["env"]["PORT"] == "3001"
+
+
+def test_diff_of_an_existing_app_compares_declared_fields_only(fake):
+    """No spurious '- status: idle' line: the status is in the diff only when the run starts or stops."""
+    fake.no_swarm = False
+    converge(fake, app_params(fake.url, deploy="never"))
+    result = converge(fake, app_params(fake.url, deploy="never"), diff_mode=True)
+    assert not result["changed"] and result["diff"]["before"] == result["diff"]["after"]
+    assert "status" not in result["diff"]["before"]["application"]
+    assert converge(fake, app_params(fake.url, deploy="always"))["status"] == "done"
+    stopping = converge(fake, app_params(fake.url, state="stopped"), diff_mode=True, check_mode=True)
+    assert (stopping["diff"]["before"]["application"]["status"],
+            stopping["diff"]["after"]["application"]["status"]) == ("done", "idle")
+
+
+def test_tricky_env_values_reach_the_container_byte_for_byte(fake):
+    env = {"V%d" % i: value for i, value in enumerate(HARD_VALUES)}
+    params = app_params(fake.url, env=env, secret_env={"S": "it's \"quoted\" \\ $x #y \n"})
+    result = converge(fake, params)
+    assert fake.container_env(result["application_id"]) == dict(env, S=params["secret_env"]["S"])
+    assert not converge(fake, params)["changed"]  # and it reads back unchanged: no endless redeploy
+    db = converge(fake, db_params(fake.url, env={"PGOPTIONS": "-c search_path='a b'", "X": "\"q\" \\n"}),
+                  cls=dk.DatabaseConverger)
+    assert fake.container_env(kind="postgres", service_id=db["database_id"]) == {
+        "PGOPTIONS": "-c search_path='a b'", "X": "\"q\" \\n"}
+
+
+def test_docs_say_a_rate_limited_key_gets_half_its_limit():
+    for module in ("dokploy_app", "dokploy_database"):
+        text = (ROOT / "plugins" / "modules" / (module + ".py")).read_text()
+        doc = yaml.safe_load(text.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])
+        api_key = " ".join(doc["options"]["api_key"]["description"])
+        assert "twice per request" in api_key and "half its nominal limit" in api_key, module
+        assert "5 requests" in api_key
+        md = (ROOT / "docs" / "modules" / (module + ".md")).read_text()
+        assert "half its nominal limit" in md
+    assert "twice per request" in api.UNAUTHORIZED_HELP and "5 requests" in api.UNAUTHORIZED_HELP
+
+
+def test_client_reads_the_log_with_deployment_read_logs():
+    transport = Scripted(lambda method, url, body: (200, json.dumps("line 1\nline 2\nline 3\n").encode()))
+    client = api.DokployClient("https://dokploy.example.test", KEY, transport=transport)
+    assert client.deployment_log("dep id", tail=2) == ["line 2", "line 3"]
+    url = urlsplit(transport.requests[0]["url"])
+    assert (transport.requests[0]["method"], url.path) == ("GET", "/api/deployment.readLogs")
+    assert parse_qs(url.query) == {"deploymentId": ["dep id"], "tail": ["2"]}
+    assert client.counts == {"deployment.readLogs": 1}
+    for version, supported in (("v0.29.5", True), ("v0.30.2", True), ("v0.29.4", False), ("canary", None)):
+        client.version = version
+        assert client.read_logs_supported() is supported

@@ -55,7 +55,7 @@ def get(fake, procedure, **params):
 
 @pytest.fixture
 def fake():
-    server = FakeDokploy(deploy_delay=0.2, queue_delay=0.1, limited_keys={"limited": 3})
+    server = FakeDokploy(deploy_delay=0.2, queue_delay=0.1, limited_keys={"limited": 6, "default-limit": 10})
     server.start()
     yield server
     server.stop()
@@ -76,7 +76,10 @@ def test_version_is_a_json_string_behind_auth(fake):
 
 
 def test_rate_limited_key_answers_like_a_bad_key_once_its_quota_is_spent(fake):
+    # Dokploy checks a key twice per request: a limit of 6 is 3 requests, the default 10 is 5
     answers = [call(fake, "GET", "project.all", key="limited") for dummy in range(4)]
+    assert fake.key_usage["limited"] == 6
+    assert [call(fake, "GET", "project.all", key="default-limit")[0] for dummy in range(6)] == [200] * 5 + [401]
     assert [a[0] for a in answers] == [200, 200, 200, 401]
     assert answers[3][1] == call(fake, "GET", "project.all", key="wrong")[1] == {"message": "Unauthorized"}
 
@@ -108,9 +111,10 @@ def test_validation_errors_name_the_field(fake, env_id):
     assert status == 400
     assert body["message"] == "Input validation failed" and body["code"] == "BAD_REQUEST"
     assert body["data"]["httpStatus"] == 400 and body["data"]["path"] == "application.create"
-    assert body["data"]["zodError"]["fieldErrors"] == {"name": ["Required"]}
-    assert body["issues"] == [{"code": "invalid_type", "expected": "string", "received": "undefined",
-                               "path": ["name"], "message": "Required"}]
+    # zod v4's wording, as Dokploy v0.30 answers it
+    assert body["data"]["zodError"]["fieldErrors"] == {"name": ["Invalid input: expected string, received undefined"]}
+    assert body["issues"] == [{"expected": "string", "code": "invalid_type", "path": ["name"],
+                               "message": "Invalid input: expected string, received undefined"}]
 
     status, app = post(fake, "application.create", {"name": "api", "environmentId": env_id})
     status, body = post(fake, "domain.create", {"host": "a.example.test", "port": 70000,
@@ -119,13 +123,19 @@ def test_validation_errors_name_the_field(fake, env_id):
     assert status == 400
     messages = {i["path"][0]: i["message"] for i in body["issues"]}
     assert messages["port"] == "Port must be 65535 or below"
-    assert messages["certificateType"].startswith("Invalid enum value. Expected 'letsencrypt' | 'none' | 'custom'")
+    assert messages["certificateType"] == 'Invalid option: expected one of "letsencrypt"|"none"|"custom"'
+    status, body = post(fake, "application.create", {"name": "", "environmentId": 7})
+    assert {i["path"][0]: i["message"] for i in body["issues"]} == {
+        "name": "Too small: expected string to have >=1 characters",
+        "environmentId": "Invalid input: expected string, received number"}
 
     # every key of saveDockerProvider is required, and none is nullable
     status, body = post(fake, "application.saveDockerProvider", {
         "applicationId": app["applicationId"], "dockerImage": "nginx", "username": None, "password": ""})
     assert status == 400
     assert {tuple(i["path"]) for i in body["issues"]} == {("username",), ("registryUrl",)}
+    assert {i["message"] for i in body["issues"]} == {"Invalid input: expected string, received null",
+                                                      "Invalid input: expected string, received undefined"}
     status, body = post(fake, "application.saveEnvironment", {"applicationId": app["applicationId"],
                                                               "env": "A=1"})
     assert status == 400 and {i["path"][0] for i in body["issues"]} == {"buildArgs", "buildSecrets", "createEnvFile"}
@@ -138,7 +148,7 @@ def test_unknown_ids_are_not_found_except_where_the_router_wraps_errors(fake, en
     status, body = get(fake, "application.one", applicationId="nope")
     assert (status, body["message"], body["code"]) == (404, "Application not found", "NOT_FOUND")
     assert get(fake, "environment.one", environmentId="nope")[1]["message"] == "Environment not found"
-    assert get(fake, "deployment.all", applicationId="nope")[0] == 404
+    assert get(fake, "deployment.all", applicationId="nope") == (200, [])  # a list, not an error
     status, body = post(fake, "application.create", {"name": "x", "environmentId": "nope"})
     assert (status, body["message"]) == (404, "Environment not found")
     status, body = post(fake, "domain.create", {"host": "a.example.test", "applicationId": "nope"})
@@ -197,8 +207,9 @@ def test_deploy_returns_nothing_and_rows_move_running_then_done(fake, env_id):
     assert get(fake, "application.one", applicationId=app_id)[1]["applicationStatus"] == "running"
     wait_for(lambda: get(fake, "deployment.all", applicationId=app_id)[1][0]["status"] == "done")
     assert get(fake, "application.one", applicationId=app_id)[1]["applicationStatus"] == "done"
-    status, text, ctype = call_typed(fake, "GET", "logs/deployment/%s" % row["deploymentId"], query="tail=1")
-    assert status == 200 and ctype.startswith("text/plain") and text.strip() == "Docker Deployed: \u2705"
+    status, text, ctype = call_typed(fake, "GET", "deployment.readLogs",
+                                     query=urlencode({"deploymentId": row["deploymentId"], "tail": 1}))
+    assert status == 200 and ctype.startswith("application/json") and text.strip() == "Docker Deployed: \u2705"
 
     # a second deployment is listed first
     post(fake, "application.deploy", {"applicationId": app_id})
@@ -222,17 +233,59 @@ def test_failing_deployments_end_in_error_with_a_log(fake, env_id, how):
                             if r["status"] != "running"])[0]
     assert row["status"] == "error"
     assert get(fake, "application.one", applicationId=app_id)[1]["applicationStatus"] == "error"
-    text = call(fake, "GET", "logs/deployment/%s" % row["deploymentId"], query="tail=2")[1]
-    assert "manifest unknown" in text and "Error occurred" in text
+    assert row["errorMessage"] is None  # the real rows mostly have none: the log tells
+    text = get(fake, "deployment.readLogs", deploymentId=row["deploymentId"], tail=2)[1]
+    assert isinstance(text, str) and "Error occurred" in text
+    assert ("no such host" if how == "image" else "manifest unknown") in text
 
 
-def test_log_endpoint_can_be_absent_and_start_stop_change_status(env_id, fake):
-    app_id = post(fake, "application.create", {"name": "api", "environmentId": env_id})[1]["applicationId"]
-    assert post(fake, "application.stop", {"applicationId": app_id})[1]["applicationStatus"] == "idle"
-    assert post(fake, "application.start", {"applicationId": app_id})[1]["applicationStatus"] == "done"
-    fake.log_endpoint = False
+def test_read_logs_exists_from_0_29_5_and_there_is_no_logs_route(fake):
+    assert get(fake, "deployment.readLogs", deploymentId="nope")[1]["message"] == "Deployment not found"
     status, body = call(fake, "GET", "logs/deployment/x")
     assert status == 404 and body["message"] == "Not found"
+    old = FakeDokploy(version="v0.29.4")
+    old.start()
+    try:
+        status, body = get(old, "deployment.readLogs", deploymentId="x")
+    finally:
+        old.stop()
+    assert status == 404 and body["message"] == "Not found"
+
+
+def test_start_and_stop_answer_the_row_before_the_change_and_start_needs_swarm(fake, env_id):
+    app_id = post(fake, "application.create", {"name": "api", "environmentId": env_id})[1]["applicationId"]
+    pg = post(fake, "postgres.create", {"name": "db", "databaseName": "d", "databaseUser": "u",
+                                        "databasePassword": "pw", "environmentId": env_id})[1]
+    fake.applications[app_id]["applicationStatus"] = "done"
+    fake.postgres[pg["postgresId"]]["applicationStatus"] = "done"
+    # without Swarm (the default): stop works, start is Docker's 500 and changes nothing
+    assert post(fake, "application.stop", {"applicationId": app_id})[1]["applicationStatus"] == "done"
+    assert fake.applications[app_id]["applicationStatus"] == "idle"
+    status, body = post(fake, "application.start", {"applicationId": app_id})
+    assert status == 500 and body["message"].startswith("This node is not a swarm manager")
+    assert fake.applications[app_id]["applicationStatus"] == "idle"
+    assert post(fake, "postgres.stop", {"postgresId": pg["postgresId"]})[1]["applicationStatus"] == "done"
+    assert post(fake, "postgres.start", {"postgresId": pg["postgresId"]})[0] == 500
+    fake.no_swarm = False
+    assert post(fake, "application.start", {"applicationId": app_id})[1]["applicationStatus"] == "idle"
+    assert get(fake, "application.one", applicationId=app_id)[1]["applicationStatus"] == "done"
+    assert post(fake, "postgres.start", {"postgresId": pg["postgresId"]})[1]["applicationStatus"] == "idle"
+    assert fake.postgres[pg["postgresId"]]["applicationStatus"] == "done"
+
+
+def test_env_text_is_read_as_dotenv_does(fake, env_id):
+    app_id = post(fake, "application.create", {"name": "api", "environmentId": env_id})[1]["applicationId"]
+    text = 'A="say \\"hi\\""\nB=`t\'ck`\nC="l1\\nl2"\nD=x # c\nE=\\\\\nFAKE_DEPLOY_FAIL = 1 '
+    post(fake, "application.saveEnvironment", {"applicationId": app_id, "env": text, "buildArgs": "",
+                                               "buildSecrets": "", "createEnvFile": True})
+    assert fake.container_env(app_id) == {"A": 'say \\"hi\\"', "B": "t'ck", "C": "l1\nl2", "D": "x",
+                                          "E": "\\\\", "FAKE_DEPLOY_FAIL": "1"}
+    post(fake, "application.saveDockerProvider", {"applicationId": app_id, "dockerImage": "nginx:1.27",
+                                                  "username": "", "password": "", "registryUrl": ""})
+    post(fake, "application.deploy", {"applicationId": app_id})
+    row = wait_for(lambda: [r for r in get(fake, "deployment.all", applicationId=app_id)[1]
+                            if r["status"] != "running"])[0]
+    assert row["status"] == "error"  # FAKE_DEPLOY_FAIL is looked up in the parsed env
 
 
 def test_domains_and_databases(fake, env_id):
@@ -273,4 +326,4 @@ def test_counts_and_mutations_are_recorded(fake):
 def test_runs_as_a_module_from_the_command_line():
     res = subprocess.run([sys.executable, "-m", "tests.fakes.dokploy_api", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=False)
-    assert res.returncode == 0 and "--port" in res.stdout and "--limited-key" in res.stdout
+    assert res.returncode == 0 and "--port" in res.stdout and "--limited-key" in res.stdout and "--swarm" in res.stdout
