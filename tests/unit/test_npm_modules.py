@@ -4,6 +4,7 @@ AnsibleModule faked (tests/unit/fake_module.py) against the fake NPM server in-p
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import subprocess
@@ -686,3 +687,20 @@ def test_certificate_new_reuses_only_lets_encrypt_by_default(fake, cache):
     assert not res["failed"] and res["proxy_host"]["certificate_id"] not in before
     assert proxy(fake, cache, ["c.example.test"], certificate_reuse="never",
                  **args)["changed"] is False
+
+
+def test_a_token_refused_again_after_the_new_login_is_an_error_not_a_loop(cache):
+    calls = []
+
+    def transport(method, url, body, headers, timeout, validate_certs):
+        calls.append("%s %s" % (method, url.split("/api", 1)[1].split("?")[0]))
+        if url.endswith("/api/tokens"):
+            return 200, b'{"token": "t", "expires": "2999-01-01T00:00:00.000Z"}'
+        raise api.HTTPError(url, 400, "Bad Request", {}, io.BytesIO(
+            b'{"error": {"code": 400, "message": "Token has expired"}}'))
+
+    client = api.NpmClient("http://127.0.0.1:9", *ADMIN, cache_dir=cache, transport=transport)
+    with pytest.raises(api.NpmError) as info:
+        client.proxy_hosts()
+    assert info.value.status == 400 and "Token has expired" in info.value.msg
+    assert calls == ["POST /tokens", "GET /nginx/proxy-hosts", "POST /tokens", "GET /nginx/proxy-hosts"]
