@@ -48,7 +48,7 @@ def key_matches(cert_pem, key_pem, run_command=None):
             key = serialization.load_pem_private_key(key_pem.encode("utf-8"), password=None)
         except (ValueError, TypeError) as exc:
             raise NpmError("certificate_key: not a readable, unencrypted PEM private key (%s)"
-                           % str(exc).split("\n")[0]) from None
+                           % str(exc).split("\n", maxsplit=1)[0]) from None
         fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
     if run_command is None:
@@ -58,7 +58,7 @@ def key_matches(cert_pem, key_pem, run_command=None):
                                ("certificate_key", ["openssl", "pkey", "-pubout", "-passin", "pass:"], key_pem)):
         rc, out, err = run_command(args, data=text)
         if rc != 0:
-            raise NpmError("%s: openssl cannot read it (%s)" % (option, (err or "").strip().split("\n")[0]))
+            raise NpmError("%s: openssl cannot read it (%s)" % (option, (err or "").strip().split("\n", maxsplit=1)[0]))
         public.append((out or "").strip())
     return public[0] == public[1]
 

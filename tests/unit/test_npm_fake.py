@@ -481,8 +481,8 @@ def test_nginx_rejects_a_bad_advanced_config_or_an_unresolvable_location(fake, t
 
 
 def test_nginx_rejects_a_certificate_whose_key_does_not_match(fake, token):
-    cert, _ = self_signed("intranet.example.test")
-    _, other_key = self_signed("intranet.example.test")
+    cert = self_signed("intranet.example.test")[0]
+    other_key = self_signed("intranet.example.test")[1]
     row = request(fake, "POST", "/api/nginx/certificates", {"provider": "other", "nice_name": "intranet"}, token)[1]
     body, ctype = multipart({"certificate": cert, "certificate_key": other_key})
     assert request(fake, "POST", "/api/nginx/certificates/%d/upload" % row["id"], token=token, raw=body,
@@ -515,6 +515,6 @@ def test_access_list_put_answers_the_list_after_the_update(fake, token):
 
 
 def test_a_failed_letsencrypt_request_is_deleted_by_npm(fake, token):
-    status, _ = request(fake, "POST", "/api/nginx/certificates",
-                        {"provider": "letsencrypt", "domain_names": ["d.invalid"]}, token)
+    status = request(fake, "POST", "/api/nginx/certificates",
+                     {"provider": "letsencrypt", "domain_names": ["d.invalid"]}, token)[0]
     assert status == 500 and fake.certificates == {}

@@ -639,8 +639,8 @@ def test_bulk_applies_every_host_and_fails_naming_the_rejected_ones(fake, cache)
 
 
 def test_a_custom_certificate_whose_key_does_not_match_is_not_uploaded(fake, cache):
-    cert, _ = self_signed("intranet.example.test")
-    _, other_key = self_signed("intranet.example.test")
+    cert = self_signed("intranet.example.test")[0]
+    other_key = self_signed("intranet.example.test")[1]
     fake.reset_counts()
     res = execute(cert_mod.run_certificate, cert_params(fake, cache, provider="custom", nice_name="intranet",
                                                         certificate=cert, certificate_key=other_key))
@@ -651,7 +651,7 @@ def test_a_custom_certificate_whose_key_does_not_match_is_not_uploaded(fake, cac
 
 def test_key_pair_check_with_openssl_when_cryptography_is_missing(monkeypatch):
     cert, key = self_signed("a.example.test")
-    _, other_key = self_signed("a.example.test")
+    other_key = self_signed("a.example.test")[1]
     monkeypatch.setattr(cert_mod, "HAS_CRYPTOGRAPHY", False)
 
     def run(args, data=None):  # what AnsibleModule.run_command does with data: the text on stdin
