@@ -27,6 +27,14 @@ options:
     type: str
     required: true
     aliases: [secret]
+  totp_secret:
+    description:
+      - Base32 TOTP secret of O(username) when two-factor authentication is turned on for that account (NPM 2.14+).
+        NPM then answers the login with a challenge; the module computes the current code (RFC 6238, SHA1, 6 digits,
+        30 seconds) and gets the token from C(POST /api/tokens/2fa).
+      - Needs a correct clock on the machine the module runs on. Without it, a two-factor account fails with a
+        message naming this option.
+    type: str
   validate_certs:
     description: Verify the server's TLS certificate when O(url) is HTTPS.
     type: bool
@@ -39,8 +47,11 @@ options:
     description:
       - Keep the API token (valid one day) in a cache file so that every task and host of a run, and later runs,
         log in once instead of once per task. The file is mode 0600 in a 0700 directory of the user running the
-        module, named after a hash of O(url) and O(username), and holds the token and its expiry only.
-      - A token the server refuses (401) is dropped and the module logs in once more.
+        module, named after a slow hash (PBKDF2) of O(url), O(username) and O(password), and holds the token and its
+        expiry only. A changed O(password) therefore logs in again, and a wrong one fails at once.
+      - A token the server refuses is dropped and the module logs in once more and repeats the request once. NPM
+        2.12 and older refuse with 401; 2.13 and newer with 400 C(Token has expired), or 500 C(Internal Error) for
+        a token signed before NPM was reinstalled (checked with C(GET /api/users/me) before the login).
     type: bool
     default: true
   token_cache_dir:

@@ -29,6 +29,7 @@ ADMIN_SPEC = dict(
     url=dict(type="str", required=True),
     email=dict(type="str", required=True),
     password=dict(type="str", required=True, no_log=True),
+    totp_secret=dict(type="str", no_log=True),
     name=dict(type="str"),
     nickname=dict(type="str"),
     default_email=dict(type="str", default=DEFAULT_EMAIL),
@@ -42,7 +43,8 @@ ADMIN_SPEC = dict(
 
 def make_admin_client(p):
     return NpmClient(p["url"], p["email"], p["password"], validate_certs=p["validate_certs"], timeout=p["timeout"],
-                     token_cache=p["token_cache"], cache_dir=p.get("token_cache_dir"))
+                     token_cache=p["token_cache"], cache_dir=p.get("token_cache_dir"),
+                     totp_secret=p.get("totp_secret"))
 
 
 def run_admin(client, module):
@@ -71,7 +73,7 @@ def run_admin(client, module):
         client.login()
         result["method"] = "login"
     except NpmError as exc:
-        if exc.status not in (400, 401, 403):
+        if exc.status not in (400, 401, 403) or exc.option == "totp_secret":
             raise
         result["method"] = "default_admin"
     if result["method"] == "login":

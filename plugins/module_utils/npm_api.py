@@ -3,11 +3,21 @@
 """One client for Nginx Proxy Manager's REST API (the ``/api`` of the admin port, 2.12 to 2.14+).
 
 Authentication: ``POST /api/tokens {identity, secret}`` answers ``{token, expires}`` (a JWT valid one day);
-every other call sends ``Authorization: Bearer <token>`` (without it NPM answers 404, with a bad or expired one
-401). The token is obtained once and reused by every task and host of a run, and by later runs while it is
-valid: it is kept in a cache file (mode 0600, in a 0700 directory of the user running the module, under the
-temporary directory of the machine the module runs on; usually the controller) named after a hash of the
-URL and identity, with its expiry. A 401 drops the cached token and logs in once more.
+every other call sends ``Authorization: Bearer <token>`` (without it NPM answers 404). An account with two-factor
+authentication (2.14+) gets ``{requires_2fa: true, challenge_token}`` instead, and the token comes from
+``POST /api/tokens/2fa {challenge_token, code}`` with the RFC 6238 code of ``totp_secret`` (computed here).
+
+The token is obtained once and reused by every task and host of a run, and by later runs while it is valid: it is
+kept in a cache file (mode 0600, in a 0700 directory of the user running the module, under the temporary directory
+of the machine the module runs on; usually the controller) with its expiry. The file is named after a slow hash
+(PBKDF2) of the URL, identity *and password*, so a changed password never finds the token of the old one: it logs
+in, and a wrong password fails at once instead of hiding behind a valid token for a day.
+
+A refused token is dropped and the login done once more, then the request is repeated once. NPM refuses a token
+with 401 up to 2.12; from 2.13 (measured on v2.15.1) an expired token is 400 "Token has expired" and a token signed
+by another key (NPM reinstalled, new ``/data/keys.json``) is 500 "Internal Error". A 500 is ambiguous (a failed
+certbot run is also 500 "Internal Error"), so it counts as a refused token only for a token from the cache that
+``GET /api/users/me`` also refuses; a request is never repeated after a 500 of its own.
 
 Versions: ``GET /api/`` (no auth) gives ``version {major, minor, revision}`` and, from 2.13, ``setup`` (false on a
 fresh install until the first user exists). The differences the modules care about:
@@ -23,13 +33,16 @@ message, and the request counts per method and path template so modules can repo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import re
 import secrets
 import stat
+import struct
 import tempfile
 import time
 from calendar import timegm
@@ -55,6 +68,7 @@ CONNECTION_SPEC = dict(
     url=dict(type="str", required=True),
     username=dict(type="str", required=True, aliases=["identity", "email"]),
     password=dict(type="str", required=True, no_log=True, aliases=["secret"]),
+    totp_secret=dict(type="str", no_log=True),
     validate_certs=dict(type="bool", default=True),
     timeout=dict(type="int", default=30),
     token_cache=dict(type="bool", default=True),
@@ -76,7 +90,7 @@ FIELD_OPTIONS = {
 class NpmError(Exception):
     """A failed call or bad input, with a message that names the option or the request."""
 
-    def __init__(self, msg, status=None, method=None, path=None, body=None, api_message=None):
+    def __init__(self, msg, status=None, method=None, path=None, body=None, api_message=None, option=None):
         super().__init__(msg)
         self.msg = msg
         self.status = status
@@ -84,6 +98,25 @@ class NpmError(Exception):
         self.path = path
         self.body = body
         self.api_message = api_message
+        self.option = option
+
+
+def totp(secret, at=None, step=30, digits=6):
+    """RFC 6238 TOTP (HMAC-SHA1) of a base32 secret (spaces, dashes, lower case and missing padding accepted) at
+    epoch second ``at`` (now by default): the code an authenticator app shows."""
+    text = re.sub(r"[\s-]", "", secret or "").upper().rstrip("=")
+    try:
+        if not text or not re.match(r"^[A-Z2-7]+$", text):
+            raise ValueError(text)
+        key = base64.b32decode(text + "=" * (-len(text) % 8))
+    except ValueError:
+        raise NpmError("totp_secret: not a base32 TOTP secret (letters A-Z and digits 2-7, as the authenticator "
+                       "set-up of NPM shows it)", option="totp_secret") from None
+    counter = int(time.time() if at is None else at) // step
+    mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = (struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 10 ** digits
+    return "%0*d" % (digits, value)
 
 
 def parse_version(value):
@@ -151,8 +184,11 @@ class UrlsTransport:
 
 
 class TokenCache:
-    """Tokens kept between tasks, hosts and runs: one 0600 JSON file per (URL, identity) in a 0700 directory
-    owned by the current user. A directory that is not ours or is open to others is not used."""
+    """Tokens kept between tasks, hosts and runs: one 0600 JSON file per (URL, identity, password) in a 0700
+    directory owned by the current user. A directory that is not ours or is open to others is not used. The file
+    name is a PBKDF2 hash, so it does not give the password away cheaply."""
+
+    ROUNDS = 20000
 
     def __init__(self, directory=None):
         self.directory = directory or os.path.join(tempfile.gettempdir(), "selfhosted-npm-%s" % os.getuid())
@@ -165,14 +201,15 @@ class TokenCache:
             return False
         return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
 
-    def path(self, url, identity):
-        digest = hashlib.sha256(("%s\n%s" % (url, identity.lower())).encode("utf-8")).hexdigest()[:32]
+    def path(self, url, identity, secret):
+        salt = ("selfhosted-npm\n%s\n%s" % (url, identity.lower())).encode("utf-8")
+        digest = hashlib.pbkdf2_hmac("sha256", (secret or "").encode("utf-8"), salt, self.ROUNDS, 16).hex()
         return os.path.join(self.directory, "token-%s.json" % digest)
 
-    def get(self, url, identity, now=None):
+    def get(self, url, identity, secret, now=None):
         if not self.usable():
             return None
-        path = self.path(url, identity)
+        path = self.path(url, identity, secret)
         try:
             info = os.lstat(path)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
@@ -187,10 +224,10 @@ class TokenCache:
             return None
         return data
 
-    def put(self, url, identity, token, expires_at, version=None):
+    def put(self, url, identity, secret, token, expires_at, version=None):
         if not self.usable():
             return False
-        path = self.path(url, identity)
+        path = self.path(url, identity, secret)
         tmp = "%s.%s.tmp" % (path, secrets.token_hex(4))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -203,9 +240,9 @@ class TokenCache:
             return False
         return True
 
-    def drop(self, url, identity):
+    def drop(self, url, identity, secret):
         with contextlib.suppress(OSError):
-            os.unlink(self.path(url, identity))
+            os.unlink(self.path(url, identity, secret))
 
 
 def template(path):
@@ -217,7 +254,7 @@ class NpmClient:
     """Calls NPM's API with a cached token; counts requests per 'METHOD /path/{id}'."""
 
     def __init__(self, url, identity, secret, validate_certs=True, timeout=30, token_cache=True, cache_dir=None,
-                 transport=None, clock=time.time):
+                 transport=None, clock=time.time, totp_secret=None):
         base = (url or "").strip().rstrip("/")
         if base.endswith("/api"):
             base = base[:-4]
@@ -231,6 +268,9 @@ class NpmClient:
         self.base = base
         self.identity = identity
         self.secret = secret
+        self.totp_secret = totp_secret or None
+        if self.totp_secret:
+            totp(self.totp_secret, 0)  # a secret that is not base32 fails before any request
         self.validate_certs = validate_certs
         self.timeout = timeout
         self.transport = transport or UrlsTransport()
@@ -305,18 +345,36 @@ class NpmClient:
             raise NpmError("%s: the answer is not JSON: %r" % (where, raw[:200])) from None
 
     def call(self, method, path, body=None, query=None, timeout=None):
-        """An authenticated JSON call; logs in first when needed and once more after a 401."""
-        self.ensure_token()
+        """An authenticated JSON call; logs in first when needed, and once more when the token is refused."""
         data = None if body is None else json.dumps(body).encode("utf-8")
-        try:
-            raw = self._send(method, path, data, query, timeout=timeout)
-        except NpmError as exc:
-            if exc.status != 401:
-                raise
-            self.forget_token()
-            self.login()
-            raw = self._send(method, path, data, query, timeout=timeout)
+        raw = self._authed(method, path, data, query=query, timeout=timeout)
         return self._decode("%s %s" % (method, path), raw)
+
+    def _authed(self, method, path, data, query=None, timeout=None, content_type="application/json"):
+        self.ensure_token()
+        try:
+            return self._send(method, path, data, query, content_type=content_type, timeout=timeout)
+        except NpmError as exc:
+            if not self.token_refused(exc):
+                raise
+        self.forget_token()
+        self.login()
+        return self._send(method, path, data, query, content_type=content_type, timeout=timeout)
+
+    def token_refused(self, exc):
+        """Whether an error means NPM refused our token (see the module docstring): 401 (<= 2.12); 400 about the
+        token (2.13+: "Token has expired"); 500 for a cached token that GET /api/users/me refuses as well."""
+        if exc.status == 401:
+            return True
+        if exc.status == 400 and re.search(r"\btoken\b", exc.api_message or "", re.IGNORECASE):
+            return True
+        if exc.status == 500 and self.token_source == "cache":
+            self.token_source = "cache, checked"
+            try:
+                self._send("GET", "/api/users/me")
+            except NpmError as probe:
+                return probe.status in (400, 401, 500)
+        return False
 
     def public_call(self, method, path, body=None):
         """A JSON call without a token (the health and first-user setup endpoints)."""
@@ -325,7 +383,6 @@ class NpmClient:
 
     def upload(self, path, files, timeout=None):
         """An authenticated multipart/form-data POST of text files {field: text}."""
-        self.ensure_token()
         boundary = "----selfhosted%s" % secrets.token_hex(12)
         chunks = []
         for name, text in files.items():
@@ -335,14 +392,7 @@ class NpmClient:
         chunks.append(("--%s--\r\n" % boundary).encode())
         body = b"".join(chunks)
         ctype = "multipart/form-data; boundary=%s" % boundary
-        try:
-            raw = self._send("POST", path, body, content_type=ctype, timeout=timeout)
-        except NpmError as exc:
-            if exc.status != 401:
-                raise
-            self.forget_token()
-            self.login()
-            raw = self._send("POST", path, body, content_type=ctype, timeout=timeout)
+        raw = self._authed("POST", path, body, content_type=ctype, timeout=timeout)
         return self._decode("POST %s" % path, raw)
 
     # -- health, version, tokens ----------------------------------------------------------------
@@ -367,7 +417,7 @@ class NpmClient:
         if self.token:
             return
         if self.cache is not None:
-            cached = self.cache.get(self.base, self.identity, now=self.clock())
+            cached = self.cache.get(self.base, self.identity, self.secret, now=self.clock())
             if cached:
                 self.token = cached["token"]
                 self.token_source = "cache"
@@ -375,21 +425,40 @@ class NpmClient:
         self.login()
 
     def request_token(self, identity, secret):
-        """POST /api/tokens; returns (token, expires_at) or raises NpmError (401 for wrong credentials)."""
+        """POST /api/tokens (and /api/tokens/2fa for a two-factor account); returns (token, expires_at) or raises
+        NpmError (400 for wrong credentials from 2.13, 401 before; option totp_secret for the second factor)."""
         body = json.dumps({"identity": identity, "secret": secret}).encode("utf-8")
         data = self._decode("POST /api/tokens", self._send("POST", "/api/tokens", body, auth=False)) or {}
-        token = data.get("token")
+        if isinstance(data, dict) and data.get("requires_2fa"):
+            data = self.second_factor(identity, data.get("challenge_token"))
+        token = data.get("token") if isinstance(data, dict) else None
         if not token:
-            raise NpmError("POST /api/tokens: the answer has no token (%s); this NPM release may need a second "
-                           "factor or cookie login, which this client does not do" % ", ".join(sorted(data)))
+            raise NpmError("POST /api/tokens: the answer has no token (%s); this NPM release may need a login this "
+                           "client does not do" % ", ".join(sorted(data or {})))
         expires_at = parse_expiry(data.get("expires")) or (self.clock() + 3600)
         return token, expires_at
+
+    def second_factor(self, identity, challenge):
+        """POST /api/tokens/2fa with the current TOTP code of totp_secret."""
+        if not self.totp_secret:
+            raise NpmError("totp_secret: the NPM account %s has two-factor authentication turned on; set totp_secret "
+                           "to the base32 secret of its authenticator (from vault)" % identity, option="totp_secret")
+        body = json.dumps({"challenge_token": challenge or "", "code": totp(self.totp_secret, self.clock())})
+        try:
+            raw = self._send("POST", "/api/tokens/2fa", body.encode("utf-8"), auth=False)
+        except NpmError as exc:
+            if exc.status not in (400, 401, 403):
+                raise
+            raise NpmError("totp_secret: NPM refused the two-factor code of %s (HTTP %s: %s); check totp_secret and "
+                           "the clock of the machine the module runs on" % (identity, exc.status, exc.api_message),
+                           exc.status, "POST", "/api/tokens/2fa", option="totp_secret") from None
+        return self._decode("POST /api/tokens/2fa", raw) or {}
 
     def login(self):
         try:
             token, expires_at = self.request_token(self.identity, self.secret)
         except NpmError as exc:
-            if exc.status in (400, 401, 403):
+            if exc.status in (400, 401, 403) and not exc.option:
                 hint = ""
                 try:
                     if not self.is_setup:
@@ -399,18 +468,18 @@ class NpmClient:
                     pass
                 raise NpmError("username/password: NPM refused the login of %r (HTTP %s: %s).%s"
                                % (self.identity, exc.status, exc.api_message, hint), exc.status, "POST",
-                               "/api/tokens") from None
+                               "/api/tokens", api_message=exc.api_message, option="password") from None
             raise
         self.token = token
         self.token_source = "login"
         if self.cache is not None:
-            self.cache.put(self.base, self.identity, token, expires_at, self.version_text)
+            self.cache.put(self.base, self.identity, self.secret, token, expires_at, self.version_text)
         return token
 
     def forget_token(self):
         self.token = None
         if self.cache is not None:
-            self.cache.drop(self.base, self.identity)
+            self.cache.drop(self.base, self.identity, self.secret)
 
     # -- lists ----------------------------------------------------------------------------------
 
@@ -427,7 +496,7 @@ class NpmClient:
 def make_client(params, timeout=None):
     return NpmClient(params["url"], params["username"], params["password"], validate_certs=params["validate_certs"],
                      timeout=timeout or params["timeout"], token_cache=params["token_cache"],
-                     cache_dir=params.get("token_cache_dir"))
+                     cache_dir=params.get("token_cache_dir"), totp_secret=params.get("totp_secret"))
 
 
 def connection_spec(**overrides):

@@ -6,12 +6,23 @@ NPM has no PUT for certificates. A Let's Encrypt certificate is identified by it
 requested once (``POST /api/nginx/certificates`` answers when certbot is done, which can take minutes); NPM renews
 it itself. NPM inserts the row before certbot runs and keeps it when certbot fails, so a failed request is
 cleaned up here. A custom certificate is identified by its ``nice_name``; its PEM texts are compared with the ones
-NPM stores (never shown) and uploaded again (``POST /{id}/upload``, multipart) when they differ.
+NPM stores (never shown) and uploaded again (``POST /{id}/upload``, multipart) when they differ. NPM only checks
+that each file reads; a key that belongs to another certificate is accepted, and nginx then refuses every host
+that uses it (BRIEF: ``meta.nginx_online: false``). So the pair is checked here before anything is sent: the
+public key of the certificate must be the public key of the private key (with the ``cryptography`` package when
+the Python running the module has it, else with ``openssl``, the key on stdin, never on the command line).
 """
 
 from __future__ import annotations
 
 import re
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    HAS_CRYPTOGRAPHY = True
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
 
 from ansible_collections.selfhosted.platform.plugins.module_utils.npm_api import NpmError, Outcome
 from ansible_collections.selfhosted.platform.plugins.module_utils.npm_proxy_host import DOMAIN_RE, as_int, domain_key
@@ -22,6 +33,47 @@ PEM_FILES = ("certificate", "certificate_key", "intermediate_certificate")
 def failed_letsencrypt(row):
     """A Let's Encrypt row certbot never filled: NPM leaves expires_on at its creation time."""
     return row.get("provider") == "letsencrypt" and (row.get("expires_on") or "") <= (row.get("created_on") or "")
+
+
+def key_matches(cert_pem, key_pem, run_command=None):
+    """Whether key_pem is the private key of cert_pem: True, False, or None when nothing here can tell (no
+    cryptography and no run_command). run_command(args, data=text) -> (rc, stdout, stderr) runs openssl.
+    Raises NpmError (naming the option) for a file that does not read."""
+    if HAS_CRYPTOGRAPHY:
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem.encode("utf-8"))
+        except ValueError as exc:
+            raise NpmError("certificate: not a readable PEM certificate (%s)" % exc) from None
+        try:
+            key = serialization.load_pem_private_key(key_pem.encode("utf-8"), password=None)
+        except (ValueError, TypeError) as exc:
+            raise NpmError("certificate_key: not a readable, unencrypted PEM private key (%s)"
+                           % str(exc).split("\n", maxsplit=1)[0]) from None
+        fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
+    if run_command is None:
+        return None
+    public = []
+    for option, args, text in (("certificate", ["openssl", "x509", "-noout", "-pubkey"], cert_pem),
+                               ("certificate_key", ["openssl", "pkey", "-pubout", "-passin", "pass:"], key_pem)):
+        rc, out, err = run_command(args, data=text)
+        if rc != 0:
+            raise NpmError("%s: openssl cannot read it (%s)" % (option, (err or "").strip().split("\n", maxsplit=1)[0]))
+        public.append((out or "").strip())
+    return public[0] == public[1]
+
+
+def check_key_pair(p, module):
+    """Fail before any request when the custom certificate's key is not its own (nginx would refuse the hosts)."""
+    runner = None
+    if not HAS_CRYPTOGRAPHY and hasattr(module, "get_bin_path") and module.get_bin_path("openssl"):
+        runner = module.run_command
+    matches = key_matches(p["certificate"], p["certificate_key"], runner)
+    if matches is False:
+        raise NpmError("certificate_key: the private key does not match the certificate of custom certificate %r "
+                       "(their public keys differ); nothing was uploaded - nginx would refuse every host using it"
+                       % p["nice_name"])
+    return matches
 
 
 def validate(p, client):
@@ -72,8 +124,11 @@ def view(row):
 def run_certificate(client, module):
     p = module.params
     validate(p, client)
-    client.health()
     result = {"changed": False, "changes": [], "warnings": []}
+    if p["provider"] == "custom" and p["state"] == "present" and check_key_pair(p, module) is None:
+        result["warnings"].append("certificate_key: not checked against the certificate (neither the Python "
+                                  "cryptography package nor openssl where the module runs)")
+    client.health()
     rows = client.call("GET", "/api/nginx/certificates", query={"expand": "proxy_hosts"}) or []
     if p["provider"] == "letsencrypt":
         key = domain_key(p.get("domain_names"))

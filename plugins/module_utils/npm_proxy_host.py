@@ -13,8 +13,18 @@ names sorted; no certificate => ``ssl_forced`` and ``http2_support`` off; ``ssl_
 => ``hsts_subdomains`` off. A declared value the server would drop is reported as a warning, never as a change
 that comes back on every run.
 
-``certificate: new`` asks NPM for a Let's Encrypt certificate (``certificate_id: "new"``) when no certificate
-covering the host's domains is attached or available. NPM creates the host before requesting the certificate and
+nginx may refuse what NPM stored (a bad ``advanced_config``, a location upstream that does not resolve, a custom
+certificate whose key does not match): NPM still answers 201/200, then sets ``meta.nginx_online: false`` with
+nginx's message in ``meta.nginx_err``, removes the host's conf file and stops serving it. The PUT answer carries
+that ``meta``, the POST answer does not (``meta: {}``): a created host is read back. Such a host fails the task,
+naming its domains and nginx's message; the row stays, and an offline (enabled) host is drift the next run repairs
+by saving it again (a PUT), failing again while nginx still refuses it.
+
+``certificate: new`` asks NPM for a Let's Encrypt certificate (``certificate_id: "new"``) unless a certificate
+covering every domain of the host is attached or available; which existing certificates count is
+``certificate_reuse``: ``letsencrypt`` (default; issued Let's Encrypt certificates only, never a custom one such as
+a self-signed wildcard), ``any``, or ``never`` (only the Let's Encrypt certificate already attached). Attaching an
+existing certificate is reported as a warning naming it. NPM creates the host before requesting the certificate and
 keeps it when issuance fails; the module then deletes that half-created host (and the failed certificate row)
 and fails. NPM also drops ``ssl_forced``/``http2_support``/HSTS on a host created with ``"new"`` (they are cleaned
 while the host has no certificate yet), so the module re-applies them after the certificate is attached.
@@ -54,6 +64,7 @@ NEW_CERTIFICATE_SPEC = dict(
     dns_credentials=dict(type="str", no_log=True),
     propagation_seconds=dict(type="int"),
 )
+CERTIFICATE_REUSE = ("letsencrypt", "any", "never")
 HOST_SPEC = dict(
     domain_names=dict(type="list", elements="str", required=True),
     state=dict(type="str", default="present", choices=["present", "absent", "enabled", "disabled"]),
@@ -62,6 +73,7 @@ HOST_SPEC = dict(
     forward_port=dict(type="int"),
     certificate=dict(type="raw"),
     new_certificate=dict(type="dict", options=NEW_CERTIFICATE_SPEC),
+    certificate_reuse=dict(type="str", default="letsencrypt", choices=list(CERTIFICATE_REUSE)),
     ssl_forced=dict(type="bool"),
     http2_support=dict(type="bool"),
     hsts_enabled=dict(type="bool"),
@@ -112,6 +124,29 @@ def covers(cert_domains, domain):
 
 def covers_all(cert_domains, domains):
     return bool(domains) and all(covers(cert_domains, d) for d in domains)
+
+
+def issued(cert):
+    """False for a Let's Encrypt row certbot never filled (its expiry never moved past its creation)."""
+    return cert.get("provider") != "letsencrypt" or (cert.get("expires_on") or "") > (cert.get("created_on") or "")
+
+
+def offline(row):
+    """An enabled host whose last config nginx refused (NPM: meta.nginx_online false)."""
+    meta = (row or {}).get("meta")
+    return bool(row) and as_bool(row.get("enabled", True)) and isinstance(meta, dict) and \
+        meta.get("nginx_online") is False
+
+
+def nginx_message(row):
+    """nginx's own lines of meta.nginx_err (the [emerg] ones), without the command NPM ran."""
+    text = str(((row or {}).get("meta") or {}).get("nginx_err") or "").strip()
+    lines = [line.strip() for line in text.splitlines() if "[emerg]" in line or "[crit]" in line]
+    return "; ".join(lines) if lines else (text or "no message")
+
+
+class NginxRejected(NpmError):
+    """NPM saved the host but nginx refused its configuration: the host is not served."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,6 +236,10 @@ def validate_host(p, prefix=""):
                              for i, item in enumerate(p["locations"])]
     spec["certificate"] = parse_certificate(p.get("certificate"), prefix + "certificate")
     spec["access_list"] = parse_access_list(p.get("access_list"), prefix + "access_list")
+    spec["certificate_reuse"] = p.get("certificate_reuse") or "letsencrypt"
+    if spec["certificate_reuse"] not in CERTIFICATE_REUSE:
+        raise NpmError("%scertificate_reuse: %r is not one of %s" % (prefix, spec["certificate_reuse"],
+                                                                     ", ".join(CERTIFICATE_REUSE)))
     spec["new_certificate"] = dict(p.get("new_certificate") or {})
     nc = spec["new_certificate"]
     if nc.get("dns_provider") and not nc.get("dns_credentials"):
@@ -327,14 +366,14 @@ class Reconciler:
                 raise NpmError("%s: NPM has no certificate with id %d" % (where, value))
             return value
         domains = spec["domain_names"]
-        match, new_if_missing = value if kind == "match" else (None, True)
+        if kind == "new":
+            return self.resolve_new(spec, attached)
+        match, new_if_missing = value
         wanted = [match] if match else domains
         if attached and covers_all(attached.get("domain_names"), wanted):
             return as_int(attached.get("id"))
         # a Let's Encrypt row whose expiry never moved past its creation is one certbot failed to fill
-        candidates = [c for c in self.certificates() if covers_all(c.get("domain_names"), wanted)
-                      and (c.get("provider") != "letsencrypt"
-                           or (c.get("expires_on") or "") > (c.get("created_on") or ""))]
+        candidates = [c for c in self.certificates() if covers_all(c.get("domain_names"), wanted) and issued(c)]
         if candidates:
             best = max(candidates, key=lambda c: (c.get("expires_on") or "", as_int(c.get("id"))))
             return as_int(best.get("id"))
@@ -342,6 +381,32 @@ class Reconciler:
             return "new"
         raise NpmError("%s: no NPM certificate covers %s; upload or request one (npm_certificate), or use "
                        "certificate: new" % (where, ", ".join(wanted)))
+
+    def resolve_new(self, spec, attached):
+        """certificate: new -> the attached or an existing certificate certificate_reuse accepts, else 'new'."""
+        policy = spec["certificate_reuse"]
+        domains = spec["domain_names"]
+
+        def acceptable(cert):
+            if not covers_all(cert.get("domain_names"), domains) or not issued(cert):
+                return False
+            return policy == "any" or cert.get("provider") == "letsencrypt"
+
+        if attached and acceptable(attached):
+            return as_int(attached.get("id"))
+        if policy == "never":
+            return "new"
+        candidates = [c for c in self.certificates() if acceptable(c)]
+        if not candidates:
+            return "new"
+        best = max(candidates, key=lambda c: (c.get("expires_on") or "", as_int(c.get("id"))))
+        self.warnings.append(
+            "%scertificate: new reuses NPM's certificate #%s %r (%s, for %s, expires %s) for %s instead of requesting "
+            "one; set certificate_reuse: never to get a certificate of its own" % (
+                spec["prefix"], best.get("id"), best.get("nice_name") or "",
+                "Let's Encrypt" if best.get("provider") == "letsencrypt" else "custom",
+                ", ".join(best.get("domain_names") or []), best.get("expires_on"), ", ".join(domains)))
+        return as_int(best.get("id"))
 
     def resolve_access_list(self, spec, row):
         kind, value = spec["access_list"]
@@ -436,6 +501,14 @@ class Reconciler:
             plan["changes"].append("disable")
         if plan["enable"] is not None and plan["action"] == "unchanged":
             plan["action"] = "enable" if plan["enable"] else "disable"
+        plan["resave"] = bool(row) and offline(row) and spec["state"] != "disabled" and not plan["enable"]
+        if plan["resave"]:
+            plan["changes"].append("nginx_online: false -> true (save again; nginx refused the last config: %s)"
+                                   % nginx_message(row))
+            if not plan["payload"]:
+                plan["payload"] = {"domain_names": list(row.get("domain_names") or spec["domain_names"])}
+            if plan["action"] == "unchanged":
+                plan["action"] = "update"
         if self.diff_mode:
             shown_fields = [f for f in COMPARED if f in managed and f in effective]
             before = dict((f, have.get(f)) for f in shown_fields) if row else {}
@@ -443,6 +516,8 @@ class Reconciler:
             if row:
                 before["enabled"] = enabled
             after["enabled"] = enabled if plan["enable"] is None else plan["enable"]
+            if plan["resave"]:
+                before["nginx_online"], after["nginx_online"] = False, True
             plan["before"], plan["after"] = before, after
         plan["effective"] = effective
         return plan
@@ -511,6 +586,16 @@ class Reconciler:
                                                                        "enable" if plan["enable"] else "disable"))
             self.wrote = True
             row = dict(row, enabled=plan["enable"])
+            if plan["enable"]:  # /enable answers true only: nginx's verdict is in the row
+                row = self.client.call("GET", "/api/nginx/proxy-hosts/%s" % row["id"]) or row
+        if offline(row):
+            spec = plan["spec"]
+            raise NginxRejected(
+                "%sdomain_names: nginx refused the configuration of proxy host %s (#%s), so NPM saved it but does not "
+                "serve it: %s. Check advanced_config, locations (their forward_host must resolve when nginx loads) "
+                "and the certificate's key; the next run saves the host again." % (
+                    spec["prefix"], ", ".join(spec["domain_names"]), row.get("id"), nginx_message(row)),
+                api_message=nginx_message(row))
         return row
 
     def write(self, method, path, payload, spec):
@@ -553,8 +638,9 @@ class Reconciler:
             fix = dict((f, wanted[f]) for f in ("ssl_forced", "http2_support", "hsts_enabled", "hsts_subdomains")
                        if wanted[f] != have[f])
             if fix:
-                row = self.write("PUT", "/api/nginx/proxy-hosts/%s" % row["id"], fix, spec)
-        return row
+                return self.write("PUT", "/api/nginx/proxy-hosts/%s" % row["id"], fix, spec)
+        # The POST answer is the row as inserted (meta {}): nginx's verdict is in the row read back.
+        return self.client.call("GET", "/api/nginx/proxy-hosts/%s" % row["id"]) or row
 
     def update(self, plan, row):
         spec = plan["spec"]
@@ -680,17 +766,24 @@ def run_proxy_hosts(client, module):
     result = {"changed": any(pl["changes"] for pl in ordered), "warnings": rec.warnings}
     summaries = {}
     done = []
+    rejected = []
     try:
         for plan in ordered:
             row = None
             if plan["changes"] and not module.check_mode:
-                row = rec.apply(plan)
+                try:
+                    row = rec.apply(plan)
+                except NginxRejected as exc:  # saved but not served: go on with the others, fail at the end
+                    rejected.append(exc.msg)
+                    summaries[id(plan)] = dict(summary(plan), nginx_online=False, nginx_err=exc.api_message)
+                    done.append(plan)
+                    continue
             summaries[id(plan)] = summary(plan, row)
             done.append(plan)
     except NpmError as exc:
         result["hosts"] = [summaries[id(pl)] for pl in done]
         result["changed"] = rec.wrote
-        raise Outcome(exc.msg, result) from None
+        raise Outcome("\n".join([*rejected, exc.msg]), result) from None
     result["hosts"] = [summaries[id(pl)] for pl in plans] + [summaries[id(pl)] for pl in purge]
     result["summary"] = dict((action, sum(1 for s in result["hosts"] if s["action"] == action))
                              for action in ("create", "update", "enable", "disable", "delete", "unchanged"))
@@ -701,4 +794,7 @@ def run_proxy_hosts(client, module):
                           for s in result["hosts"] if s.get("diff") and s["changed"]]
     for s in result["hosts"]:
         s.pop("diff", None)
+    if rejected:
+        result["changed"] = rec.wrote
+        raise Outcome("%d proxy host(s) not served: %s" % (len(rejected), "\n".join(rejected)), result)
     return result

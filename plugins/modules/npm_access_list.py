@@ -149,7 +149,7 @@ def main():
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         satisfy_any=dict(type="bool"),
-        pass_auth=dict(type="bool"),
+        pass_auth=dict(type="bool", no_log=False),
         users=dict(type="list", elements="dict", options=dict(
             username=dict(type="str", required=True),
             password=dict(type="str", no_log=True),

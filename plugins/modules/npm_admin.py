@@ -42,6 +42,12 @@ options:
     description: Password of the admin.
     type: str
     required: true
+  totp_secret:
+    description:
+      - Base32 TOTP secret of the admin when two-factor authentication is turned on for the account (NPM 2.14+);
+        the module computes the current code (RFC 6238, SHA1, 6 digits, 30 seconds) for C(POST /api/tokens/2fa).
+      - Needs a correct clock on the machine the module runs on.
+    type: str
   name:
     description: Full name of the admin; set when creating or changing the account, and corrected when it differs.
     type: str

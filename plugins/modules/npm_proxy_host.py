@@ -19,6 +19,12 @@ description:
     site live).
   - A certificate is given by id, found by domain, or requested on demand (O(certificate=new)); when Let's
     Encrypt fails, the host NPM created anyway is deleted before the task fails.
+  - NPM saves a host even when nginx then refuses its configuration (an unknown directive in O(advanced_config), a
+    location whose O(locations[].forward_host) does not resolve, a custom certificate whose key is not its own) - it
+    sets C(meta.nginx_online=false) with nginx's message in C(meta.nginx_err), removes the host's conf file and
+    stops serving it. The module reads the host back after every write and fails naming the host and nginx's
+    message. An enabled host NPM reports offline is drift - the next run saves it again (a C(PUT)), which repairs it
+    once the cause is gone, and fails again while nginx still refuses it.
   - To declare many hosts with a constant number of requests and purge the undeclared ones, use
     M(selfhosted.platform.npm_proxy_hosts).
 author:
@@ -68,10 +74,24 @@ options:
         for that domain, exact or by wildcard; without C(match) it must cover every domain of the host. The attached
         certificate is kept while it still matches, else the one expiring last is chosen. With the key
         C(new_if_missing) true, a new Let's Encrypt certificate is requested when none matches.
-      - V(new) keeps an attached certificate that covers every domain, else uses an existing one that does,
-        else requests a Let's Encrypt certificate for the host's domains (see O(new_certificate)). When
-        issuance fails, the host NPM already created is deleted and the task fails.
+      - V(new) keeps an attached certificate that covers every domain, else uses an existing one that does
+        and that O(certificate_reuse) accepts (by default issued Let's Encrypt certificates only), else requests a
+        Let's Encrypt certificate for the host's domains (see O(new_certificate)). Attaching an existing
+        certificate is reported as a warning naming it. When issuance fails, the host NPM already created is
+        deleted and the task fails.
     type: raw
+  certificate_reuse:
+    description:
+      - Which existing certificates O(certificate=new) may attach instead of requesting one.
+      - V(letsencrypt) - an issued Let's Encrypt certificate that covers every domain of the host; never a
+        custom one (a self-signed wildcard, for example), which browsers may not trust.
+      - V(any) - any certificate that covers every domain, custom ones included (the behaviour before
+        this option).
+      - V(never) - only the Let's Encrypt certificate already attached to the host; otherwise a certificate
+        of its own is requested.
+    type: str
+    choices: [letsencrypt, any, never]
+    default: letsencrypt
   new_certificate:
     description: How a certificate requested by O(certificate=new) is obtained.
     type: dict

@@ -19,6 +19,9 @@ description:
   - With O(purge=true), hosts NPM has that are not declared are deleted (before declared hosts are created, so a
     domain can move from a purged host to a declared one).
   - Declared hosts are checked together before anything is written; a domain declared twice is an error.
+  - A host nginx refuses (NPM saves it, then sets C(meta.nginx_online=false) and stops serving it) does not stop
+    the others - the task fails at the end naming each such host and nginx's message, and the next run saves those
+    hosts again (see M(selfhosted.platform.npm_proxy_host)).
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
 extends_documentation_fragment:
@@ -68,10 +71,24 @@ options:
             for that domain, exact or by wildcard; without C(match) it must cover every domain of the host. The attached
             certificate is kept while it still matches, else the one expiring last is chosen. With the key
             C(new_if_missing) true, a new Let's Encrypt certificate is requested when none matches.
-          - V(new) keeps an attached certificate that covers every domain, else uses an existing one that does,
-            else requests a Let's Encrypt certificate for the host's domains (see O(hosts[].new_certificate)). When
-            issuance fails, the host NPM already created is deleted and the task fails.
+          - V(new) keeps an attached certificate that covers every domain, else uses an existing one that does and
+            that O(hosts[].certificate_reuse) accepts (by default issued Let's Encrypt certificates only), else
+            requests a Let's Encrypt certificate for the host's domains (see O(hosts[].new_certificate)). Attaching an
+            existing certificate is reported as a warning naming it. When issuance fails, the host NPM already
+            created is deleted and the task fails.
         type: raw
+      certificate_reuse:
+        description:
+          - Which existing certificates O(hosts[].certificate=new) may attach instead of requesting one.
+          - V(letsencrypt) - an issued Let's Encrypt certificate that covers every domain of the host; never a
+            custom one (a self-signed wildcard, for example), which browsers may not trust.
+          - V(any) - any certificate that covers every domain, custom ones included (the behaviour before
+            this option).
+          - V(never) - only the Let's Encrypt certificate already attached to the host; otherwise a certificate
+            of its own is requested.
+        type: str
+        choices: [letsencrypt, any, never]
+        default: letsencrypt
       new_certificate:
         description: How a certificate requested by O(hosts[].certificate=new) is obtained.
         type: dict
@@ -216,6 +233,14 @@ hosts:
     changed:
       description: Whether this host changed.
       type: bool
+    nginx_online:
+      description: V(false) for a host NPM saved but nginx refused (not served); absent otherwise.
+      type: bool
+      returned: when nginx refused the host
+    nginx_err:
+      description: nginx's message for a refused host.
+      type: str
+      returned: when nginx refused the host
   sample: [{"domain_names": ["app.example.test"], "id": 4, "action": "update", "changed": true,
             "changes": ["forward_port: 3000 -> 3001"]}]
 summary:

@@ -23,10 +23,17 @@ silent, from NPM's own source (NginxProxyManager/nginx-proxy-manager, ``backend/
 - Errors (``lib/error.js`` and the app's error handler): ``{"error": {"code", "message"}}``; non-public errors
   (a failed certbot run) say ``"Internal Error"``; under ``/api/nginx/certificates`` a ``debug`` object with the
   certbot output is added, as NPM does for that path only.
-- Auth (BRIEF): ``POST /api/tokens {identity, secret}`` -> ``{token, expires}`` (a JWT-shaped token, 1 day); a
-  request without an ``Authorization: Bearer`` header to a protected route is ``404``; a wrong or expired token is
-  ``401`` ("Token has expired" / "Invalid token"); wrong credentials are ``401`` ("No relevant user found" /
-  "Invalid password", ``internal/token.js``). ``GET /api/tokens`` refreshes a token.
+- Auth (BRIEF, measured on v2.15.1): ``POST /api/tokens {identity, secret}`` -> ``{token, expires}`` (a JWT-shaped
+  token, 1 day); a request without an ``Authorization: Bearer`` header to a protected route is ``404``. From 2.13:
+  wrong credentials 400 "Invalid email or password", an expired token 400 "Token has expired", a token the server
+  did not sign (NPM reinstalled with a new ``/data/keys.json``: ``rotate_keys()``; or a malformed one) 500
+  "Internal Error". Up to 2.12 (``version="2.12.x"``) all of these are 401 ("No relevant user found" / "Invalid
+  password" / "Token has expired" / "Invalid token", ``internal/token.js`` of that time). ``GET /api/tokens``
+  refreshes a token.
+- Two-factor authentication (2.14+): a user with a TOTP secret (``set_totp(email, secret)``) gets
+  ``{requires_2fa: true, challenge_token}`` from ``POST /api/tokens``; ``POST /api/tokens/2fa {challenge_token,
+  code}`` answers the token when the code is the RFC 6238 code (SHA1, 6 digits, 30 s) of the current or an
+  adjacent window, else 400 "Invalid verification code" (a challenge is valid 5 minutes and used once).
 - Both API generations: ``version="2.12.x"`` starts with the default admin ``admin@example.com`` / ``changeme``
   (BRIEF); ``2.13.x`` and later start with no user and ``setup: false`` until ``POST /api/users`` (unauthenticated,
   first user only, made admin: ``routes/users.js``) or ``initial_admin=(email, password)`` (the
@@ -40,21 +47,27 @@ silent, from NPM's own source (NginxProxyManager/nginx-proxy-manager, ``backend/
   Scalars are coerced as ajv does (``"8080"`` -> 8080).
 - Proxy hosts (``internal/proxy-host.js``, ``internal/host.js``, ``models/proxy_host.js``): list ordered by
   ``domain_names`` with ``?expand=owner,certificate,access_list`` (a certificate's ``meta`` is emptied in host
-  rows: ``cleanRowCertificateMeta``); domain names sorted (and lower-cased, see the differences); defaults filled
+  rows: ``cleanRowCertificateMeta``); domain names stored as sent (case kept) and sorted; defaults filled
   in on create (``forward_scheme`` http, ids 0, booleans false, ``enabled`` true, ``advanced_config`` "",
   ``meta`` {}; ``locations`` null when not sent); ``cleanSslHstsData``: no certificate => ``ssl_forced`` and
   ``http2_support`` false, no ``ssl_forced`` => ``hsts_enabled`` false => ``hsts_subdomains`` false (on update
   merged with the stored row first); a domain used by another host (case-insensitive) => 400 "X is already in use";
-  after nginx is configured ``meta`` gains ``nginx_online`` / ``nginx_err``; ``certificate_id: "new"`` inserts the
+  after nginx is configured ``meta`` gains ``nginx_online`` / ``nginx_err``: nginx rejecting the config (BRIEF) is
+  ``nginx_online: false`` with nginx's message in ``nginx_err``, the host no longer served (out of
+  ``live_host_ids()``), the row kept as saved; the fake rejects an ``advanced_config`` (host or location) with a
+  directive not in ``NGINX_DIRECTIVES`` or unbalanced braces, a location ``forward_host`` that does not resolve
+  (under ``.invalid`` or in ``unresolvable_hosts``) and a custom certificate whose key does not match it. The
+  ``POST`` answer carries the ``meta`` as inserted (``{}``: read the row back for the verdict), the ``PUT`` answer
+  the verdict. ``certificate_id: "new"`` inserts the
   host first and then requests the certificate, so a failed issuance leaves the host row (with certificate 0) and
   answers 500; on ``PUT`` the certificate is requested before the row is patched. ``/enable`` and ``/disable``
   answer 400 "Host is already enabled|disabled"; ``PUT {"enabled": false}`` stores the flag but leaves the site
   live (BRIEF): ``live_host_ids()`` shows which hosts nginx serves.
 - Certificates (``internal/certificate.js``, ``models/certificate.js``): Let's Encrypt is synchronous (``issue_delay``
-  seconds); ``nice_name`` becomes the joined domain names; the row is inserted before certbot runs and stays when
-  it fails (the code reverts nginx only); HTTP challenge fails for domains under ``.invalid`` or in
-  ``fail_domains``; DNS challenge (``meta.dns_challenge``) needs a known ``dns_provider`` and non-empty
-  ``dns_provider_credentials``. ``provider: "other"`` is created empty and filled by ``POST /{id}/upload``
+  seconds); ``nice_name`` becomes the joined domain names; the row is inserted before certbot runs and deleted
+  when certbot fails (v2.15.1, BRIEF; also for a host's ``"new"`` certificate); HTTP challenge fails for domains
+  under ``.invalid`` or in ``fail_domains``; DNS challenge (``meta.dns_challenge``) needs a known ``dns_provider``
+  and non-empty ``dns_provider_credentials``. ``provider: "other"`` is created empty and filled by ``POST /{id}/upload``
   (multipart ``certificate``, ``certificate_key``, ``intermediate_certificate``): the key must be a private key,
   the certificate a valid, unexpired one; ``domain_names`` becomes ``[cn]``, ``expires_on`` its notAfter; the answer
   is the three PEM texts. Certificate rows keep their ``meta`` (PEM texts included) in ``GET`` answers, as
@@ -63,7 +76,7 @@ silent, from NPM's own source (NginxProxyManager/nginx-proxy-manager, ``backend/
   character + ``*`` x (length - 1)); on ``PUT`` an item with an empty password keeps the stored one, an item with a
   password replaces that user, users not sent are deleted; ``satisfy_any`` and ``pass_auth`` are only patched
   together with ``name`` (keys not sent are left as they are); ``clients`` are replaced when sent; ``PUT``
-  answers with the list as it was *before* the update (the source returns the row read first);
+  answers with the list after the update, items (masked) and clients expanded (v2.15.1, BRIEF);
   ``proxy_host_count`` is in every row; deleting a list sets ``access_list_id`` 0 on its hosts.
 - Users: ``GET /api/users/me``, ``PUT /api/users/{id|me}`` (email, name, nickname), ``PUT
   /api/users/{id|me}/auth {type: "password", current, secret}`` (``current`` must match for one's own account).
@@ -71,12 +84,18 @@ silent, from NPM's own source (NginxProxyManager/nginx-proxy-manager, ``backend/
 Known differences from the real backend (where the source could not settle it, or it does not matter here):
 
 - Only proxy hosts take part in the duplicate-domain check; NPM also checks redirection and dead hosts, which the
-  fake does not implement (nor streams, settings, reports, audit log, 2FA, OIDC).
-- Domain names are lower-cased on write. ``models/proxy_host.js`` only sorts them; the UI lower-cases before
-  sending and the duplicate check is case-insensitive. ``lowercase_domains=False`` turns this off.
-- A request without a token is 404 as the brief measured; a malformed token is 401 (NPM may answer 500 for a
-  token it cannot parse). ``int_booleans=True`` returns booleans as 0/1, as releases whose models did not convert
-  the database's integers did (the current models use ``convertIntFieldsToBool``).
+  fake does not implement (nor streams, settings, reports, audit log, OIDC, turning 2FA on through the API:
+  ``set_totp`` stands for the UI's enrolment, and backup codes).
+- ``lowercase_domains=True`` lower-cases domain names on write (what NPM's UI does before sending); the API keeps
+  them as sent, which is the default.
+- nginx is not run: ``nginx -t`` is approximated by the rules above. A directive nginx knows but
+  ``NGINX_DIRECTIVES`` lacks is reported unknown; arguments are not checked (``proxy_buffering offf;`` passes);
+  the line in ``nginx_err`` is the line in the advanced config, not in the generated file. The key/certificate
+  comparison uses ``cryptography`` or, without it, ``openssl``; with neither the pair is taken as matching.
+  Main ``forward_host`` names are never resolved (NPM puts them in a variable, resolved per request).
+- A request without a token is 404 as the brief measured; every token the fake did not issue is 500 on 2.13+.
+  ``int_booleans=True`` returns booleans as 0/1, as releases whose models did not convert the database's integers
+  did (the current models use ``convertIntFieldsToBool``).
 - Token ``expires`` is an ISO timestamp; the token is not a verifiable JWT; ``token_ttl`` shortens its life.
 - certificate_id and access_list_id are not checked for existence (NPM does not check them either; it fails
   later when rendering nginx config, which the fake does not render).
@@ -93,11 +112,15 @@ import base64
 import copy
 import email.parser
 import email.policy
+import hashlib
+import hmac
 import json
 import os
 import re
 import secrets
 import signal
+import struct
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -168,6 +191,9 @@ def schemas(generation):
                                        "secret": {"type": "string", "minLength": 1},
                                        "scope": {"type": "string", "enum": ["user"]},
                                        "expiry": {"type": "string"}}},
+        "tokens.2fa": {"type": "object", "additionalProperties": False, "required": ["challenge_token", "code"],
+                       "properties": {"challenge_token": {"type": "string", "minLength": 1},
+                                      "code": {"type": "string", "minLength": 6, "maxLength": 8}}},
         "users.post": {"type": "object", "additionalProperties": False, "required": ["name", "nickname", "email"],
                        "properties": {"name": {"type": "string", "minLength": 1},
                                       "nickname": {"type": "string", "minLength": 1},
@@ -363,6 +389,102 @@ def now_text(offset_days=0):
     return (datetime.now(UTC) + timedelta(days=offset_days)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def totp(secret, at, step=30, digits=6):
+    """RFC 6238 TOTP (HMAC-SHA1) of a base32 secret at epoch second at; "" for an unreadable secret."""
+    text = re.sub(r"[\s-]", "", secret or "").upper()
+    try:
+        key = base64.b32decode(text + "=" * (-len(text) % 8))
+    except ValueError:
+        return ""
+    mac = hmac.new(key, struct.pack(">Q", int(at) // step), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = (struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 10 ** digits
+    return "%0*d" % (digits, value)
+
+
+def key_matches(cert_pem, key_pem):
+    """Whether the private key belongs to the certificate (their public keys are equal): cryptography when it is
+    importable, else openssl (the key on stdin); True when neither can tell."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        pubs = []
+        for args, text in ((["x509", "-noout", "-pubkey"], cert_pem), (["pkey", "-pubout"], key_pem)):
+            try:
+                res = subprocess.run(["openssl", *args], input=text.encode(), capture_output=True, timeout=10,
+                                     check=False)
+            except (OSError, subprocess.SubprocessError):
+                return True
+            if res.returncode != 0:
+                return False
+            pubs.append(res.stdout.strip())
+        return pubs[0] == pubs[1]
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
+
+
+# Directives nginx (NPM's openresty build) knows in the server/location contexts an advanced config lands in; any
+# other name is nginx's 'unknown directive'. Generous on purpose: a real directive missing here would take a test
+# host offline, so the list errs on the side of accepting.
+NGINX_DIRECTIVES = frozenset((
+    "access_log", "add_header", "add_trailer", "alias", "allow", "auth_basic", "auth_basic_user_file", "auth_request",
+    "auth_request_set", "autoindex", "break", "charset", "chunked_transfer_encoding", "client_body_buffer_size",
+    "client_body_timeout", "client_header_buffer_size", "client_header_timeout", "client_max_body_size",
+    "default_type", "deny", "error_log", "error_page", "etag", "expires", "gzip", "gzip_comp_level",
+    "gzip_min_length", "gzip_proxied", "gzip_types", "gzip_vary", "if", "include", "index", "internal",
+    "keepalive_timeout", "large_client_header_buffers", "limit_conn", "limit_except", "limit_rate", "limit_req",
+    "location", "log_not_found", "more_clear_headers", "more_set_headers", "open_file_cache", "proxy_buffer_size",
+    "proxy_buffering", "proxy_buffers", "proxy_busy_buffers_size", "proxy_cache", "proxy_cache_bypass",
+    "proxy_cache_valid", "proxy_connect_timeout", "proxy_cookie_domain", "proxy_cookie_path", "proxy_hide_header",
+    "proxy_http_version", "proxy_ignore_client_abort", "proxy_ignore_headers", "proxy_intercept_errors",
+    "proxy_max_temp_file_size", "proxy_next_upstream", "proxy_no_cache", "proxy_pass", "proxy_pass_header",
+    "proxy_pass_request_body", "proxy_pass_request_headers", "proxy_read_timeout", "proxy_redirect",
+    "proxy_request_buffering", "proxy_send_timeout", "proxy_set_body", "proxy_set_header", "proxy_ssl_server_name",
+    "proxy_ssl_verify", "proxy_temp_file_write_size", "real_ip_header", "real_ip_recursive", "resolver",
+    "resolver_timeout", "return", "rewrite", "root", "satisfy", "send_timeout", "sendfile", "server_tokens", "set",
+    "set_real_ip_from", "ssl_protocols", "ssl_ciphers", "sub_filter", "sub_filter_once", "sub_filter_types",
+    "tcp_nodelay", "tcp_nopush", "try_files", "underscores_in_headers", "uwsgi_pass", "fastcgi_pass", "fastcgi_param",
+    "grpc_pass", "websocket_read_timeout",
+))
+
+
+def nginx_config_problem(text):
+    """nginx -t on an advanced config, roughly: ('unknown directive "x"', line) or an unbalanced block, or None."""
+    depth, line, start = 0, 1, True
+    tokens = re.finditer(r"#[^\n]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|[{};]|[^\s{};\"'#]+|\n", text)
+    for match in tokens:
+        token = match.group(0)
+        if token == "\n":
+            line += 1
+            continue
+        line += token.count("\n")
+        if token.startswith("#"):
+            continue
+        if token in ("{", ";"):
+            depth += token == "{"
+            start = True
+            continue
+        if token == "}":
+            if depth == 0:
+                return ('unexpected "}"', line)
+            depth -= 1
+            start = True
+            continue
+        if start:
+            start = False
+            if token not in NGINX_DIRECTIVES:
+                return ('unknown directive "%s"' % token, line)
+    if depth or not start:
+        return ('unexpected end of file, expecting "%s"' % ("}" if depth and start else ";\" or \"}"), line)
+    return None
+
+
 class FakeNpm(FakeServer):
     """The fake server's state and endpoints. start() serves it on 127.0.0.1 in a thread."""
 
@@ -370,7 +492,8 @@ class FakeNpm(FakeServer):
     NAME = "fake-npm"
 
     def __init__(self, version="2.13.5", initial_admin=None, token_ttl=86400, issue_delay=0.05, fail_domains=(),
-                 lowercase_domains=True, int_booleans=False, custom_cert_info=None, state_file=None):
+                 lowercase_domains=False, int_booleans=False, custom_cert_info=None, state_file=None,
+                 unresolvable_hosts=()):
         self.version = version
         self.state_file = state_file
         self.generation = parse_version(version)[:2]
@@ -378,6 +501,8 @@ class FakeNpm(FakeServer):
         self.issue_delay = issue_delay
         self.fail_domains = set(fail_domains)
         self.lowercase_domains = lowercase_domains
+        self.unresolvable_hosts = set(unresolvable_hosts)
+        self.challenges = {}
         self.int_booleans = int_booleans
         self.custom_cert_info = custom_cert_info or {}
         self.schemas = schemas(self.generation)
@@ -485,19 +610,34 @@ class FakeNpm(FakeServer):
     # -- auth -----------------------------------------------------------------------------------
 
     def user_for(self, header):
-        """The user a request acts for; ApiError 404 without a token, 401 for a bad or expired one."""
+        """The user a request acts for. Without a token 404. From 2.13 (BRIEF, measured on v2.15.1): an expired
+        token 400 "Token has expired", a token this server did not sign (another /data/keys.json, a malformed one)
+        500 "Internal Error". Up to 2.12: 401 for both."""
         if not header or not header.startswith("Bearer ") or not header[7:].strip():
             raise ApiError(404, "Not Found")
+        old = self.generation < (2, 13)
         entry = self.tokens.get(header[7:].strip())
         if entry is None:
-            raise ApiError(401, "Invalid token")
+            raise ApiError(401, "Invalid token") if old else ApiError(500, "Internal Error")
         user_id, expires = entry
         if expires < time.time():
-            raise ApiError(401, "Token has expired")
+            raise ApiError(401 if old else 400, "Token has expired")
         user = self.users.get(user_id)
         if user is None or user["is_disabled"]:
-            raise ApiError(401, "User cannot be loaded for Token")
+            raise ApiError(401 if old else 400, "User cannot be loaded for Token")
         return user
+
+    def rotate_keys(self):
+        """NPM reinstalled (a new /data/keys.json): no token signed before verifies any more."""
+        with self.lock:
+            self.tokens.clear()
+            self.challenges.clear()
+
+    def set_totp(self, email, secret):
+        """Turn on two-factor authentication (v2.14+) for a user, with a base32 TOTP secret (None: off)."""
+        with self.lock:
+            user = next(u for u in self.users.values() if u["email"].lower() == email.lower())
+            user["totp_secret"] = secret
 
     def issue_token(self, user):
         expires = time.time() + self.token_ttl
@@ -512,10 +652,29 @@ class FakeNpm(FakeServer):
     def login(self, data):
         data = self.validate("tokens.post", data)
         user = next((u for u in self.users.values() if u["email"].lower() == data["identity"].lower()), None)
+        old = self.generation < (2, 13)
         if user is None or user["is_disabled"]:
-            raise ApiError(401, "No relevant user found")
+            raise ApiError(401, "No relevant user found") if old else ApiError(400, "Invalid email or password")
         if user["password"] != data["secret"]:
-            raise ApiError(401, "Invalid password")
+            raise ApiError(401, "Invalid password") if old else ApiError(400, "Invalid email or password")
+        if user.get("totp_secret") and self.generation >= (2, 14):
+            challenge = secrets.token_urlsafe(24)
+            self.challenges[challenge] = (user["id"], time.time() + 300)
+            return {"requires_2fa": True, "challenge_token": challenge}
+        return self.issue_token(user)
+
+    def login_2fa(self, data):
+        """POST /api/tokens/2fa {challenge_token, code}: the TOTP code of the current or an adjacent 30 s window."""
+        data = self.validate("tokens.2fa", data)
+        entry = self.challenges.get(data["challenge_token"])
+        if entry is None or entry[1] < time.time():
+            raise ApiError(400, "Invalid or expired challenge token")
+        user = self.users.get(entry[0])
+        now = time.time()
+        if user is None or not any(totp(user.get("totp_secret") or "", now + 30 * step) == data["code"]
+                                   for step in (-1, 0, 1)):
+            raise ApiError(400, "Invalid verification code")
+        del self.challenges[data["challenge_token"]]
         return self.issue_token(user)
 
     def validate(self, name, data):
@@ -536,7 +695,7 @@ class FakeNpm(FakeServer):
         return out
 
     def public_user(self, user):
-        return {k: v for k, v in user.items() if k != "password"}
+        return {k: v for k, v in user.items() if k not in ("password", "totp_secret")}
 
     def create_user(self, actor, data):
         setup_mode = self.generation >= (2, 13) and not self.users
@@ -616,9 +775,40 @@ class FakeNpm(FakeServer):
         return False
 
     def configure(self, row):
-        """internalNginx.configure: the host is live and meta records nginx's verdict."""
-        row["meta"] = dict(row.get("meta") or {}, nginx_online=True, nginx_err=None)
-        self.live.add(row["id"])
+        """internalNginx.configure: nginx -t on the host's config; meta records the verdict. A rejected config is
+        removed (renamed .err) and the host is no longer served; the row stays as saved."""
+        problem = self.nginx_problem(row)
+        row["meta"] = dict(row.get("meta") or {}, nginx_online=problem is None, nginx_err=problem)
+        if problem is None:
+            self.live.add(row["id"])
+        else:
+            self.live.discard(row["id"])
+
+    def nginx_problem(self, row):
+        """nginx's message for a config it refuses (see nginx_config_problem), or None."""
+        conf = "/data/nginx/proxy_host/%s.conf" % row["id"]
+        lines = []
+        problem = nginx_config_problem(row.get("advanced_config") or "")
+        if problem:
+            lines.append("%s in %s:%d" % (problem[0], conf, problem[1]))
+        for location in row.get("locations") or []:
+            name = location.get("forward_host") or ""
+            if name.endswith(".invalid") or name in self.unresolvable_hosts:
+                lines.append('host not found in upstream "%s" in %s' % (name, conf))
+            problem = nginx_config_problem(location.get("advanced_config") or "")
+            if problem:
+                lines.append("%s in %s:%d" % (problem[0], conf, problem[1]))
+        cert = self.certificates.get(row.get("certificate_id"))
+        if cert and cert["provider"] == "other":
+            meta = cert.get("meta") or {}
+            if meta.get("certificate") and meta.get("certificate_key") and \
+                    not key_matches(meta["certificate"], meta["certificate_key"]):
+                lines.append('SSL_CTX_use_PrivateKey("/data/custom_ssl/npm-%s/privkey.pem") failed (SSL: '
+                             'error:05800074:x509 certificate routines::key values mismatch)' % cert["id"])
+        if not lines:
+            return None
+        return ('Command failed: /usr/sbin/nginx -t -g "error_log off;"\nnginx: [emerg] %s\n'
+                "nginx: configuration file /etc/nginx/nginx.conf test failed\n" % lines[0])
 
     def host_out(self, row, expand=()):
         out = copy.deepcopy(row)
@@ -658,11 +848,13 @@ class FakeNpm(FakeServer):
         row.update(self.clean_ssl_hsts(data), owner_user_id=actor["id"], id=self.new_id("proxy_host"))
         row["domain_names"] = self.clean_domains(row["domain_names"])
         self.proxy_hosts[row["id"]] = row
+        sent_meta = copy.deepcopy(row["meta"])
         if new_cert:
             cert = self.quick_certificate(actor, row["domain_names"], data.get("meta") or {})
             self.update_host(actor, row["id"], {"certificate_id": cert["id"]}, validated=True)
         self.configure(row)
-        return self.host_out(row, ("certificate", "owner", "access_list"))
+        # The answer is the row as inserted: meta without nginx's verdict (BRIEF: "the POST answer has meta: {}").
+        return dict(self.host_out(row, ("certificate", "owner", "access_list")), meta=sent_meta)
 
     def update_host(self, actor, host_id, data, validated=False):
         if not validated:
@@ -755,6 +947,7 @@ class FakeNpm(FakeServer):
             self.lock.acquire()
         problem = self.certbot_problem(row)
         if problem:
+            del self.certificates[row["id"]]  # v2.15.1 hard-deletes the row of a failed request (BRIEF)
             debug = {"stack": ["CommandError: %s" % problem], "previous": {"message": problem}}
             raise ApiError(500, "Internal Error", debug=debug)
         row["expires_on"] = now_text(90)
@@ -869,7 +1062,6 @@ class FakeNpm(FakeServer):
     def update_acl(self, acl_id, data):
         data = self.validate("access-lists.put", data)
         row = self.acl_or_404(acl_id)
-        before = self.acl_out(row)  # the answer: the row as read before the update (internal/access-list.js)
         if data.get("name"):  # one patch of the three; keys not sent are left alone (undefined in knex)
             row.update({k: data[k] for k in ("name", "satisfy_any", "pass_auth") if k in data})
         if data.get("items") is not None:
@@ -879,7 +1071,7 @@ class FakeNpm(FakeServer):
         if data.get("clients") is not None:
             row["clients"] = [self.acl_client(acl_id, c) for c in data["clients"] if c.get("address")]
         row["modified_on"] = now_text()
-        return before
+        return self.acl_out(row, ("items", "clients"))  # v2.15.1: the list after the update (BRIEF)
 
     def delete_acl(self, acl_id):
         self.acl_or_404(acl_id)
@@ -975,6 +1167,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 200, npm.schema_document()
         if path == "/api/tokens" and method == "POST":
             return 200, npm.login(data)
+        if path == "/api/tokens/2fa" and method == "POST" and npm.generation >= (2, 14):
+            return 200, npm.login_2fa(data)
         if path == "/api/users" and method == "POST":
             actor = npm.user_for(self.headers.get("Authorization")) if self.headers.get("Authorization") else None
             return 201, npm.create_user(actor, data)

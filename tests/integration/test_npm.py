@@ -182,3 +182,32 @@ def test_certificates_and_access_lists_keep_secrets_out_of_the_output(fake, tmp_
     assert [r["changed"] for r in again] == [False] * 4, again
     for text in (out, out2):
         assert DNS_TOKEN not in text and USER_PASSWORD not in text and PASSWORD not in text
+
+
+def test_access_list_pass_auth_runs_without_the_no_log_warning(fake, tmp_path):
+    tasks = [admin(fake, tmp_path),
+             task("npm_access_list", fake, tmp_path, name="staff", pass_auth=True, satisfy_any=True,
+                  users=[{"username": "alice", "password": USER_PASSWORD}])]
+    results, out = play(tmp_path, tasks)
+    assert results[1]["changed"] and not results[1].get("failed"), results[1]
+    assert fake.access_lists[1]["pass_auth"] is True
+    warnings = [w for r in results for w in r.get("warnings", [])]
+    assert not [w for w in warnings if "pass_auth" in w], warnings
+    assert "Module did not set no_log for pass_auth" not in out
+
+
+def test_two_factor_account_and_a_host_nginx_rejects(tmp_path):
+    secret = "JBSWY3DPEHPK3PXP"
+    with FakeNpm(version="2.14.1", initial_admin=(EMAIL, PASSWORD), issue_delay=0.01) as fake:
+        fake.set_totp(EMAIL, secret)
+        tasks = [task("npm_proxy_host", fake, tmp_path, totp_secret=secret, domain_names=["a.example.test"],
+                      forward_host="app", forward_port=80),
+                 task("npm_proxy_host", fake, tmp_path, totp_secret=secret, domain_names=["b.example.test"],
+                      forward_host="app", forward_port=80, advanced_config="bogus_directive on;")]
+        results, out = play(tmp_path, tasks)
+        assert results[0]["changed"] and not results[0].get("failed"), results[0]
+        assert results[1]["failed"] and "b.example.test" in results[1]["msg"], results[1]
+        assert 'unknown directive "bogus_directive"' in results[1]["msg"]
+        assert secret not in out and PASSWORD not in out
+        again = play(tmp_path, tasks)[0]
+        assert again[0]["changed"] is False and again[1]["failed"]

@@ -126,3 +126,36 @@ def test_requests_through_80_and_443_reach_the_backend_by_container_name(dk):
 
     # The image's healthcheck still answers.
     assert npm.exec_ok("/usr/bin/check-health").strip() == "OK"
+
+
+def test_a_host_nginx_refuses_is_not_served_and_npm_proxy_host_fails_naming_it(dk, tmp_path):
+    from tests.integration.test_npm import play
+
+    npm_image, app_image = dh.require_image("npm"), dh.require_image("httpapp")
+    net = dk.network()
+    app = dk.run(app_image, network=net, env={"APP_NAME": "edge-backend", "APP_VERSION": "8"})
+    npm = dk.run(npm_image, network=net, publish=[80, 81, 443], env={
+        "NPM_FAKE_VERSION": "2.15.1", "INITIAL_ADMIN_EMAIL": "ops@example.test", "INITIAL_ADMIN_PASSWORD": PASSWORD})
+    dh.wait_until(lambda: dh.http_json(npm.url(81, "/api/"), timeout=3)[1]["status"] == "OK", 60,
+                  what="the NPM API", explain=npm.describe)
+    _ignored, http_port = npm.host_port(80)
+    args = {"url": npm.url(81, ""), "username": "ops@example.test", "password": PASSWORD,
+            "token_cache_dir": str(tmp_path / "tokens"), "domain_names": ["app.example.test"],
+            "forward_host": app.name, "forward_port": 8080}
+    bad = {"name": "bad", "selfhosted.platform.npm_proxy_host": dict(args, advanced_config="bogus_directive on;")}
+    good = {"name": "good", "selfhosted.platform.npm_proxy_host": dict(args, advanced_config="")}
+
+    results, out = play(tmp_path, [bad])
+    assert results[0]["failed"] and results[0]["changed"], results[0]
+    assert "app.example.test" in results[0]["msg"] and 'unknown directive "bogus_directive"' in results[0]["msg"]
+    assert PASSWORD not in out
+    # NPM keeps the row but nginx does not serve it: the edge answers with NPM's default page.
+    status, _headers, body = call(http_port, "app.example.test")
+    assert status == 200 and b"Congratulations" in body, body
+    # The next run with the same declaration saves it again and fails again; with the config fixed it is served.
+    assert play(tmp_path, [bad])[0][0]["failed"]
+    results = play(tmp_path, [good, good])[0]
+    assert results[0]["changed"] and not results[0].get("failed"), results[0]
+    assert results[1]["changed"] is False, results[1]
+    dh.wait_until(lambda: call(http_port, "app.example.test")[2] == b"edge-backend 8\n", 60,
+                  what="the backend through port 80", explain=lambda: npm.describe() + "\n" + app.describe())

@@ -100,6 +100,24 @@ def test_npm_mode_refuses_a_missing_admin_password_before_any_request(tmp_path):
         assert fake.total_requests == 0
 
 
+def test_npm_mode_with_a_two_factor_admin_passes_proxy_npm_admin_totp_secret_to_every_module(tmp_path):
+    secret = "JBSWY3DPEHPK3PXP"
+    with FakeNpm(version="2.14.1", issue_delay=0.01, initial_admin=("ops@example.test", PASSWORD)) as fake:
+        fake.set_totp("ops@example.test", secret)
+        res, out = converge(tmp_path, fake.url)
+        assert res["rc"] != 0 and "totp_secret: the NPM account ops@example.test has two-factor" in out, out
+        assert fake.mutations() == []
+        first, out = converge(tmp_path, fake.url, proxy_npm_admin_totp_secret=secret,
+                              proxy_npm_certificates=[{"domain_names": ["cert.example.test"]}])
+        assert first["rc"] == 0 and first["failed"] == 0, out
+        assert first["changed"] == 3, out  # certificate, access list, hosts (the admin was there)
+        assert secret not in out and PASSWORD not in out
+        assert fake.count("POST", "/api/tokens/2fa") == 1  # one login, its token cached for the other tasks
+        again, out = converge(tmp_path, fake.url, proxy_npm_admin_totp_secret=secret,
+                              proxy_npm_certificates=[{"domain_names": ["cert.example.test"]}])
+        assert again["rc"] == 0 and again["changed"] == 0, out
+
+
 # --------------------------------------------------------------------------------------------------
 # proxy_npm_deploy: true, on the local Docker Engine with the shp-test/npm stand-in
 # --------------------------------------------------------------------------------------------------

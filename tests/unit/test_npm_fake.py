@@ -60,7 +60,7 @@ def test_health_and_first_user_setup_on_2_13():
         assert request(fake, "GET", "/api/") == (200, {"status": "OK", "setup": False,
                                                        "version": {"major": 2, "minor": 13, "revision": 5}})
         status, body = request(fake, "POST", "/api/tokens", {"identity": "admin@example.com", "secret": "changeme"})
-        assert status == 401 and body == {"error": {"code": 401, "message": "No relevant user found"}}
+        assert status == 400 and body == {"error": {"code": 400, "message": "Invalid email or password"}}
         user = {"name": "Ops", "nickname": "ops", "email": ADMIN[0], "auth": {"type": "password", "secret": ADMIN[1]}}
         status, body = request(fake, "POST", "/api/users", user)
         assert status == 201 and body["roles"] == ["admin"] and "password" not in body
@@ -87,9 +87,9 @@ def test_2_12_has_the_default_admin_and_no_setup_flag():
 
 def test_tokens_missing_bad_and_expired(fake, token):
     assert request(fake, "GET", "/api/nginx/proxy-hosts") == (404, {"error": {"code": 404, "message": "Not Found"}})
-    assert request(fake, "GET", "/api/nginx/proxy-hosts", token="nope")[0] == 401
+    assert request(fake, "GET", "/api/nginx/proxy-hosts", token="nope")[0] == 500  # 2.13+: not signed by us
     assert request(fake, "POST", "/api/tokens", {"identity": ADMIN[0], "secret": "bad"}) == (
-        401, {"error": {"code": 401, "message": "Invalid password"}})
+        400, {"error": {"code": 400, "message": "Invalid email or password"}})
     status, body = request(fake, "POST", "/api/tokens", {"identity": ADMIN[0], "secret": ADMIN[1]})
     expires = datetime.datetime.fromisoformat(body["expires"].replace("Z", "+00:00"))
     assert status == 200 and body["token"].count(".") == 2
@@ -97,7 +97,7 @@ def test_tokens_missing_bad_and_expired(fake, token):
     assert request(fake, "GET", "/api/tokens", token=token)[0] == 200  # refresh
     fake.expire_tokens()
     assert request(fake, "GET", "/api/nginx/proxy-hosts", token=token) == (
-        401, {"error": {"code": 401, "message": "Token has expired"}})
+        400, {"error": {"code": 400, "message": "Token has expired"}})
     # unauthenticated: the health check and the schema
     assert request(fake, "GET", "/api/schema")[1]["info"]["version"] == "2.13.5"
     assert request(fake, "GET", "/api/nginx/nothing", token=login(fake))[0] == 404
@@ -129,11 +129,12 @@ def test_normalisation_defaults_and_ssl_hsts_cleaning(fake, token):
                           host(["WWW.Example.test", "example.test"], ssl_forced=True, http2_support=True,
                                hsts_enabled=True, hsts_subdomains=True), token)
     assert status == 201
-    assert row["domain_names"] == ["example.test", "www.example.test"]
+    assert row["domain_names"] == ["WWW.Example.test", "example.test"]  # as sent, sorted
     assert (row["ssl_forced"], row["http2_support"], row["hsts_enabled"], row["hsts_subdomains"]) == (False,) * 4
     assert row["certificate_id"] == 0 and row["access_list_id"] == 0 and row["advanced_config"] == ""
     assert row["enabled"] is True and row["locations"] is None and "trust_forwarded_proto" not in row
-    assert row["meta"] == {"nginx_online": True, "nginx_err": None}
+    assert row["meta"] == {}  # the POST answer; nginx's verdict is in the row read back
+    assert fake.proxy_hosts[row["id"]]["meta"] == {"nginx_online": True, "nginx_err": None}
     cert = fake.add_certificate(["example.test", "www.example.test"])
     status, row = request(fake, "PUT", "/api/nginx/proxy-hosts/%d" % row["id"],
                           {"certificate_id": cert["id"], "ssl_forced": True, "hsts_enabled": True}, token)
@@ -170,11 +171,10 @@ def test_duplicate_domains_are_refused_case_insensitively(fake, token):
 def test_new_certificate_is_not_atomic(fake, token):
     status, body = request(fake, "POST", "/api/nginx/proxy-hosts", host(["shop.invalid"], certificate_id="new"), token)
     assert status == 500 and body == {"error": {"code": 500, "message": "Internal Error"}}
-    # the host row stays, without a certificate; so does the certificate row certbot never filled
+    # the host row stays, without a certificate; the certificate row of the failed request is deleted (v2.15.1)
     left = fake.hosts_with("shop.invalid")
     assert len(left) == 1 and left[0]["certificate_id"] == 0
-    certs = [c for c in fake.certificates.values() if c["domain_names"] == ["shop.invalid"]]
-    assert len(certs) == 1 and certs[0]["expires_on"] == certs[0]["created_on"]
+    assert fake.certificates == {}
     # on PUT the certificate is requested first: the host is unchanged
     status, body = request(fake, "PUT", "/api/nginx/proxy-hosts/%d" % left[0]["id"],
                            {"certificate_id": "new", "forward_port": 9999}, token)
@@ -306,7 +306,8 @@ def test_access_lists_mask_passwords_and_keep_them_on_empty_put(fake, token):
     path = "/api/nginx/access-lists/%d" % acl["id"]
     status, answer = request(fake, "PUT", path, {"name": "staff", "items": [
         {"username": "alice", "password": ""}, {"username": "bob", "password": "builder"}]}, token)
-    assert status == 200 and "items" not in answer and answer["satisfy_any"] is True  # the row before the update
+    assert status == 200 and answer["satisfy_any"] is True  # the list after the update
+    assert [i["username"] for i in answer["items"]] == ["alice", "bob"]
     stored = fake.access_lists[acl["id"]]
     assert {i["username"]: i["password"] for i in stored["items"]} == {"alice": "wonderland", "bob": "builder"}
     # satisfy_any is ignored without name; users left out are deleted
@@ -388,3 +389,132 @@ def test_cli_reads_version_initial_admin_and_state_file(tmp_path, monkeypatch):
         npm_api.main(["--port", "0"])
     users = [(u["email"], u["password"]) for u in started["fake"].users.values()]
     assert users == [("ops@example.test", "initial-pw")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: what the real v2.15.1 does (BRIEF "Learned on the real servers")
+# ---------------------------------------------------------------------------------------------
+
+def totp_code(secret_b32, at, digits=6):
+    """RFC 6238 (SHA1, 30 s) written out here so the fake's check is tested against an independent computation."""
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    key = base64.b32decode(secret_b32.upper() + "=" * (-len(secret_b32) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return "%0*d" % (digits, (struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 10 ** digits)
+
+
+def test_auth_failures_are_400_and_500_from_2_13_and_401_before(fake, token):
+    assert request(fake, "POST", "/api/tokens", {"identity": ADMIN[0], "secret": "bad"}) == (
+        400, {"error": {"code": 400, "message": "Invalid email or password"}})
+    assert request(fake, "POST", "/api/tokens", {"identity": "nobody@example.test", "secret": "bad"}) == (
+        400, {"error": {"code": 400, "message": "Invalid email or password"}})
+    fake.expire_tokens()
+    assert request(fake, "GET", "/api/nginx/proxy-hosts", token=token) == (
+        400, {"error": {"code": 400, "message": "Token has expired"}})
+    fresh = login(fake)
+    fake.rotate_keys()  # NPM reinstalled: a new /data/keys.json, every earlier token is signed by another key
+    assert request(fake, "GET", "/api/nginx/proxy-hosts", token=fresh) == (
+        500, {"error": {"code": 500, "message": "Internal Error"}})
+    assert request(fake, "GET", "/api/nginx/proxy-hosts", token=login(fake))[0] == 200
+    with FakeNpm(version="2.12.6") as old:
+        assert request(old, "POST", "/api/tokens", {"identity": "admin@example.com", "secret": "bad"})[0] == 401
+        old_token = login(old, "admin@example.com", "changeme")
+        old.expire_tokens()
+        assert request(old, "GET", "/api/nginx/proxy-hosts", token=old_token)[0] == 401
+
+
+def test_two_factor_login_needs_the_current_totp_code():
+    import time
+
+    secret = "JBSWY3DPEHPK3PXP"
+    with FakeNpm(version="2.14.1", initial_admin=ADMIN) as fake:
+        fake.set_totp(ADMIN[0], secret)
+        status, body = request(fake, "POST", "/api/tokens", {"identity": ADMIN[0], "secret": ADMIN[1]})
+        assert status == 200 and body["requires_2fa"] is True and body["challenge_token"] and "token" not in body
+        challenge = body["challenge_token"]
+        now = time.time()
+        wrong = "%06d" % ((int(totp_code(secret, now)) + 1) % 10 ** 6)
+        status, answer = request(fake, "POST", "/api/tokens/2fa", {"challenge_token": challenge, "code": wrong})
+        assert status == 400 and answer["error"]["message"] == "Invalid verification code"
+        status, answer = request(fake, "POST", "/api/tokens/2fa", {"challenge_token": "forged", "code": "000000"})
+        assert status == 400
+        for at in (now, now - 30):  # the current window and the one before
+            status, body = request(fake, "POST", "/api/tokens", {"identity": ADMIN[0], "secret": ADMIN[1]})
+            status, answer = request(fake, "POST", "/api/tokens/2fa",
+                                     {"challenge_token": body["challenge_token"], "code": totp_code(secret, at)})
+            assert status == 200 and answer["token"], answer
+            assert request(fake, "GET", "/api/nginx/proxy-hosts", token=answer["token"])[0] == 200
+        # a wrong password never reaches the second factor
+        assert request(fake, "POST", "/api/tokens", {"identity": ADMIN[0], "secret": "bad"})[0] == 400
+
+
+def test_nginx_rejects_a_bad_advanced_config_or_an_unresolvable_location(fake, token):
+    status, row = request(fake, "POST", "/api/nginx/proxy-hosts",
+                          host(["a.example.test"], advanced_config="proxy_read_timeout 1h;\nbogus_directive on;"),
+                          token)
+    assert status == 201 and row["meta"] == {}  # the POST answer: meta before nginx was configured
+    status, rows = request(fake, "GET", "/api/nginx/proxy-hosts", token=token)
+    meta = rows[0]["meta"]
+    assert meta["nginx_online"] is False and 'unknown directive "bogus_directive"' in meta["nginx_err"]
+    assert row["id"] not in fake.live_host_ids()
+    status, row = request(fake, "PUT", "/api/nginx/proxy-hosts/%d" % row["id"],
+                          {"advanced_config": "proxy_read_timeout 1h;"}, token)
+    assert status == 200 and row["meta"]["nginx_online"] is True and row["meta"]["nginx_err"] is None
+    assert row["id"] in fake.live_host_ids()
+    location = {"path": "/api", "forward_scheme": "http", "forward_host": "api.nowhere.invalid", "forward_port": 80}
+    status, row = request(fake, "PUT", "/api/nginx/proxy-hosts/%d" % row["id"], {"locations": [location]}, token)
+    assert status == 200 and row["meta"]["nginx_online"] is False
+    assert 'host not found in upstream "api.nowhere.invalid"' in row["meta"]["nginx_err"]
+    assert row["id"] not in fake.live_host_ids()
+    fake.unresolvable_hosts.add("api-internal")
+    status, row = request(fake, "POST", "/api/nginx/proxy-hosts",
+                          host(["b.example.test"], locations=[dict(location, forward_host="api-internal")]), token)
+    assert status == 201 and fake.proxy_hosts[row["id"]]["meta"]["nginx_online"] is False
+    status, row = request(fake, "PUT", "/api/nginx/proxy-hosts/%d" % row["id"],
+                          {"advanced_config": "location /x {\n  return 200;\n"}, token)
+    assert row["meta"]["nginx_online"] is False and "unexpected end of file" in row["meta"]["nginx_err"]
+
+
+def test_nginx_rejects_a_certificate_whose_key_does_not_match(fake, token):
+    cert = self_signed("intranet.example.test")[0]
+    other_key = self_signed("intranet.example.test")[1]
+    row = request(fake, "POST", "/api/nginx/certificates", {"provider": "other", "nice_name": "intranet"}, token)[1]
+    body, ctype = multipart({"certificate": cert, "certificate_key": other_key})
+    assert request(fake, "POST", "/api/nginx/certificates/%d/upload" % row["id"], token=token, raw=body,
+                   ctype=ctype)[0] == 200  # NPM only checks that each file reads
+    proxy = request(fake, "POST", "/api/nginx/proxy-hosts", host(["intranet.example.test"],
+                                                                 certificate_id=row["id"]), token)[1]
+    meta = fake.proxy_hosts[proxy["id"]]["meta"]
+    assert meta["nginx_online"] is False and "key values mismatch" in meta["nginx_err"]
+    assert proxy["id"] not in fake.live_host_ids()
+
+
+def test_domain_case_is_kept_and_sorted_and_duplicates_are_case_insensitive(fake, token):
+    status, row = request(fake, "POST", "/api/nginx/proxy-hosts", host(["b.Example.test", "A.example.test"]), token)
+    assert status == 201 and row["domain_names"] == ["A.example.test", "b.Example.test"]
+    assert request(fake, "GET", "/api/nginx/proxy-hosts", token=token)[1][0]["domain_names"] == [
+        "A.example.test", "b.Example.test"]
+    assert request(fake, "POST", "/api/nginx/proxy-hosts", host(["a.EXAMPLE.test"]), token) == (
+        400, {"error": {"code": 400, "message": "a.EXAMPLE.test is already in use"}})
+
+
+def test_access_list_put_answers_the_list_after_the_update(fake, token):
+    acl = request(fake, "POST", "/api/nginx/access-lists",
+                  {"name": "staff", "items": [{"username": "alice", "password": "wonderland"}]}, token)[1]
+    status, answer = request(fake, "PUT", "/api/nginx/access-lists/%d" % acl["id"], {
+        "name": "staff", "satisfy_any": True, "items": [{"username": "bob", "password": "builder"}],
+        "clients": [{"address": "all", "directive": "deny"}]}, token)
+    assert status == 200 and answer["satisfy_any"] is True
+    assert [i["username"] for i in answer["items"]] == ["bob"] and answer["items"][0]["password"] == ""
+    assert [c["address"] for c in answer["clients"]] == ["all"]
+
+
+def test_a_failed_letsencrypt_request_is_deleted_by_npm(fake, token):
+    status = request(fake, "POST", "/api/nginx/certificates",
+                     {"provider": "letsencrypt", "domain_names": ["d.invalid"]}, token)[0]
+    assert status == 500 and fake.certificates == {}

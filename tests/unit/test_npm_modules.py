@@ -4,8 +4,10 @@ AnsibleModule faked (tests/unit/fake_module.py) against the fake NPM server in-p
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import subprocess
 
 import pytest
 from ansible_collections.selfhosted.platform.plugins.module_utils import npm_access_list as acl_mod
@@ -380,7 +382,7 @@ def test_letsencrypt_http_dns_and_failure(fake, cache):
     assert fake.certificates[res["certificate"]["id"]]["meta"]["propagation_seconds"] == 10
     res = execute(cert_mod.run_certificate, cert_params(fake, cache, domain_names=["shop.invalid"]))
     assert res["failed"] and res["msg"].startswith("domain_names: Let's Encrypt did not issue a certificate")
-    assert "no valid A records found for shop.invalid" in res["msg"] and "was removed" in res["msg"]
+    assert "no valid A records found for shop.invalid" in res["msg"]  # NPM deleted the failed row itself
     assert not [c for c in fake.certificates.values() if c["domain_names"] == ["shop.invalid"]]
 
 
@@ -514,3 +516,191 @@ def test_admin_changes_the_2_12_default_account(cache):
         assert res["failed"] and res["msg"].startswith("password: NPM 2.12.6 refused the declared credentials")
         res = admin(old, cache, password="changeme", email="admin@example.com")
         assert res["failed"] and "well-known default" in res["msg"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: auth on NPM >= 2.13, two-factor accounts, hosts nginx rejects, certificate reuse
+# ---------------------------------------------------------------------------------------------
+
+RFC6238_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # base32 of the ASCII "12345678901234567890"
+
+
+@pytest.mark.parametrize("at, code", [(59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"),
+                                      (1234567890, "89005924"), (2000000000, "69279037"),
+                                      (20000000000, "65353130")])
+def test_totp_matches_the_rfc_6238_sha1_vectors(at, code):
+    assert api.totp(RFC6238_SECRET, at=at, digits=8) == code
+    assert api.totp(RFC6238_SECRET, at=at) == code[-6:]  # the 6 digits authenticator apps show
+    assert api.totp(RFC6238_SECRET.lower()[:16] + " " + RFC6238_SECRET.lower()[16:], at=at) == code[-6:]
+
+
+def test_totp_secret_that_is_not_base32_names_the_option():
+    with pytest.raises(api.NpmError) as info:
+        api.totp("not base32 !", at=0)
+    assert info.value.msg.startswith("totp_secret:")
+
+
+def test_expired_token_answered_400_logs_in_again_once(fake, cache):
+    api.NpmClient(fake.url, *ADMIN, cache_dir=cache).proxy_hosts()
+    fake.expire_tokens()  # 2.13+: 400 "Token has expired", no 401
+    fake.reset_counts()
+    client = api.NpmClient(fake.url, *ADMIN, cache_dir=cache)
+    assert client.proxy_hosts() == [] and client.token_source == "login"
+    assert fake.count("POST", "/api/tokens") == 1
+
+
+def test_token_of_a_reinstalled_npm_answered_500_logs_in_again_once(fake, cache):
+    api.NpmClient(fake.url, *ADMIN, cache_dir=cache).proxy_hosts()
+    fake.rotate_keys()  # new /data/keys.json: the cached token is 500 "Internal Error"
+    fake.reset_counts()
+    res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80)
+    assert not res["failed"] and res["changed"], res
+    assert fake.count("POST", "/api/tokens") == 1 and len(fake.proxy_hosts) == 1
+    # a 500 that is not about the token is not retried (a failed certbot run is not requested twice)
+    fake.reset_counts()
+    res = proxy(fake, cache, ["b.invalid"], forward_host="app", forward_port=80, certificate="new")
+    assert res["failed"] and fake.count("POST", "/api/tokens") == 0
+    assert fake.count("POST", "/api/nginx/proxy-hosts") == 1
+
+
+def test_a_changed_password_is_not_hidden_by_the_cached_token(fake, cache):
+    assert not proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80)["failed"]
+    fake.users[1]["password"] = "rotated-by-hand"  # the password changed in NPM, the vault was not updated
+    res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80,
+                password="the-old-vault-password")
+    assert res["failed"] and res["msg"].startswith("username/password: NPM refused the login"), res
+    assert "Invalid email or password" in res["msg"] and "the-old-vault-password" not in repr(res)
+    res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80, password="rotated-by-hand")
+    assert not res["failed"] and res["changed"] is False
+
+
+def test_two_factor_account_logs_in_with_totp_secret(cache):
+    secret = "JBSWY3DPEHPK3PXP"
+    with FakeNpm(version="2.14.1", initial_admin=ADMIN, issue_delay=0) as fake:
+        fake.set_totp(ADMIN[0], secret)
+        res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80)
+        assert res["failed"] and res["msg"].startswith("totp_secret:") and "two-factor" in res["msg"], res
+        res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80,
+                    totp_secret="KRSXG5CTMVRXEZLU")  # another secret: the code is refused
+        assert res["failed"] and res["msg"].startswith("totp_secret:") and "HTTP 400" in res["msg"], res
+        fake.reset_counts()
+        res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80, totp_secret=secret)
+        assert not res["failed"] and res["changed"], res
+        assert fake.count("POST", "/api/tokens") == 1 and fake.count("POST", "/api/tokens/2fa") == 1
+        assert secret not in repr(res)
+
+
+def test_a_host_nginx_rejects_fails_naming_it_and_is_resaved_until_it_is_online(fake, cache):
+    bad = "client_max_body_size 10m;\nproxy_buffering offf_typo;\nbogus_directive on;\n"
+    res = proxy(fake, cache, ["Shop.example.test"], forward_host="shop", forward_port=80, advanced_config=bad)
+    assert res["failed"] and res["changed"] is True, res
+    assert "shop.example.test" in res["msg"] and 'unknown directive "bogus_directive"' in res["msg"]
+    assert not fake.live_host_ids()
+    # nothing changed in the declaration: the host is still offline, which is drift: re-saved, still rejected
+    fake.reset_counts()
+    res = proxy(fake, cache, ["shop.example.test"], forward_host="shop", forward_port=80, advanced_config=bad)
+    assert res["failed"] and 'unknown directive "bogus_directive"' in res["msg"]
+    assert fake.mutations() == ["PUT /api/nginx/proxy-hosts/1"]
+    res = proxy(fake, cache, ["shop.example.test"], check=True)
+    assert res["changed"] and any("nginx_online" in c for c in res["changes"]) and not res["failed"]
+    good = "client_max_body_size 10m;\n"
+    res = proxy(fake, cache, ["shop.example.test"], forward_host="shop", forward_port=80, advanced_config=good)
+    assert not res["failed"] and res["changed"] and fake.live_host_ids() == {1}
+    assert proxy(fake, cache, ["shop.example.test"], advanced_config=good)["changed"] is False
+
+
+def test_an_offline_host_is_resaved_when_what_nginx_needed_is_back(fake, cache):
+    fake.unresolvable_hosts.add("api-internal")
+    loc = [{"path": "/api", "forward_scheme": "http", "forward_host": "api-internal", "forward_port": 5001,
+            "forward_path": "", "advanced_config": ""}]
+    res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80, locations=loc)
+    assert res["failed"] and 'host not found in upstream "api-internal"' in res["msg"]
+    assert "a.example.test" in res["msg"]
+    fake.unresolvable_hosts.clear()  # the upstream container is up now
+    res = proxy(fake, cache, ["a.example.test"], forward_host="app", forward_port=80, locations=loc)
+    assert not res["failed"] and res["changed"] and res["action"] == "update", res
+    assert fake.live_host_ids() == {1}
+
+
+def test_bulk_applies_every_host_and_fails_naming_the_rejected_ones(fake, cache):
+    hosts = [{"domain_names": ["good.example.test"], "forward_host": "app", "forward_port": 80},
+             {"domain_names": ["bad.example.test"], "forward_host": "app", "forward_port": 80,
+              "advanced_config": "bogus_directive on;"},
+             {"domain_names": ["later.example.test"], "forward_host": "app", "forward_port": 80}]
+    res = bulk(fake, cache, hosts)
+    assert res["failed"] and res["changed"] and "bad.example.test" in res["msg"] and "bogus_directive" in res["msg"]
+    assert "good.example.test" not in res["msg"]
+    assert sorted(d for h in fake.proxy_hosts.values() for d in h["domain_names"]) == [
+        "bad.example.test", "good.example.test", "later.example.test"]
+    assert len(fake.live_host_ids()) == 2
+    hosts[1]["advanced_config"] = ""
+    res = bulk(fake, cache, hosts)
+    assert not res["failed"] and res["summary"]["update"] == 1 and len(fake.live_host_ids()) == 3
+
+
+def test_a_custom_certificate_whose_key_does_not_match_is_not_uploaded(fake, cache):
+    cert = self_signed("intranet.example.test")[0]
+    other_key = self_signed("intranet.example.test")[1]
+    fake.reset_counts()
+    res = execute(cert_mod.run_certificate, cert_params(fake, cache, provider="custom", nice_name="intranet",
+                                                        certificate=cert, certificate_key=other_key))
+    assert res["failed"] and res["msg"].startswith("certificate_key:"), res
+    assert "intranet" in res["msg"] and "does not match" in res["msg"] and other_key not in repr(res)
+    assert fake.mutations() == [] and fake.certificates == {}
+
+
+def test_key_pair_check_with_openssl_when_cryptography_is_missing(monkeypatch):
+    cert, key = self_signed("a.example.test")
+    other_key = self_signed("a.example.test")[1]
+    monkeypatch.setattr(cert_mod, "HAS_CRYPTOGRAPHY", False)
+
+    def run(args, data=None):  # what AnsibleModule.run_command does with data: the text on stdin
+        res = subprocess.run(args, input=data.encode(), capture_output=True, check=False)
+        return res.returncode, res.stdout.decode(), res.stderr.decode()
+
+    assert cert_mod.key_matches(cert, key, run) is True
+    assert cert_mod.key_matches(cert, other_key, run) is False
+    assert cert_mod.key_matches(cert, key) is None  # nothing to tell with: the module warns
+    with pytest.raises(api.NpmError) as info:
+        cert_mod.key_matches(cert, "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n", run)
+    assert info.value.msg.startswith("certificate_key: openssl cannot read it")
+
+
+def test_certificate_new_reuses_only_lets_encrypt_by_default(fake, cache):
+    custom = fake.add_certificate(["*.example.test"], provider="other", nice_name="self-signed wildcard")
+    args = {"forward_host": "app", "forward_port": 80, "certificate": "new"}
+    res = proxy(fake, cache, ["a.example.test"], **args)
+    assert not res["failed"] and res["proxy_host"]["certificate_id"] not in (0, custom["id"])
+    assert fake.certificates[res["proxy_host"]["certificate_id"]]["provider"] == "letsencrypt"
+    # an existing Let's Encrypt certificate that covers the host is reused, with a warning naming it
+    le = fake.add_certificate(["b.example.test", "c.example.test"])
+    res = proxy(fake, cache, ["b.example.test"], **args)
+    assert res["proxy_host"]["certificate_id"] == le["id"]
+    assert any("#%d" % le["id"] in w and "b.example.test, c.example.test" in w for w in res["warnings"]), res
+    # any: the custom wildcard too
+    res = proxy(fake, cache, ["d.example.test"], certificate_reuse="any", **args)
+    assert res["proxy_host"]["certificate_id"] == custom["id"]
+    assert any("self-signed wildcard" in w for w in res["warnings"]), res["warnings"]
+    # never: a certificate of its own
+    before = set(fake.certificates)
+    res = proxy(fake, cache, ["c.example.test"], certificate_reuse="never", **args)
+    assert not res["failed"] and res["proxy_host"]["certificate_id"] not in before
+    assert proxy(fake, cache, ["c.example.test"], certificate_reuse="never",
+                 **args)["changed"] is False
+
+
+def test_a_token_refused_again_after_the_new_login_is_an_error_not_a_loop(cache):
+    calls = []
+
+    def transport(method, url, body, headers, timeout, validate_certs):
+        calls.append("%s %s" % (method, url.split("/api", 1)[1].split("?")[0]))
+        if url.endswith("/api/tokens"):
+            return 200, b'{"token": "t", "expires": "2999-01-01T00:00:00.000Z"}'
+        raise api.HTTPError(url, 400, "Bad Request", {}, io.BytesIO(
+            b'{"error": {"code": 400, "message": "Token has expired"}}'))
+
+    client = api.NpmClient("http://127.0.0.1:9", *ADMIN, cache_dir=cache, transport=transport)
+    with pytest.raises(api.NpmError) as info:
+        client.proxy_hosts()
+    assert info.value.status == 400 and "Token has expired" in info.value.msg
+    assert calls == ["POST /tokens", "GET /nginx/proxy-hosts", "POST /tokens", "GET /nginx/proxy-hosts"]
