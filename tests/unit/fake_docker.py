@@ -43,6 +43,7 @@ class FakeDocker:
         self.unhealthy: set[str] = set()  # services whose containers never become healthy
         self.fail_up = False
         self.registry: dict[str, dict] | None = None  # image reference -> {"digest", "id"}; None: no registry
+        self.registry_hostname = "127.0.0.1:5000"  # the one registry the fake serves; others do not resolve
         self.registry_down = False
         self.registry_auth: tuple[str, str] | None = None  # (username, password) the registry requires
         self.repo_digests: dict[str, list[str]] = {}  # local image reference -> RepoDigests
@@ -195,6 +196,9 @@ class FakeDocker:
         """(status, message or None, entry) of the registry for REF with AUTH (decoded header or None)."""
         host = self.registry_host(ref)
         name, _, tag = ref.rpartition(":")
+        if host != self.registry_hostname:  # any other registry: not reachable from here (no DNS)
+            return 500, 'Get "https://%s/v2/": dial tcp: lookup %s: no such host' % (
+                "registry-1.docker.io", "registry-1.docker.io"), None
         if self.registry_down:
             return 500, 'Get "http://%s/v2/": dial tcp %s: connect: connection refused' % (host, host), None
         if self.registry_auth is not None:
@@ -250,7 +254,11 @@ class FakeDocker:
             return 200, json.dumps([self.api_container(c) for c in self.containers]).encode()
         if parts[0] == "distribution" and parts[-1] == "json":
             if self.registry is None:  # no registry reachable at all (this machine's normal state)
-                return 500, b'{"message":"Get \\"https://registry-1.docker.io/v2/\\": dial tcp: lookup registry-1.docker.io: no such host"}\n'
+                self.registry = {}
+                try:
+                    return self.distribution("docker.io/" + "/".join(parts[1:-1]), headers)
+                finally:
+                    self.registry = None
             return self.distribution("/".join(parts[1:-1]), headers)
         if parts[0] == "images" and parts[-1] == "json":
             ref = "/".join(parts[1:-1])
