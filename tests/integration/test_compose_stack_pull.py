@@ -63,7 +63,6 @@ def test_pull_always_newer_image_check_mode_predicts_the_recreate(proj, registry
     push_side(registry, ref)
     r = proj.result(definition=definition(ref), pull="always")
     assert not r.get("failed") and r["changed"], json.dumps(r)
-    assert r["pull_prediction"][ref]["verdict"] == "current" and r["pulled"] == [], r
     before = proj.containers()
 
     _old, new_id = push_newer(registry, ref, "two")
@@ -80,6 +79,8 @@ def test_pull_always_newer_image_check_mode_predicts_the_recreate(proj, registry
     assert not r.get("failed") and r["changed"], json.dumps(r)
     assert actions(r) == {"app": "recreate", "side": "none"} and r["pulled"] == [ref], r
     assert r["services"]["app"]["image_id_after"] == new_id and image_id(ref) == new_id
+    side = ref.replace(":stable", ":side")
+    assert r["pull_prediction"][ref]["verdict"] == "newer" and r["pull_prediction"][side]["verdict"] == "current", r
     after = proj.containers()
     assert after["app"] != before["app"] and after["side"] == before["side"]
 
@@ -124,13 +125,12 @@ def test_registry_with_auth_prediction_uses_the_docker_config(proj, auth_registr
     monkeypatch.setenv("DOCKER_CONFIG", str(good))  # the module's environment (ansible-playbook's)
     r = proj.result(definition=definition(ref), pull="always")
     assert not r.get("failed") and r["changed"], json.dumps(r)
-    pred = r["pull_prediction"][ref]
-    assert pred["verdict"] == "current" and pred["credentials"] == "config.json auths", pred
 
     _old, new_id = push_newer(reg, ref, "two", config_dir=good)
     c = proj.result(definition=definition(ref), pull="always", check=True)
     assert not c.get("failed") and actions(c)["app"] == "recreate", c
-    assert c["pull_prediction"][ref]["verdict"] == "newer"
+    pred = c["pull_prediction"][ref]
+    assert pred["verdict"] == "newer" and pred["credentials"] == "config.json auths", pred
     r = proj.result(definition=definition(ref), pull="always")
     assert not r.get("failed") and r["services"]["app"]["image_id_after"] == new_id, r
 
@@ -160,10 +160,10 @@ def test_registry_stopped_check_mode_says_unverified(proj, registry):
         c = proj.result(definition=definition(ref), pull="always", check=True)
         took = time.monotonic() - start
         assert not c.get("failed") and not c["changed"], c
+        warnings = " ".join(c.get("warnings") or [])
+        assert ref in warnings and "not verified" in warnings and "connection refused" in warnings, c
         pred = c["pull_prediction"][ref]
         assert pred["verdict"] == "unverified" and "connection refused" in pred["detail"], pred
-        warnings = " ".join(c.get("warnings") or [])
-        assert ref in warnings and "not verified" in warnings, c
         # The run's docker pull hits the same unreachable registry and says so.
         r = proj.result(definition=definition(ref), pull="always")
         assert r.get("failed") and "connection refused" in r["msg"] and ref in r["msg"], r
