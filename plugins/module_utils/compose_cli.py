@@ -162,7 +162,9 @@ def unix_socket_transport(socket_path, timeout=30):
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 state["conn"] = None
-                if attempt == 2:
+                # A kept-alive connection the daemon closed is retried once on a new one; a request the daemon
+                # did not answer in time (a registry query it is still waiting on) is not sent again.
+                if attempt == 2 or isinstance(exc, socket.timeout):
                     raise EngineAPIError("%s %s over %s: %s" % (method, path, socket_path, exc)) from exc
         raise EngineAPIError("unreachable")  # pragma: no cover
 

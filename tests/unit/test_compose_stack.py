@@ -392,6 +392,45 @@ def test_unix_socket_transport_talks_http(tmp_path):
         cc.EngineAPI(cc.unix_socket_transport(str(tmp_path / "none.sock"), timeout=1)).get("/_ping")
 
 
+def test_unix_socket_transport_sends_headers_and_does_not_repeat_an_unanswered_request(tmp_path):
+    """The registry query carries X-Registry-Auth; a daemon that does not answer in time (still waiting on a
+    registry) is not asked a second time."""
+    import threading
+
+    sock_path = str(tmp_path / "d.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(4)
+    srv.settimeout(3)
+    heads, conns = [], []
+
+    def serve():
+        try:
+            while True:
+                conn = srv.accept()[0]
+                conns.append(conn)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                heads.append(data.decode())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    api = cc.EngineAPI(cc.unix_socket_transport(sock_path, timeout=0.5))
+    with pytest.raises(cc.EngineAPIError) as exc:
+        api.distribution("127.0.0.1:5000/app:1", "eyJ1c2VybmFtZSI6InUifQ==")
+    assert "timed out" in str(exc.value)
+    thread.join(5)
+    srv.close()
+    for c in conns:
+        c.close()
+    assert len(heads) == 1, heads
+    assert heads[0].startswith("GET /distribution/127.0.0.1:5000/app:1/json HTTP/1.1")
+    assert "X-Registry-Auth: eyJ1c2VybmFtZSI6InUifQ==" in heads[0]
+
+
 def test_wait_does_not_pass_a_container_up_less_than_a_second(tmp_path, docker):
     deploy(tmp_path, docker)
     for c in docker.containers:
