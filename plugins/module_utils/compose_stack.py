@@ -859,6 +859,7 @@ class Stack:
             return {}
         results = {}
         docker_config = None
+        found = {}  # auth key -> (credentials, source): a credential helper runs once per registry
         for image in self.pullable(resolved, selected):
             try:
                 ref = cr.parse_reference(image)
@@ -870,7 +871,10 @@ class Stack:
                 continue
             if docker_config is None:
                 docker_config = read_docker_config(self.environ)
-            creds, source = cr.find_credentials(docker_config, ref, self.credential_helper)
+            key = cr.auth_key(ref)
+            if key not in found:
+                found[key] = cr.find_credentials(docker_config, ref, self.credential_helper)
+            creds, source = found[key]
             if self.cli.engine is None:
                 answer = ("unreachable", None, "no Engine API socket to ask through (DOCKER_HOST or context)")
             else:
@@ -878,8 +882,11 @@ class Stack:
                     answer = cr.classify(*self.cli.engine.distribution(image, cr.auth_header(creds, ref)))
                 except EngineAPIError as exc:
                     answer = ("unreachable", None, str(exc))
-            results[image] = {"verdict": cr.verdict(mode, ref, local_id, local_digests, answer),
-                              "registry": ref.domain, "digest": answer[1], "detail": answer[2],
+            verdict = cr.verdict(mode, ref, local_id, local_digests, answer)
+            detail = answer[2]
+            if verdict == cr.NEWER and not cr.repo_digests(local_digests).get(ref.repo):
+                detail = "the local image has no digest from this repository (built or loaded here)"
+            results[image] = {"verdict": verdict, "registry": ref.domain, "digest": answer[1], "detail": detail,
                               "credentials": source}
         if not results:
             return results

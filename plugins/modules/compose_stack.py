@@ -314,7 +314,10 @@ pull_prediction:
       description: The registry's manifest digest, when it answered.
       type: str
     detail:
-      description: The registry's or daemon's message when it did not answer with a digest.
+      description:
+        - The registry's or daemon's message when it did not answer with a digest.
+        - For V(newer) on an image built or loaded here (it has no digest from that repository), says so; such an
+          image is pulled, and its services are recreated only if the pull brings another image id.
       type: str
     credentials:
       description: Where the credentials came from (C(config.json auths), C(credential helper docker-credential-NAME))

@@ -981,7 +981,7 @@ def test_credentials_from_a_credential_helper_go_through_stdin(tmp_path, reg):
     res = s.execute()
     assert res["pull_prediction"][APP_REF]["verdict"] == "current"
     assert res["pull_prediction"][APP_REF]["credentials"] == "credential helper docker-credential-shptest"
-    assert seen == 2 * [([str(helper), "get"], REG)]
+    assert seen == [([str(helper), "get"], REG)]  # once per registry, not per image
 
 
 def test_unreachable_registry_is_unverified_never_a_silent_no_change(tmp_path, reg):
@@ -1016,3 +1016,11 @@ def test_pull_missing_asks_nothing_when_every_image_is_here(tmp_path, reg):
     reg.api_requests.clear()
     res = pull_stack(tmp_path, reg).execute()
     assert "pull_prediction" not in res and not any(r.startswith("/distribution") for r in reg.api_requests)
+
+
+def test_an_image_loaded_here_without_a_registry_digest_is_newer_and_says_why(tmp_path, reg):
+    reg.repo_digests[APP_REF] = []  # docker load / docker build: no RepoDigests
+    res = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    pred = res["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "newer" and "no digest from this repository" in pred["detail"]
+    assert res["pull_prediction"][CACHE_REF]["verdict"] == "current"
