@@ -279,8 +279,8 @@ def describe(image, result):
     if v == MISSING:
         return "image %s is not in registry %s (%s)" % (image, registry, detail)
     if v == DENIED:
-        return "registry %s refused image %s (%s; credentials: %s)" % (registry, image, detail,
-                                                                      result.get("credentials") or "none")
+        creds = result.get("credentials") or "none"
+        return "registry %s refused image %s (%s; credentials: %s)" % (registry, image, detail, creds)
     if v == UNVERIFIED:
         return "registry %s could not be asked about image %s (%s)" % (registry, image, detail)
     if v == NEWER:

@@ -195,7 +195,7 @@ class FakeDocker:
     def registry_answer(self, ref, auth):
         """(status, message or None, entry) of the registry for REF with AUTH (decoded header or None)."""
         host = self.registry_host(ref)
-        name, _, tag = ref.rpartition(":")
+        name, _sep, tag = ref.rpartition(":")
         if host != self.registry_hostname:  # any other registry: not reachable from here (no DNS)
             return 500, 'Get "https://%s/v2/": dial tcp: lookup %s: no such host' % (
                 "registry-1.docker.io", "registry-1.docker.io"), None

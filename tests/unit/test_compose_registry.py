@@ -86,8 +86,8 @@ def test_credentials_from_a_helper_before_auths():
     assert creds == {"username": "hu", "password": "hs"} and asked == [("pass", "127.0.0.1:5000")]
     assert "hs" not in source and "docker-credential-pass" in source
     # credsStore for hosts without their own helper; a token user means an identity token
-    creds, _ = cr.find_credentials({"credsStore": "desktop"}, ref,
-                                   lambda n, s: (True, json.dumps({"Username": "<token>", "Secret": "idt"})))
+    creds, _source = cr.find_credentials({"credsStore": "desktop"}, ref,
+                                         lambda n, s: (True, json.dumps({"Username": "<token>", "Secret": "idt"})))
     assert creds == {"identitytoken": "idt"}
     creds, source = cr.find_credentials({"credsStore": "desktop"}, ref,
                                         lambda n, s: (False, "credentials not found in native keychain"))
@@ -98,8 +98,8 @@ def test_auth_header_is_base64url_json_with_the_server_address():
     ref = cr.parse_reference("127.0.0.1:5000/app:1")
     header = cr.auth_header({"username": "u", "password": "p?>>"}, ref)
     assert "+" not in header and "/" not in header
-    assert json.loads(base64.urlsafe_b64decode(header)) == {"username": "u", "password": "p?>>",
-                                                             "serveraddress": "127.0.0.1:5000"}
+    want = {"username": "u", "password": "p?>>", "serveraddress": "127.0.0.1:5000"}
+    assert json.loads(base64.urlsafe_b64decode(header)) == want
     assert cr.auth_header(None, ref) is None
 
 
