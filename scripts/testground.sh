@@ -34,6 +34,8 @@ ensure_packages() {
   command -v shellcheck >/dev/null || missing+=(shellcheck)   # ansible-test sanity's shellcheck test
   command -v restic >/dev/null || missing+=(restic)   # restic_* module tests (real restic)
   command -v sshpass >/dev/null || missing+=(sshpass)   # password SSH logins (firewall SSH guard tests)
+  [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)   # a real registry on loopback (pull tests)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)   # htpasswd -B for the registry's auth
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq

@@ -20,6 +20,7 @@ import threading
 import time
 
 from ansible_collections.selfhosted.platform.plugins.module_utils import compose_plan as cp
+from ansible_collections.selfhosted.platform.plugins.module_utils import compose_registry as cr
 from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import (
     MIN_COMPOSE_VERSION,
     ComposeCLI,
@@ -779,25 +780,32 @@ class Stack:
             if unknown:
                 raise StackFailure("services: %s not in the project" % ", ".join(unknown))
 
+        image_ids = self.image_state(resolved)
+        predictions = self.predict_pulls(resolved, selected, image_ids)
         pulled = []
         if p["pull"] == "always" and not self.check_mode:
-            before = self.image_state(resolved)
-            for ref in self.pullable(resolved, selected):
+            # Images the registry has as they are here are not pulled; the rest are (unverified ones too,
+            # so the pull itself reports what is wrong).
+            to_pull = [ref for ref in self.pullable(resolved, selected)
+                       if (predictions.get(ref) or {}).get("verdict") != cr.CURRENT]
+            for ref in to_pull:
                 self.cli.run([self.cli.docker, "pull", "--quiet", ref], what="docker pull %s" % ref)
-            after = self.image_state(resolved)
-            pulled = sorted(ref for ref in after if after[ref] and after[ref] != before.get(ref))
-        image_ids = self.image_state(resolved)
+            if to_pull:
+                before, image_ids = image_ids, self.image_state(resolved)
+                pulled = sorted(ref for ref in image_ids if image_ids[ref] and image_ids[ref] != before.get(ref))
+        elif p["pull"] == "always":
+            pulled = sorted(ref for ref, r in predictions.items() if r["verdict"] in (cr.NEWER, cr.PULLABLE))
         desired = cp.desired_services(resolved, cand["hashes"], image_ids)
         self.desired = desired
         steps = cp.plan(desired, containers, recreate=p["recreate"], remove_orphans=p["remove_orphans"],
                         services=selected)
+        if self.check_mode and predictions:
+            steps = cr.apply_to_plan(steps, desired, predictions, p["recreate"])
         changes = self.file_changes(cand["managed"])
         changing = cp.is_changing(steps)
         self.result["actions"] = steps
         self.result["files_changed"] = changes
         self.result["pulled"] = pulled
-        if p["pull"] == "always" and self.check_mode:
-            self.warn("pull=always: check mode does not contact the registry; a newer image there is not predicted")
         if self.diff_mode:
             self.add_file_diffs(cand["managed"], changes)
             self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
@@ -838,6 +846,71 @@ class Stack:
         self.save_cache(after)
         self.report(desired, containers, after, image_ids)
         self.ensure_last_good(cand, after, desired)
+
+    def predict_pulls(self, resolved, selected, image_ids):
+        """{image: prediction} for the images a pull would fetch (pull=always: every pullable image;
+        pull=missing: those not present), asked of the registry through the Engine API
+        (GET /distribution/{name}/json, credentials from the docker CLI's config). Sets RV(pull_prediction).
+        A pull that would fail (the image is not in the registry, the registry refuses the credentials)
+        fails here, in check mode as in a run, before anything changes; a registry that could not be asked
+        is a warning in check mode (the plan assumes the local images)."""
+        mode = self.p["pull"]
+        if mode not in ("always", "missing"):
+            return {}
+        results = {}
+        docker_config = None
+        found = {}  # auth key -> (credentials, source): a credential helper runs once per registry
+        for image in self.pullable(resolved, selected):
+            try:
+                ref = cr.parse_reference(image)
+            except ValueError:
+                continue
+            local_id = image_ids.get(image)
+            local_digests = self.cli.repo_digests.get(image) or []
+            if not cr.needs_query(mode, ref, local_id, local_digests):
+                continue
+            if docker_config is None:
+                docker_config = read_docker_config(self.environ)
+            key = cr.auth_key(ref)
+            if key not in found:
+                found[key] = cr.find_credentials(docker_config, ref, self.credential_helper)
+            creds, source = found[key]
+            if self.cli.engine is None:
+                answer = ("unreachable", None, "no Engine API socket to ask through (DOCKER_HOST or context)")
+            else:
+                try:
+                    answer = cr.classify(*self.cli.engine.distribution(image, cr.auth_header(creds, ref)))
+                except EngineAPIError as exc:
+                    answer = ("unreachable", None, str(exc))
+            verdict = cr.verdict(mode, ref, local_id, local_digests, answer)
+            detail = answer[2]
+            if verdict == cr.NEWER and not cr.repo_digests(local_digests).get(ref.repo):
+                detail = "the local image has no digest from this repository (built or loaded here)"
+            results[image] = {"verdict": verdict, "registry": ref.domain, "digest": answer[1], "detail": detail,
+                              "credentials": source}
+        if not results:
+            return results
+        self.result["pull_prediction"] = results
+        failing = sorted(img for img, r in results.items() if r["verdict"] in cr.FAILING)
+        if failing:
+            raise StackFailure("pull=%s: %s; %s" % (
+                mode, "; ".join(cr.describe(img, results[img]) for img in failing),
+                "the run would fail pulling it" if self.check_mode else "nothing was changed"),
+                pull_prediction=results)
+        if self.check_mode:
+            for img in sorted(img for img, r in results.items() if r["verdict"] == cr.UNVERIFIED):
+                self.warn("pull=%s: %s: the plan for it is not verified" % (mode, cr.describe(img, results[img])))
+        return results
+
+    def credential_helper(self, name, server):
+        """(ok, stdout or error) of ``docker-credential-NAME get`` for SERVER (on stdin, never on argv)."""
+        exe = shutil.which("docker-credential-%s" % name, path=self.environ.get("PATH"))
+        if not exe:
+            return False, "docker-credential-%s is not on PATH" % name
+        rc, out, err = self.cli.run([exe, "get"], data=server, check=False)
+        if rc != 0:
+            return False, ((err or out or "").strip().splitlines() or ["rc=%s" % rc])[-1][:200]
+        return True, out
 
     @staticmethod
     def pullable(resolved, selected):

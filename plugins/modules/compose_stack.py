@@ -35,6 +35,23 @@ description:
     services that mount them when their content changes, through a checksum label the module adds.
   - Check mode computes the same plan and never runs C(up), never pulls and never builds. Diff mode shows the
     compose file and env file before and after (secret values masked) and the per-service plan.
+  - What a pull would do is asked of the registry without pulling, through the Engine API
+    (C(GET /distribution/{name}/json)) - the daemon asks the registry, through its own mirrors, proxies and
+    insecure-registry settings, as a pull would. With O(pull=always) every image of the services to converge
+    is asked about, with O(pull=missing) the images that are not present; see RV(pull_prediction). The
+    registry's manifest digest is compared with the local image's C(RepoDigests). A newer image in the registry
+    recreates the services that use it, in check mode as in the run (reason C(newer image in registry)); an
+    image the registry does not have, or refuses with the credentials at hand, fails the task naming the image,
+    the registry and its answer, in check mode as in the run, where it fails before anything is written,
+    pulled or started. A registry that cannot be asked (unreachable, no network, rate limit, no Engine API
+    socket) is reported as C(unverified) in RV(pull_prediction), with a warning in check mode; the plan then
+    assumes the local image. In a run with O(pull=always), images whose registry digest is the local one are
+    not pulled at all (no C(docker pull) process on a no-op).
+  - Registry credentials are read as the docker CLI reads them from C(config.json) in C(DOCKER_CONFIG) (or
+    C(~/.docker)) - C(credHelpers) for the registry's host, else C(credsStore), run as
+    C(docker-credential-<name> get) with the host on standard input, else the C(auths) entry (C(auth),
+    C(username)/C(password) or C(identitytoken)) - and sent to the local daemon only, in the C(X-Registry-Auth)
+    header. They are never logged or returned; RV(pull_prediction) says only where they came from.
   - With O(wait), waits until every service with a healthcheck is healthy (a container that starts unhealthy and
     then recovers is fine) and every other service is running, each container up for at least a second since its
     last start by the daemon's clock (a crash-looping container does not pass). With O(rollback), a deploy that
@@ -47,7 +64,8 @@ requirements:
   - PyYAML on the managed host to write O(definition) as YAML (JSON, which Compose also reads, otherwise).
 attributes:
   check_mode:
-    description: Computes the plan from the same comparison; never runs up, never pulls, never builds.
+    description: Computes the plan from the same comparison, with what the registry has for the images a pull
+      would fetch; never runs up, never pulls, never builds.
     support: full
   diff_mode:
     description: Shows the compose and env files before and after (secrets masked) and the per-service plan.
@@ -126,7 +144,10 @@ options:
     description:
       - V(missing) pulls images that are not present; V(always) pulls every image first, and a pull that fetched
         nothing new is not a change; V(never) never pulls; V(policy) follows each service's C(pull_policy).
-      - Check mode never pulls; with V(always) it cannot know about a newer image in the registry.
+      - With V(always) and V(missing) the registry is asked first (see the description and RV(pull_prediction));
+        check mode predicts a newer image (the services using it are recreated) and a pull that would fail (the
+        task fails, naming the image), and a run skips C(docker pull) for images the registry has as they are
+        here. V(never) and V(policy) ask nothing.
     type: str
     choices: [missing, always, never, policy]
     default: missing
@@ -266,10 +287,44 @@ files_changed:
   type: list
   elements: str
 pulled:
-  description: Images whose local id changed because of O(pull=always).
+  description: Images whose local id changed because of O(pull=always); in check mode, the images that would be
+    pulled (the registry has a newer image, or it is not present here).
   returned: state is present
   type: list
   elements: str
+pull_prediction:
+  description:
+    - Per image the registry was asked about (O(pull=always) every image of the services to converge,
+      O(pull=missing) those not present), what a pull would do.
+  returned: when O(pull) is V(always) or V(missing) and an image was asked about, also on failure
+  type: dict
+  contains:
+    verdict:
+      description:
+        - V(current) the registry's digest is the local image's (nothing to pull); V(newer) the registry has
+          another image under the tag (it is pulled, its services recreated); V(pullable) not present here, the
+          registry has it; V(missing) the registry does not have it (the task fails); V(denied) the registry
+          refused it with the credentials found (the task fails); V(unverified) the registry could not be asked,
+          see C(detail).
+      type: str
+    registry:
+      description: The registry's host (C(docker.io) for Docker Hub).
+      type: str
+    digest:
+      description: The registry's manifest digest, when it answered.
+      type: str
+    detail:
+      description:
+        - The registry's or daemon's message when it did not answer with a digest.
+        - For V(newer) on an image built or loaded here (it has no digest from that repository), says so; such an
+          image is pulled, and its services are recreated only if the pull brings another image id.
+      type: str
+    credentials:
+      description: Where the credentials came from (C(config.json auths), C(credential helper docker-credential-NAME))
+        or C(no credentials); never the credentials.
+      type: str
+  sample: {"registry.example.test/amn/backend:1.4.2": {"verdict": "newer", "registry": "registry.example.test",
+           "digest": "sha256:5b0f...", "detail": "", "credentials": "config.json auths"}}
 rolled_back:
   description: Whether a failed deploy was rolled back to the last good version.
   returned: always

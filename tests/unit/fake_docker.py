@@ -3,10 +3,20 @@
 It keeps a tiny model (images, containers) and answers the exact commands ComposeCLI issues,
 in their JSON output formats. Hashes are a digest of the service's resolved config, as Compose's
 are, so a changed definition changes the hash of exactly the services it touches.
+
+With ``registry`` set (image reference -> {"digest", "id"}), it also models one registry: the Engine's
+``GET /distribution/{name}/json``, ``docker pull`` and the pull ``up`` does for an absent image answer from
+it with the statuses and messages Engine 20.10 gives against Debian's docker-registry 2.8 (measured):
+404 ``manifest unknown``; 500 ``no basic auth credentials`` when ``registry_auth`` (user, password) is set
+and no X-Registry-Auth header came; 401 ``unauthorized: authentication required`` for wrong credentials;
+500 ``dial tcp ... connection refused`` with ``registry_down``. Known differences from the real thing: the
+reference is matched as written (no normalisation of docker.io names), the registry host in messages is the
+reference's first component, and a pull's credentials are not checked (the docker CLI sends its own).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -32,6 +42,12 @@ class FakeDocker:
         self.calls: list[list[str]] = []
         self.unhealthy: set[str] = set()  # services whose containers never become healthy
         self.fail_up = False
+        self.registry: dict[str, dict] | None = None  # image reference -> {"digest", "id"}; None: no registry
+        self.registry_hostname = "127.0.0.1:5000"  # the one registry the fake serves; others do not resolve
+        self.registry_down = False
+        self.registry_auth: tuple[str, str] | None = None  # (username, password) the registry requires
+        self.repo_digests: dict[str, list[str]] = {}  # local image reference -> RepoDigests
+        self.distribution_auth: list[dict | None] = []  # decoded X-Registry-Auth of each distribution request
 
     # helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -119,6 +135,11 @@ class FakeDocker:
             for name, svc in resolved["services"].items():
                 h = svc_hash(svc)
                 image_id = self.images.get(svc.get("image"))
+                if image_id is None and self.registry is not None:
+                    rc, _out, err = self.pull(svc["image"])
+                    if rc:
+                        return rc, "", err
+                    image_id = self.images[svc["image"]]
                 if image_id is None:
                     image_id = self.images[svc["image"]] = "sha256:pulled-" + svc["image"]
                 existing = [c for c in self.containers if c["service"] == name]
@@ -149,7 +170,8 @@ class FakeDocker:
         if args[1] == "ps":
             return 0, "\n".join(self.project_rows()) + "\n", ""
         if args[1:3] == ["image", "inspect"]:
-            found = [{"Id": self.images[r], "RepoTags": [r]} for r in args[3:] if r in self.images]
+            found = [{"Id": self.images[r], "RepoTags": [r], "RepoDigests": self.repo_digests.get(r, [])}
+                     for r in args[3:] if r in self.images]
             rc = 0 if len(found) == len(args[3:]) else 1
             return rc, json.dumps(found), "" if rc == 0 else "Error: No such image"
         if args[1:3] == ["container", "inspect"]:
@@ -162,12 +184,60 @@ class FakeDocker:
         if args[1:3] == ["network", "ls"]:
             return 0, "p_default\n" if self.containers else "", ""
         if args[1] == "pull":
-            return 0, "", ""
+            return self.pull(args[-1]) if self.registry is not None else (0, "", "")
         return 99, "", "fake: unsupported %s" % args
 
+    # the registry -------------------------------------------------------------------------------
+    @staticmethod
+    def registry_host(ref):
+        return ref.split("/", 1)[0]
+
+    def registry_answer(self, ref, auth):
+        """(status, message or None, entry) of the registry for REF with AUTH (decoded header or None)."""
+        host = self.registry_host(ref)
+        name, _sep, tag = ref.rpartition(":")
+        if host != self.registry_hostname:  # any other registry: not reachable from here (no DNS)
+            return 500, 'Get "https://%s/v2/": dial tcp: lookup %s: no such host' % (
+                "registry-1.docker.io", "registry-1.docker.io"), None
+        if self.registry_down:
+            return 500, 'Get "http://%s/v2/": dial tcp %s: connect: connection refused' % (host, host), None
+        if self.registry_auth is not None:
+            if auth is None:
+                return 500, 'Head "http://%s/v2/%s/manifests/%s": no basic auth credentials' % (
+                    host, name.split("/", 1)[1], tag), None
+            if (auth.get("username"), auth.get("password")) != self.registry_auth:
+                return 401, "unauthorized: authentication required", None
+        entry = self.registry.get(ref)
+        if entry is None:
+            return 404, "manifest unknown: manifest unknown", None
+        return 200, None, entry
+
+    def pull(self, ref):
+        """docker pull REF (the CLI's credentials are taken as right)."""
+        auth = {"username": self.registry_auth[0], "password": self.registry_auth[1]} if self.registry_auth else None
+        status, msg, entry = self.registry_answer(ref, auth)
+        if status == 404:
+            return 1, "", "Error response from daemon: manifest for %s not found: %s" % (ref, msg)
+        if status != 200:
+            return 1, "", "Error response from daemon: %s" % msg
+        self.images[ref] = entry["id"]
+        self.repo_digests[ref] = ["%s@%s" % (ref.rpartition(":")[0], entry["digest"])]
+        return 0, "", ""
+
+    def distribution(self, ref, headers):
+        raw = (headers or {}).get("X-Registry-Auth")
+        auth = json.loads(base64.urlsafe_b64decode(raw.encode())) if raw else None
+        self.distribution_auth.append(auth)
+        status, msg, entry = self.registry_answer(ref, auth)
+        if status != 200:
+            return status, (json.dumps({"message": msg}) + "\n").encode()
+        return 200, json.dumps({"Descriptor": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                                               "digest": entry["digest"], "size": 529},
+                                "Platforms": [{"architecture": "amd64", "os": "linux"}]}).encode()
+
     # the Engine API (GET only, the requests compose_stack makes) --------------------------------
-    def api(self, method, path):
-        """``transport(method, path) -> (status, body)`` for compose_cli.EngineAPI."""
+    def api(self, method, path, headers=None):
+        """``transport(method, path, headers=None) -> (status, body)`` for compose_cli.EngineAPI."""
         from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import EngineAPIError
 
         if self.api_down:
@@ -182,10 +252,19 @@ class FakeDocker:
             assert query.get("all") == ["1"]
             assert json.loads(query["filters"][0]) == {"label": ["com.docker.compose.project=p"]}
             return 200, json.dumps([self.api_container(c) for c in self.containers]).encode()
+        if parts[0] == "distribution" and parts[-1] == "json":
+            if self.registry is None:  # no registry reachable at all (this machine's normal state)
+                self.registry = {}
+                try:
+                    return self.distribution("docker.io/" + "/".join(parts[1:-1]), headers)
+                finally:
+                    self.registry = None
+            return self.distribution("/".join(parts[1:-1]), headers)
         if parts[0] == "images" and parts[-1] == "json":
             ref = "/".join(parts[1:-1])
             if ref in self.images:
-                return 200, json.dumps({"Id": self.images[ref], "RepoTags": [ref]}).encode()
+                return 200, json.dumps({"Id": self.images[ref], "RepoTags": [ref],
+                                        "RepoDigests": self.repo_digests.get(ref, [])}).encode()
             return 404, b'{"message": "No such image"}'
         if parts[0] == "containers" and len(parts) == 3 and parts[2] == "json":
             out = self.plain_docker(["docker", "container", "inspect", parts[1]])[1]

@@ -392,6 +392,45 @@ def test_unix_socket_transport_talks_http(tmp_path):
         cc.EngineAPI(cc.unix_socket_transport(str(tmp_path / "none.sock"), timeout=1)).get("/_ping")
 
 
+def test_unix_socket_transport_sends_headers_and_does_not_repeat_an_unanswered_request(tmp_path):
+    """The registry query carries X-Registry-Auth; a daemon that does not answer in time (still waiting on a
+    registry) is not asked a second time."""
+    import threading
+
+    sock_path = str(tmp_path / "d.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(4)
+    srv.settimeout(3)
+    heads, conns = [], []
+
+    def serve():
+        try:
+            while True:
+                conn = srv.accept()[0]
+                conns.append(conn)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                heads.append(data.decode())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    api = cc.EngineAPI(cc.unix_socket_transport(sock_path, timeout=0.5))
+    with pytest.raises(cc.EngineAPIError) as exc:
+        api.distribution("127.0.0.1:5000/app:1", "eyJ1c2VybmFtZSI6InUifQ==")
+    assert "timed out" in str(exc.value)
+    thread.join(5)
+    srv.close()
+    for c in conns:
+        c.close()
+    assert len(heads) == 1, heads
+    assert heads[0].startswith("GET /distribution/127.0.0.1:5000/app:1/json HTTP/1.1")
+    assert "X-Registry-Auth: eyJ1c2VybmFtZSI6InUifQ==" in heads[0]
+
+
 def test_wait_does_not_pass_a_container_up_less_than_a_second(tmp_path, docker):
     deploy(tmp_path, docker)
     for c in docker.containers:
@@ -779,3 +818,209 @@ def test_secret_values_are_every_env_value_and_the_replaced_ones():
     assert found == ["line1\nline2", "0ld'q", "new", "7"]
     assert cs.mask_value({"msg": "new 7", "n": 7, "l": ["x-new"]}, ["new", "7"]) == \
         {"msg": "******** ********", "n": 7, "l": ["x-********"]}
+
+
+# -- pulls: what the registry has, asked through the Engine API (/distribution), predicted in check mode -----
+REG = "127.0.0.1:5000"
+APP_REF = f"{REG}/team/app:1"
+CACHE_REF = f"{REG}/team/cache:7"
+D1, D2 = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
+
+
+def registry_definition(image=APP_REF):
+    return {"services": {"web": {"image": image, "environment": {"V": "1"}},
+                         "cache": {"image": CACHE_REF}}}
+
+
+@pytest.fixture
+def reg(docker):
+    """The fake's registry holding APP_REF (digest D1, image sha256:app-d1) and CACHE_REF, both pulled here."""
+    docker.registry = {APP_REF: {"digest": D1, "id": "sha256:app-d1"},
+                       CACHE_REF: {"digest": "sha256:" + "c3" * 32, "id": "sha256:cache"}}
+    docker.pull(APP_REF)
+    docker.pull(CACHE_REF)
+    return docker
+
+
+def pull_stack(tmp_path, docker, check=False, warnings=None, **kw):
+    kw.setdefault("definition", registry_definition())
+    clock = Clock()
+    return cs.Stack(params(tmp_path / "proj", **kw), docker, check_mode=check, sleep=clock.sleep, clock=clock,
+                    api=cc.EngineAPI(docker.api), environ=docker.environ,
+                    warn=(warnings.append if warnings is not None else None))
+
+
+def pulls(docker):
+    return [c for c in docker.calls if c[:2] == ["docker", "pull"]]
+
+
+def test_check_mode_predicts_a_newer_image_in_the_registry_and_the_run_agrees(tmp_path, reg):
+    first = pull_stack(tmp_path, reg, pull="always").execute()
+    assert first["changed"]
+    # The tag now points to a newer image in the registry; the local one is still D1.
+    reg.registry[APP_REF] = {"digest": D2, "id": "sha256:app-d2"}
+    reg.calls.clear()
+    check = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    assert check["changed"] and check["pulled"] == [APP_REF]
+    web = next(a for a in check["actions"] if a["service"] == "web")
+    assert web["action"] == "recreate" and web["reasons"] == ["newer image in registry: %s (%s)" % (APP_REF, D2[:19])]
+    assert next(a for a in check["actions"] if a["service"] == "cache")["action"] == "none"
+    pred = check["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "newer" and pred["digest"] == D2 and pred["registry"] == REG
+    assert not pulls(reg) and reg.images[APP_REF] == "sha256:app-d1"  # check mode pulled nothing
+    run = pull_stack(tmp_path, reg, pull="always").execute()
+    assert run["changed"] and run["pulled"] == [APP_REF]
+    assert {a["service"]: a["action"] for a in run["actions"]} == {"cache": "none", "web": "recreate"}
+    assert run["services"]["web"]["image_id_after"] == "sha256:app-d2"
+    reg.calls.clear()
+    again = pull_stack(tmp_path, reg, pull="always").execute()
+    assert not again["changed"] and again["path"] == "fast-noop" and again["pulled"] == []
+    # The registry said "current": no docker pull process at all on the no-op.
+    assert not pulls(reg) and again["cli_calls"] == 0
+    assert not pull_stack(tmp_path, reg, pull="always", check=True).execute()["changed"]
+
+
+def test_check_mode_predicts_that_a_missing_image_fails_the_run(tmp_path, reg):
+    missing = f"{REG}/team/app:2"
+    with pytest.raises(cs.StackFailure) as check:
+        pull_stack(tmp_path, reg, definition=registry_definition(missing), check=True).execute()
+    assert missing in check.value.msg and "not in registry 127.0.0.1:5000" in check.value.msg
+    assert "manifest unknown" in check.value.msg and "would fail" in check.value.msg
+    assert check.value.result["pull_prediction"][missing]["verdict"] == "missing"
+    assert not (tmp_path / "proj").exists()
+    # The run fails the same way, before writing a file or running up.
+    with pytest.raises(cs.StackFailure) as run:
+        pull_stack(tmp_path, reg, definition=registry_definition(missing)).execute()
+    assert missing in run.value.msg and "nothing was changed" in run.value.msg
+    assert not (tmp_path / "proj" / "compose.yaml").exists() and not compose_cmds(reg, "up")
+
+
+def test_pull_always_with_a_tag_the_registry_lost_fails_in_check_mode_as_in_the_run(tmp_path, reg):
+    pull_stack(tmp_path, reg, pull="always").execute()
+    del reg.registry[APP_REF]  # present here, gone from the registry: docker pull would fail
+    with pytest.raises(cs.StackFailure) as check:
+        pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    with pytest.raises(cs.StackFailure) as run:
+        pull_stack(tmp_path, reg, pull="always").execute()
+    for exc in (check, run):
+        assert APP_REF in exc.value.msg and "manifest unknown" in exc.value.msg
+    assert not pulls(reg)
+
+
+def test_the_pull_itself_fails_the_same_way_without_the_prediction(tmp_path, reg):
+    """Without the Engine API there is no prediction (unverified); the fake's up then pulls and fails as the real
+    one does, so the prediction is about real failures."""
+    reg.images.pop(APP_REF)
+    del reg.registry[APP_REF]
+    assert "manifest unknown" in reg.pull(APP_REF)[2]
+    s = pull_stack(tmp_path, reg)
+    s.cli.engine, s.cli.use_api = None, False
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert "manifest for %s not found" % APP_REF in exc.value.msg
+    assert s.result["pull_prediction"][APP_REF]["verdict"] == "unverified"
+
+
+def docker_config(docker, data):
+    path = os.path.join(docker.environ["DOCKER_CONFIG"], "config.json")
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+
+
+def basic(user, password):
+    import base64
+
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_prediction_sends_the_docker_config_credentials(tmp_path, reg):
+    reg.registry_auth = ("tester", "S3cret-pw")
+    docker_config(reg, {"auths": {REG: {"auth": basic("tester", "S3cret-pw")}}})
+    reg.registry[APP_REF] = {"digest": D2, "id": "sha256:app-d2"}
+    res = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    assert res["pull_prediction"][APP_REF]["verdict"] == "newer"
+    assert res["pull_prediction"][APP_REF]["credentials"] == "config.json auths"
+    assert reg.distribution_auth == 2 * [{"username": "tester", "password": "S3cret-pw", "serveraddress": REG}]
+    assert "S3cret-pw" not in json.dumps(res)
+
+
+@pytest.mark.parametrize(("conf", "words"), [
+    ({"auths": {REG: {"auth": basic("tester", "wrong")}}}, "unauthorized: authentication required"),
+    ({}, "no basic auth credentials"),
+])
+def test_wrong_or_absent_credentials_are_named(tmp_path, reg, conf, words):
+    reg.registry_auth = ("tester", "S3cret-pw")
+    docker_config(reg, conf)
+    with pytest.raises(cs.StackFailure) as exc:
+        pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    assert f"registry {REG} refused image {APP_REF}" in exc.value.msg and words in exc.value.msg
+    assert exc.value.result["pull_prediction"][APP_REF]["verdict"] == "denied"
+    assert "wrong" not in exc.value.msg
+
+
+def test_credentials_from_a_credential_helper_go_through_stdin(tmp_path, reg):
+    reg.registry_auth = ("tester", "S3cret-pw")
+    docker_config(reg, {"credsStore": "shptest"})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-shptest"
+    helper.write_text("#!/bin/sh\nexit 1\n")  # never run: the fake runner answers for it
+    helper.chmod(0o755)
+    reg.environ["PATH"] = str(bindir)
+    real = reg.__call__
+    seen = []
+
+    def runner(args, data=None):
+        if args[0] == str(helper):
+            seen.append((args, data))
+            return 0, json.dumps({"ServerURL": data, "Username": "tester", "Secret": "S3cret-pw"}), ""
+        return real(args, data)
+
+    s = pull_stack(tmp_path, reg, pull="always", check=True)
+    s.cli.runner = runner
+    res = s.execute()
+    assert res["pull_prediction"][APP_REF]["verdict"] == "current"
+    assert res["pull_prediction"][APP_REF]["credentials"] == "credential helper docker-credential-shptest"
+    assert seen == [([str(helper), "get"], REG)]  # once per registry, not per image
+
+
+def test_unreachable_registry_is_unverified_never_a_silent_no_change(tmp_path, reg):
+    pull_stack(tmp_path, reg, pull="always").execute()
+    reg.registry_down = True
+    warnings = []
+    res = pull_stack(tmp_path, reg, pull="always", check=True, warnings=warnings).execute()
+    pred = res["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "unverified" and "connection refused" in pred["detail"]
+    assert not res["changed"]
+    assert len(warnings) == 2 and APP_REF in warnings[0] and "not verified" in warnings[0], warnings
+    # The run tries the pull, which reports the same unreachable registry.
+    with pytest.raises(cc.ComposeError) as exc:
+        pull_stack(tmp_path, reg, pull="always").execute()
+    assert "connection refused" in exc.value.msg and APP_REF in exc.value.msg
+
+
+def test_no_registry_reachable_is_unverified_for_docker_hub_images(tmp_path, docker):
+    """This machine's normal state: the daemon cannot resolve registry-1.docker.io."""
+    deploy(tmp_path, docker)
+    warnings = []
+    res = pull_stack(tmp_path, docker, definition=definition(), env={"PASSWORD": SECRET}, pull="always", check=True,
+                     warnings=warnings).execute()
+    assert not res["changed"]
+    assert {r["verdict"] for r in res["pull_prediction"].values()} == {"unverified"}
+    assert sorted(res["pull_prediction"]) == ["app:1", "redis:7"] and len(warnings) == 2
+    assert "no such host" in warnings[0]
+
+
+def test_pull_missing_asks_nothing_when_every_image_is_here(tmp_path, reg):
+    pull_stack(tmp_path, reg).execute()
+    reg.api_requests.clear()
+    res = pull_stack(tmp_path, reg).execute()
+    assert "pull_prediction" not in res and not any(r.startswith("/distribution") for r in reg.api_requests)
+
+
+def test_an_image_loaded_here_without_a_registry_digest_is_newer_and_says_why(tmp_path, reg):
+    reg.repo_digests[APP_REF] = []  # docker load / docker build: no RepoDigests
+    res = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    pred = res["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "newer" and "no digest from this repository" in pred["detail"]
+    assert res["pull_prediction"][CACHE_REF]["verdict"] == "current"
