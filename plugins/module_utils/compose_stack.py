@@ -1064,6 +1064,7 @@ class Stack:
         extra["rolled_back"] = True
         desired = None
         notes = []
+        pins, refs = {}, {}
         try:
             resolved = self.run_config(files, env_files)
             refs = cp.service_images(resolved, self.project)
@@ -1097,7 +1098,11 @@ class Stack:
         self.result["rolled_back"] = True
         now_containers = self.cli.containers()
         self.result["services"] = self.services_report(desired, now_containers, {})
-        self.result["images"] = cp.images_in_use(desired, now_containers)
+        images = cp.images_in_use(desired, now_containers)
+        for svc in pins:  # named by the restored definition's reference, not the pin's id
+            if svc in images and refs.get(svc):
+                images[svc]["image"] = refs[svc]
+        self.result["images"] = images
 
     # -- other states ---------------------------------------------------------------------------
     def stopped(self):
