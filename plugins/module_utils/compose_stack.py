@@ -1084,6 +1084,7 @@ class Stack:
                 resolved = self.run_config(files + pin_files, env_files)
             elif os.path.exists(pin):
                 os.unlink(pin)
+            self.prebuilt = True  # the restored version runs the images it ran: nothing is built again
             self.cli.run(self.up_args({"files": files, "env_files": env_files}, None, pin_files=pin_files),
                          what="docker compose up (rollback)")
             hashes = self.cli.config_hashes(resolved)

@@ -844,6 +844,7 @@ def test_build_failure_names_the_cause_and_restores_the_last_good_files(tmp_path
     assert "docker compose build failed" in exc.value.msg and "exit code: 2" in exc.value.msg
     assert exc.value.result["rolled_back"] is True
     assert (tmp_path / "proj" / "compose.yaml").read_text() == good
+    assert "--build" not in compose_cmds(docker, "up")[-1]  # the rollback builds nothing
 
 
 def test_stopped_on_a_missing_project_creates_the_containers_without_starting_them(tmp_path, docker):
