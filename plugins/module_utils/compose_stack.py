@@ -769,6 +769,15 @@ class Stack:
     def image_state(self, desired_resolved):
         return self.cli.image_ids(list(cp.service_images(desired_resolved, self.project).values()))
 
+    def selection(self, resolved):
+        """The services option (None for all), each a service of the resolved project."""
+        selected = self.p.get("services") or None
+        if selected:
+            unknown = sorted(set(selected) - set(resolved.get("services") or {}))
+            if unknown:
+                raise StackFailure("services: %s not in the project" % ", ".join(unknown))
+        return selected
+
     def present(self):
         p = self.p
         containers = self.cli.containers()
@@ -776,11 +785,7 @@ class Stack:
         # hashes are only needed for the cache, and are taken after up (see save_cache).
         cand = self.candidate(defer_hashes=not containers)
         resolved = cand["resolved"]
-        selected = p.get("services") or None
-        if selected:
-            unknown = sorted(set(selected) - set(resolved.get("services") or {}))
-            if unknown:
-                raise StackFailure("services: %s not in the project" % ", ".join(unknown))
+        selected = self.selection(resolved)
 
         pulled = []
         if p["pull"] == "always" and not self.check_mode:
@@ -1129,11 +1134,7 @@ class Stack:
         p = self.p
         cand = self.candidate(defer_hashes=True)
         resolved = cand["resolved"]
-        selected = p.get("services") or None
-        if selected:
-            unknown = sorted(set(selected) - set(resolved.get("services") or {}))
-            if unknown:
-                raise StackFailure("services: %s not in the project" % ", ".join(unknown))
+        selected = self.selection(resolved)
         image_ids = self.image_state(resolved)
         desired = cp.desired_services(resolved, cand["hashes"] or {}, image_ids, project=self.project)
         self.desired = desired

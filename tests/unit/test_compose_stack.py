@@ -291,14 +291,20 @@ def test_inputs_compose_resolves_itself_are_not_cached(tmp_path, docker, doc):
     assert not (tmp_path / "proj" / ".compose_stack" / "resolved.json").exists()
 
 
-def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+def with_proxy(tmp_path, conf_text):
+    """(project dir, nginx.conf, definition): the definition() plus a proxy that bind-mounts nginx.conf."""
     proj = tmp_path / "proj"
     proj.mkdir()
     conf = proj / "nginx.conf"
-    conf.write_text("a\n")
+    conf.write_text(conf_text)
     d = definition()
     d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
                                                                "target": "/etc/nginx/nginx.conf"}]}
+    return proj, conf, d
+
+
+def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+    _proj, conf, d = with_proxy(tmp_path, "a\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
     assert resolution(tmp_path, docker, definition=d, restart_on=["nginx.conf"])[0]["resolution"] == "cache"
     conf.write_text("b\n")
@@ -507,13 +513,7 @@ def test_retagged_image_recreates(tmp_path, docker):
 
 
 def test_restart_on_file_recreates_only_its_service(tmp_path, docker):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    conf = proj / "nginx.conf"
-    conf.write_text("a\n")
-    d = definition()
-    d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
-                                                               "target": "/etc/nginx/nginx.conf"}]}
+    proj, conf, d = with_proxy(tmp_path, "a\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
     assert cs.LABEL_INPUTS in (proj / "compose.yaml").read_text()
     assert not deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])["changed"]
@@ -980,13 +980,7 @@ def test_rollback_to_a_deleted_image_falls_back_to_the_tag_and_says_so(tmp_path,
 
 
 def test_rollback_restores_the_restart_on_files(tmp_path, docker):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    conf = proj / "nginx.conf"
-    conf.write_text("good\n")
-    d = definition()
-    d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
-                                                               "target": "/etc/nginx/nginx.conf"}]}
+    _proj, conf, d = with_proxy(tmp_path, "good\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"], rollback=True)
     conf.write_text("broken\n")
     docker.unhealthy = {"web"}
