@@ -1124,8 +1124,9 @@ class Stack:
         self.result["path"] = "stop" if running else "fast-noop"
         if running and not self.check_mode:
             self.cli.stop(sorted(selected) or None, self.p.get("timeout"))
-        self.result["services"] = self.services_report(None, self.cli.containers() if running and not self.check_mode
-                                                       else containers, {})
+        now = self.cli.containers() if running and not self.check_mode else containers
+        self.result["services"] = self.services_report(None, now, {})
+        self.result["images"] = cp.images_in_use(None, now)
 
     def created(self):
         """state=stopped on a project without containers: validate the definition, write the managed files

@@ -864,6 +864,7 @@ def test_stopped_on_a_missing_project_creates_the_containers_without_starting_th
     assert oct((tmp_path / "proj" / ".env").stat().st_mode & 0o777) == "0o600"
     res = deploy(tmp_path, docker, state="stopped")
     assert not res["changed"], res
+    assert res["images"]["web"] == {"image": "app:1", "image_id": "sha256:app1"}
     assert not deploy(tmp_path, docker, state="stopped", check=True)["changed"]
     # present starts them
     res = deploy(tmp_path, docker)
