@@ -1017,8 +1017,8 @@ class Stack:
         if not containers or any(c.get("state") != "running" for c in containers if not c.get("oneoff")):
             return
         try:
-            restart_on = sorted({f for files in restart_on_map(cand["resolved"], self.p.get("restart_on"),
-                                                                self.project_dir).values() for f in files})
+            mounted = restart_on_map(cand["resolved"], self.p.get("restart_on"), self.project_dir)
+            restart_on = sorted({f for files in mounted.values() for f in files})
         except ValueError:
             restart_on = []
         if refresh:
