@@ -355,6 +355,21 @@ def ps_row(c):
             "oneoff": labels.get(LABEL_ONEOFF, ""), "number": labels.get(LABEL_NUMBER, "")}
 
 
+def merge_log_streams(out, err, tail):
+    """``docker logs --timestamps`` prints a container's stdout and stderr on its own two streams, each
+    line prefixed with its RFC 3339 timestamp: the last ``tail`` lines of both, in time order, without
+    the timestamps."""
+    lines = []
+    for order, text in enumerate((out, err)):
+        for n, line in enumerate((text or "").splitlines()):
+            stamp, sep, rest = line.partition(" ")
+            if not sep or not stamp[:4].isdigit():
+                stamp, rest = "", line
+            lines.append((stamp, order, n, rest.rstrip()))
+    lines.sort()
+    return [rest for _s, _o, _n, rest in lines][-tail:] if tail else []
+
+
 def normalise_ps_row(c):
     c["state"] = state_from_status(c.get("state"), c.get("status"))
     c["health"] = health_from_status(c.get("status"))
@@ -513,6 +528,13 @@ class ComposeCLI:
             return [c for c in found if c]
         out = self.stdout([self.docker, "container", "inspect"] + list(ids), what="docker container inspect")
         return json.loads(out)
+
+    def logs(self, container, tail):
+        """The last ``tail`` lines a container logged, stdout and stderr in the order they were written
+        (``docker logs --timestamps``; the timestamps are removed)."""
+        _rc, out, err = self.run([self.docker, "logs", "--timestamps", "--tail", str(tail), container],
+                                 what="docker logs %s" % container)
+        return merge_log_streams(out, err, tail)
 
     # -- actions ----------------------------------------------------------------------------
     def by_name(self):

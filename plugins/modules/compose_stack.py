@@ -52,11 +52,24 @@ description:
     C(docker-credential-<name> get) with the host on standard input, else the C(auths) entry (C(auth),
     C(username)/C(password) or C(identitytoken)) - and sent to the local daemon only, in the C(X-Registry-Auth)
     header. They are never logged or returned; RV(pull_prediction) says only where they came from.
+  - With O(build=always), every run builds the services that have a C(build) section (C(docker compose build),
+    only those among O(services) when it is set) before it decides, then recreates exactly the services whose
+    image id the build changed. A build the builder's cache answers with the same image is no change, so the task
+    stays idempotent; an edited file of a build context recreates that service alone. RV(built) reports each build.
+    Check mode does not build; it plans with the images as they are and names the services whose build it could not
+    predict in RV(build_unpredicted) and a warning.
   - With O(wait), waits until every service with a healthcheck is healthy (a container that starts unhealthy and
     then recovers is fine) and every other service is running, each container up for at least a second since its
-    last start by the daemon's clock (a crash-looping container does not pass). With O(rollback), a deploy that
-    does not become healthy restores the last good definition, env file and image ids, brings them back up, and
-    fails with RV(rolled_back=true) while the old version keeps serving.
+    last start by the daemon's clock (a crash-looping container does not pass). A container that exits and that
+    Docker will not restart ends the wait at once; the failure names it, its exit code and the last 20 lines of
+    its log (env values masked). With O(rollback), a deploy that does not become healthy restores the last good
+    definition, env file, O(restart_on) files and image ids, brings them back up, and fails with
+    RV(rolled_back=true) while the old version keeps serving.
+  - The rollback point is recorded after every deploy that ends healthy, and refreshed by a run that changes
+    nothing when the images the project runs are no longer the recorded ones (Watchtower, or an C(up) run by
+    hand, replaced them); a no-op run compares the point with the containers it listed anyway, so it stays as
+    fast. A recorded image id that no longer exists (Watchtower's C(--cleanup)) cannot be pinned; the rollback
+    runs that service from its tag as it is now and says so in RV(rollback_msg).
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
 requirements:
@@ -137,6 +150,10 @@ options:
     description:
       - V(present) converges the project; V(stopped) stops its containers; V(restarted) converges then restarts
         (always a change); V(absent) runs C(docker compose down).
+      - V(stopped) on a project that has no container yet validates the definition, writes the managed files and
+        creates the containers without starting them (C(docker compose create)), as community.docker's
+        C(docker_compose_v2) does; the next run finds them created, not running, and changes nothing. On a project
+        that has containers, it stops them and does not converge the definition.
     type: str
     choices: [present, stopped, restarted, absent]
     default: present
@@ -153,8 +170,10 @@ options:
     default: missing
   build:
     description:
-      - V(policy) builds missing images of services with a C(build) section; V(always) rebuilds them on every
-        deploy (C(--build)); V(never) never builds (C(--no-build)).
+      - V(policy) builds missing images of services with a C(build) section; V(always) builds them on every run
+        (C(docker compose build), before the plan) and recreates only the services whose image id changed;
+        V(never) never builds (C(--no-build)).
+      - A service with a C(build) section and no C(image) runs the image Compose tags C(<project_name>-<service>).
     type: str
     choices: [policy, always, never]
     default: policy
@@ -192,9 +211,10 @@ options:
     default: 120
   rollback:
     description:
-      - Keep the last good definition, env file and image ids (under C(.compose_stack/) in O(project_dir),
-        mode C(0700)). When a deploy fails or does not become healthy within O(wait_timeout), restore them,
-        bring the previous version back up and fail with RV(rolled_back=true).
+      - Keep the last good definition, env file, O(restart_on) files and image ids (under C(.compose_stack/) in
+        O(project_dir), mode C(0700)). When a deploy (its build, C(up) or wait) fails or does not become healthy
+        within O(wait_timeout), restore them, bring the previous version back up and fail with
+        RV(rolled_back=true).
     type: bool
     default: false
   timeout:
@@ -261,8 +281,9 @@ RETURN = r"""
 path:
   description:
     - How the module got its answer. V(fast-noop) nothing differed and no C(up) ran; V(up) C(docker compose up)
-      ran; V(files-only) only managed files changed; V(check) check mode; V(stop), V(restart), V(down) for the
-      other states.
+      ran; V(files-only) only managed files changed; V(check) check mode; V(build) the build of O(build=always)
+      failed; V(create) O(state=stopped) created a missing project's containers; V(stop), V(restart), V(down) for
+      the other states.
   returned: always
   type: str
   sample: fast-noop
@@ -325,6 +346,42 @@ pull_prediction:
       type: str
   sample: {"registry.example.test/amn/backend:1.4.2": {"verdict": "newer", "registry": "registry.example.test",
            "digest": "sha256:5b0f...", "detail": "", "credentials": "config.json auths"}}
+built:
+  description:
+    - With O(build=always), per built service its image reference, the image id before and after the build and
+      whether it changed (a build answered from the cache does not).
+  returned: when O(build=always) built something
+  type: list
+  elements: dict
+  sample: [{"service": "api", "image": "shop-api", "image_id_before": "sha256:1111", "image_id": "sha256:2222",
+            "changed": true}]
+build_unpredicted:
+  description:
+    - Check mode with O(build=always) does not build; these services would be built by the run, and whether their
+      image changes (and so whether they are recreated) cannot be predicted. A warning says the same.
+  returned: check mode with O(build=always)
+  type: list
+  elements: str
+  sample: [api]
+images:
+  description:
+    - The image each service runs after the run, as its reference and image id (for a service without a container,
+      the reference it would run and its local id, null when absent). Also returned when the task fails, then
+      after the rollback when there was one.
+  returned: always for state present and stopped, on failure too
+  type: dict
+  sample: {"web": {"image": "registry.example.test/amn/backend:1.4.2", "image_id": "sha256:2222"}}
+attempted_images:
+  description: On a failed deploy, the reference and image id each service was to run (what failed).
+  returned: failure of a deploy
+  type: dict
+  sample: {"web": {"image": "registry.example.test/amn/backend:1.4.3", "image_id": "sha256:3333"}}
+rollback_point_refreshed:
+  description: Why a run that changed nothing recorded the rollback point again (for example the images changed
+    since it was recorded, by Watchtower).
+  returned: when O(rollback) and the point was stale
+  type: list
+  elements: str
 rolled_back:
   description: Whether a failed deploy was rolled back to the last good version.
   returned: always
@@ -334,8 +391,9 @@ rollback_msg:
   returned: when rolled_back is true
   type: str
 failed_services:
-  description: On a health timeout, per failing service its containers' state, health, exit code and last health
-    log.
+  description: When the wait fails, per failing service its containers' state, health, exit code, last health
+    log (C(health_log)) and the last 20 lines of the container's log (C(log), stdout and stderr in time order,
+    env values masked).
   returned: failure
   type: dict
 compose_version:

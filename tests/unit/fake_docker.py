@@ -12,6 +12,13 @@ and no X-Registry-Auth header came; 401 ``unauthorized: authentication required`
 500 ``dial tcp ... connection refused`` with ``registry_down``. Known differences from the real thing: the
 reference is matched as written (no normalisation of docker.io names), the registry host in messages is the
 reference's first component, and a pull's credentials are not checked (the docker CLI sends its own).
+
+Builds are modelled as the real builder behaves with its cache: the image id is a digest of the
+build context's files, so a rebuild of an unchanged context yields the same id and an edited file a
+new one; the image is tagged ``<project>-<service>`` unless the service names an image. ``create``
+makes containers in state "created". Known differences from the real CLI: no dependency ordering, one
+container per service, ``up`` of an image id that is not present fails (the real Compose tries to pull
+it and fails the same way), container logs are what a test puts in ``logs``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ class FakeDocker:
         self.containers: list[dict] = []
         self.calls: list[list[str]] = []
         self.unhealthy: set[str] = set()  # services whose containers never become healthy
+        self.bad_images: set[str] = set()  # image ids whose containers never become healthy
+        self.known_ids: set[str] = set()  # every image id seen (a retagged image stays, untagged)
+        self.removed: set[str] = set()  # image ids deleted (docker image rm, Watchtower's --cleanup)
+        self.exits: dict[str, int] = {}  # service -> exit code: its containers exit right after the start
+        self.logs: dict[str, tuple[str, str]] = {}  # container name -> (stdout, stderr) of docker logs --timestamps
         self.fail_up = False
         self.registry: dict[str, dict] | None = None  # image reference -> {"digest", "id"}; None: no registry
         self.registry_hostname = "127.0.0.1:5000"  # the one registry the fake serves; others do not resolve
@@ -48,6 +60,8 @@ class FakeDocker:
         self.registry_auth: tuple[str, str] | None = None  # (username, password) the registry requires
         self.repo_digests: dict[str, list[str]] = {}  # local image reference -> RepoDigests
         self.distribution_auth: list[dict | None] = []  # decoded X-Registry-Auth of each distribution request
+        self.fail_build = False
+        self.builds: list[list[str]] = []  # services of each `compose build`
 
     # helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -106,15 +120,47 @@ class FakeDocker:
                             svc.setdefault("environment", {})[k] = self.unquote(v)
         return resolved
 
+    def started(self, name, svc, image_id):
+        """(state, status) of a container just started."""
+        if name in self.exits:
+            return "exited", "Exited (%d) Less than a second ago" % self.exits[name]
+        health = None
+        if svc.get("healthcheck"):
+            health = "unhealthy" if name in self.unhealthy or image_id in self.bad_images else "healthy"
+        return "running", "Up 1 second" + (" (%s)" % health if health else "")
+
+    def image_id(self, ref):
+        """The local id of a reference or of an image id (a retagged image is still there, untagged,
+        until it is removed)."""
+        self.known_ids |= set(self.images.values())
+        if ref in self.images:
+            return self.images[ref]
+        if ref and ref.startswith("sha256:") and ref in self.known_ids - self.removed:
+            return ref
+        return None
+
+    def build(self, name, svc, project_dir):
+        """Tag <project>-<service> (or the service's image) with a digest of its context's files."""
+        build = svc["build"] if isinstance(svc["build"], dict) else {"context": svc["build"]}
+        context = os.path.join(project_dir, build.get("context", "."))
+        h = hashlib.sha256()
+        for root, _dirs, files in sorted(os.walk(context)):
+            for f in sorted(files):
+                with open(os.path.join(root, f), "rb") as fh:
+                    h.update(f.encode() + b"\0" + fh.read())
+        self.images[svc.get("image") or "p-%s" % name] = "sha256:built-" + h.hexdigest()[:12]
+
     def project_rows(self):
         return [json.dumps({k: c.get(k) for k in PS_KEYS}) for c in self.containers]
 
     # the runner --------------------------------------------------------------------------------
     def __call__(self, args, data=None):
         self.calls.append(list(args))
+        self.known_ids |= set(self.images.values())
         if args[:2] != ["docker", "compose"]:
             return self.plain_docker(args)
-        sub = next((a for a in args[2:] if a in ("version", "config", "up", "down", "stop", "restart")), None)
+        sub = next((a for a in args[2:] if a in ("version", "config", "up", "create", "build", "down", "stop",
+                                                 "restart")), None)
         if sub == "version":
             return 0, json.dumps({"version": self.version}), ""
         if sub == "config" and "--hash" in args:
@@ -125,35 +171,51 @@ class FakeDocker:
             if "x-invalid" in doc or any("x-invalid" in s for s in doc["services"].values()):
                 return 15, "", "validating compose.yaml: services.web additional property x-invalid is not allowed"
             return 0, json.dumps(self.resolve(doc, env, self.opt_values(args, "--project-directory")[0])), ""
-        if sub == "up":
+        if sub == "build":
+            if self.fail_build:
+                return 17, "", ('failed to solve: process "/bin/sh -c make" did not complete successfully: '
+                                'exit code: 2')
+            doc, env = self.load_files(args)
+            resolved = self.resolve(doc, env, self.opt_values(args, "--project-directory")[0])
+            names = [a for a in args[args.index("build") + 1:] if not a.startswith("-")]
+            names = names or sorted(n for n, s in resolved["services"].items() if s.get("build"))
+            self.builds.append(names)
+            for name in names:
+                self.build(name, resolved["services"][name], self.opt_values(args, "--project-directory")[0])
+            return 0, "", ""
+        if sub in ("up", "create"):
             if self.fail_up:
                 return 1, "", "Error response from daemon: driver failed programming external connectivity"
             doc, env = self.load_files(args)
-            resolved = self.resolve(doc, env, self.opt_values(args, "--project-directory")[0])
+            project_dir = self.opt_values(args, "--project-directory")[0]
+            resolved = self.resolve(doc, env, project_dir)
             self.containers = [c for c in self.containers if c["service"] in resolved["services"]
                                or "--remove-orphans" not in args]
             for name, svc in resolved["services"].items():
                 h = svc_hash(svc)
-                image_id = self.images.get(svc.get("image"))
+                ref = svc.get("image") or "p-%s" % name
+                if svc.get("build") and ("--build" in args or ref not in self.images):
+                    self.build(name, svc, project_dir)
+                image_id = self.image_id(ref)
+                if image_id is None and ref.startswith("sha256:"):
+                    return 1, "", "Error response from daemon: pull access denied for sha256, repository does not exist"
                 if image_id is None and self.registry is not None:
-                    rc, _out, err = self.pull(svc["image"])
+                    rc, _out, err = self.pull(ref)
                     if rc:
                         return rc, "", err
-                    image_id = self.images[svc["image"]]
+                    image_id = self.images[ref]
                 if image_id is None:
-                    image_id = self.images[svc["image"]] = "sha256:pulled-" + svc["image"]
+                    image_id = self.images[ref] = "sha256:pulled-" + ref
                 existing = [c for c in self.containers if c["service"] == name]
                 if existing and existing[0]["config_hash"] == h and existing[0]["image_id"] == image_id:
-                    existing[0]["state"] = "running"
+                    if sub == "up" and existing[0]["state"] != "running":
+                        existing[0]["state"], existing[0]["status"] = self.started(name, svc, image_id)
                     continue
                 self.containers = [c for c in self.containers if c["service"] != name]
-                health = None
-                if svc.get("healthcheck"):
-                    health = "unhealthy" if name in self.unhealthy else "healthy"
-                status = "Up 1 second" + (" (%s)" % health if health else "")
-                self.containers.append({"id": name, "name": "p-%s-1" % name, "state": "running", "status": status,
+                state, status = self.started(name, svc, image_id) if sub == "up" else ("created", "Created")
+                self.containers.append({"id": name, "name": "p-%s-1" % name, "state": state, "status": status,
                                         "service": name, "config_hash": h, "image_id": image_id,
-                                        "image": svc.get("image"), "oneoff": "False", "number": "1"})
+                                        "image": ref, "oneoff": "False", "number": "1"})
             return 0, "", ""
         if sub == "stop":
             for c in self.containers:
@@ -170,17 +232,22 @@ class FakeDocker:
         if args[1] == "ps":
             return 0, "\n".join(self.project_rows()) + "\n", ""
         if args[1:3] == ["image", "inspect"]:
-            found = [{"Id": self.images[r], "RepoTags": [r], "RepoDigests": self.repo_digests.get(r, [])}
-                     for r in args[3:] if r in self.images]
+            found = [{"Id": self.image_id(r), "RepoTags": [r] if r in self.images else [],
+                      "RepoDigests": self.repo_digests.get(r, [])} for r in args[3:] if self.image_id(r)]
             rc = 0 if len(found) == len(args[3:]) else 1
             return rc, json.dumps(found), "" if rc == 0 else "Error: No such image"
         if args[1:3] == ["container", "inspect"]:
             out = []
             for name in args[3:]:
-                out.append({"Name": "/" + name, "State": {"ExitCode": 0, "Health": {"Log": [
+                service = next((c["service"] for c in self.containers if c["name"] == name), None)
+                out.append({"Name": "/" + name, "State": {"ExitCode": self.exits.get(service, 0), "Health": {"Log": [
                     {"ExitCode": 1, "Output": "curl: (22) The requested URL returned error: 500"}]}},
                     "HostConfig": {"RestartPolicy": {"Name": "no"}}})
             return 0, json.dumps(out), ""
+        if args[1] == "logs":
+            out, err = self.logs.get(args[-1], ("", ""))
+            tail = int(args[args.index("--tail") + 1])
+            return 0, "".join(out.splitlines(True)[-tail:]), "".join(err.splitlines(True)[-tail:])
         if args[1:3] == ["network", "ls"]:
             return 0, "p_default\n" if self.containers else "", ""
         if args[1] == "pull":
@@ -262,8 +329,8 @@ class FakeDocker:
             return self.distribution("/".join(parts[1:-1]), headers)
         if parts[0] == "images" and parts[-1] == "json":
             ref = "/".join(parts[1:-1])
-            if ref in self.images:
-                return 200, json.dumps({"Id": self.images[ref], "RepoTags": [ref],
+            if self.image_id(ref):
+                return 200, json.dumps({"Id": self.image_id(ref), "RepoTags": [ref],
                                         "RepoDigests": self.repo_digests.get(ref, [])}).encode()
             return 404, b'{"message": "No such image"}'
         if parts[0] == "containers" and len(parts) == 3 and parts[2] == "json":

@@ -291,14 +291,20 @@ def test_inputs_compose_resolves_itself_are_not_cached(tmp_path, docker, doc):
     assert not (tmp_path / "proj" / ".compose_stack" / "resolved.json").exists()
 
 
-def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+def with_proxy(tmp_path, conf_text):
+    """(project dir, nginx.conf, definition): the definition() plus a proxy that bind-mounts nginx.conf."""
     proj = tmp_path / "proj"
     proj.mkdir()
     conf = proj / "nginx.conf"
-    conf.write_text("a\n")
+    conf.write_text(conf_text)
     d = definition()
     d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
                                                                "target": "/etc/nginx/nginx.conf"}]}
+    return proj, conf, d
+
+
+def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+    _proj, conf, d = with_proxy(tmp_path, "a\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
     assert resolution(tmp_path, docker, definition=d, restart_on=["nginx.conf"])[0]["resolution"] == "cache"
     conf.write_text("b\n")
@@ -546,13 +552,7 @@ def test_retagged_image_recreates(tmp_path, docker):
 
 
 def test_restart_on_file_recreates_only_its_service(tmp_path, docker):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    conf = proj / "nginx.conf"
-    conf.write_text("a\n")
-    d = definition()
-    d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
-                                                               "target": "/etc/nginx/nginx.conf"}]}
+    proj, conf, d = with_proxy(tmp_path, "a\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
     assert cs.LABEL_INPUTS in (proj / "compose.yaml").read_text()
     assert not deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])["changed"]
@@ -1024,3 +1024,215 @@ def test_an_image_loaded_here_without_a_registry_digest_is_newer_and_says_why(tm
     pred = res["pull_prediction"][APP_REF]
     assert pred["verdict"] == "newer" and "no digest from this repository" in pred["detail"]
     assert res["pull_prediction"][CACHE_REF]["verdict"] == "current"
+
+
+# -- issue 16 §3: compose_stack against the peer's scenarios ----------------------------------------
+def build_project(tmp_path):
+    proj = tmp_path / "proj"
+    for ctx in ("api", "job"):
+        (proj / ctx).mkdir(parents=True)
+        (proj / ctx / "Dockerfile").write_text("FROM base\nCOPY . /src\n")
+        (proj / ctx / "main.py").write_text("print('v1')\n")
+    return {"services": {"api": {"build": "./api"}, "job": {"build": {"context": "./job"}, "image": "job:dev"},
+                         "cache": {"image": "redis:7"}}}
+
+
+def test_build_always_builds_every_run_and_recreates_only_the_changed_image(tmp_path, docker):
+    d = build_project(tmp_path)
+    res = deploy(tmp_path, docker, definition=d, build="always")
+    assert res["changed"] and {b["service"] for b in res["built"]} == {"api", "job"}
+    assert docker.builds == [["api", "job"]]
+    assert not [c for c in compose_cmds(docker, "up") if "--build" in c]  # built once, not again by up
+    # Nothing differs: the build still runs, the cache answers the same images, no change.
+    containers = json.dumps(docker.containers)
+    res = deploy(tmp_path, docker, definition=d, build="always")
+    assert docker.builds[-1] == ["api", "job"] and len(docker.builds) == 2
+    assert not res["changed"] and res["path"] == "fast-noop", res
+    assert [b["changed"] for b in res["built"]] == [False, False]
+    assert json.dumps(docker.containers) == containers
+    # An edited file of one context: exactly that service is recreated.
+    (tmp_path / "proj" / "api" / "main.py").write_text("print('v2')\n")
+    res = deploy(tmp_path, docker, definition=d, build="always")
+    assert res["changed"] and {a["service"]: a["action"] for a in res["actions"]} == \
+        {"api": "recreate", "cache": "none", "job": "none"}
+    assert [(b["service"], b["changed"]) for b in res["built"]] == [("api", True), ("job", False)]
+    assert res["images"]["api"] == {"image": "p-api", "image_id": docker.images["p-api"]}
+    assert not deploy(tmp_path, docker, definition=d, build="always")["changed"]
+    # services: selects what is built.
+    deploy(tmp_path, docker, definition=d, build="always", services=["job"])
+    assert docker.builds[-1] == ["job"]
+
+
+def test_build_always_in_check_mode_builds_nothing_and_says_so(tmp_path, docker):
+    d = build_project(tmp_path)
+    deploy(tmp_path, docker, definition=d, build="always")
+    (tmp_path / "proj" / "api" / "main.py").write_text("print('v2')\n")
+    warnings = []
+    s = stack(tmp_path, docker, check=True, definition=d, env={"PASSWORD": SECRET}, build="always")
+    s.warn = warnings.append
+    builds = len(docker.builds)
+    res = s.execute()
+    assert len(docker.builds) == builds and not compose_cmds(docker, "build")[builds:]
+    assert res["build_unpredicted"] == ["api", "job"] and not res["changed"]
+    assert any("cannot be predicted" in w for w in warnings), warnings
+
+
+def test_build_failure_names_the_cause_and_restores_the_last_good_files(tmp_path, docker):
+    d = build_project(tmp_path)
+    deploy(tmp_path, docker, definition=d, build="always", rollback=True)
+    good = (tmp_path / "proj" / "compose.yaml").read_text()
+    docker.fail_build = True
+    d2 = json.loads(json.dumps(d))
+    d2["services"]["cache"]["environment"] = {"X": "2"}
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=d2, build="always", rollback=True)
+    assert "docker compose build failed" in exc.value.msg and "exit code: 2" in exc.value.msg
+    assert exc.value.result["rolled_back"] is True
+    assert (tmp_path / "proj" / "compose.yaml").read_text() == good
+    assert "--build" not in compose_cmds(docker, "up")[-1]  # the rollback builds nothing
+
+
+def test_stopped_on_a_missing_project_creates_the_containers_without_starting_them(tmp_path, docker):
+    # check mode: the plan, the files it would write; nothing touched
+    res = deploy(tmp_path, docker, state="stopped", check=True, diff=True)
+    assert res["changed"] and res["path"] == "check"
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "create", "web": "create"}
+    assert any(d["after_header"].endswith("compose.yaml") for d in res["diff"])
+    plan = next(d for d in res["diff"] if d["before_header"] == "plan")
+    assert "state=stopped: created, not started" in plan["after"]
+    assert not (tmp_path / "proj").exists() and not docker.containers
+    res = deploy(tmp_path, docker, state="stopped")
+    assert res["changed"] and res["path"] == "create"
+    assert compose_cmds(docker, "create") and not compose_cmds(docker, "up")
+    assert {c["service"]: c["state"] for c in docker.containers} == {"cache": "created", "web": "created"}
+    assert (tmp_path / "proj" / "compose.yaml").is_file()
+    assert oct((tmp_path / "proj" / ".env").stat().st_mode & 0o777) == "0o600"
+    res = deploy(tmp_path, docker, state="stopped")
+    assert not res["changed"], res
+    assert res["images"]["web"] == {"image": "app:1", "image_id": "sha256:app1"}
+    assert not deploy(tmp_path, docker, state="stopped", check=True)["changed"]
+    # present starts them
+    res = deploy(tmp_path, docker)
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "start", "web": "start"}
+
+
+def test_stopped_with_an_invalid_definition_fails_naming_the_cause(tmp_path, docker):
+    bad = definition()
+    bad["services"]["web"]["x-invalid"] = True
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=bad, state="stopped")
+    assert "definition is invalid" in exc.value.msg and "x-invalid" in exc.value.msg
+    assert not (tmp_path / "proj").exists() and not docker.containers
+
+
+def test_a_container_that_exits_during_the_wait_is_named_with_its_exit_code_and_log(tmp_path, docker):
+    docker.exits = {"web": 3}
+    docker.logs["p-web-1"] = (
+        "2026-12-06T05:00:00.000000001Z starting web\n2026-12-06T05:00:00.000000003Z connecting with %s\n" % SECRET,
+        "2026-12-06T05:00:00.000000002Z warning: config\n2026-12-06T05:00:00.000000004Z fatal: no database\n")
+    s = stack(tmp_path, docker, definition=definition(), env={"PASSWORD": SECRET})
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    msg = exc.value.msg
+    assert "not healthy" not in msg and "exited during the wait" in msg, msg
+    assert "web: container p-web-1 exited with code 3" in msg, msg
+    assert "fatal: no database" in msg and SECRET not in msg and "connecting with ********" in msg, msg
+    row = exc.value.result["failed_services"]["web"][0]
+    assert row["exit_code"] == 3
+    assert row["log"] == ["starting web", "warning: config", "connecting with ********", "fatal: no database"]
+    assert s.clock.now < 1  # it gave up at once, not after wait_timeout
+
+
+def test_merge_log_streams_orders_by_time_and_keeps_the_tail():
+    out = "2026-12-06T05:00:00.000000001Z a\n2026-12-06T05:00:00.000000003Z c\n"
+    err = "2026-12-06T05:00:00.000000002Z b\n2026-12-06T05:00:00.000000004Z d\n"
+    assert cc.merge_log_streams(out, err, 3) == ["b", "c", "d"]
+    assert cc.merge_log_streams("", "", 20) == []
+
+
+def test_images_per_service_on_success_and_on_failure(tmp_path, docker):
+    res = deploy(tmp_path, docker, rollback=True)
+    assert res["images"] == {"web": {"image": "app:1", "image_id": "sha256:app1"},
+                             "cache": {"image": "redis:7", "image_id": "sha256:redis7"}}
+    docker.images["app:1"] = "sha256:app2"
+    docker.unhealthy = {"web"}
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=definition("2"), rollback=True)
+    result = dict(exc.value.result)
+    assert result["attempted_images"]["web"] == {"image": "app:1", "image_id": "sha256:app2"}
+    # ... and the images that run after the rollback: the recorded one, pinned by id
+    s = stack(tmp_path, docker, definition=definition("3"), env={"PASSWORD": SECRET})
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert s.result["images"]["web"] == {"image": "app:1", "image_id": "sha256:app2"}
+    assert exc.value.result["attempted_images"]["cache"] == {"image": "redis:7", "image_id": "sha256:redis7"}
+
+
+def test_images_after_a_rollback_are_the_restored_ones(tmp_path, docker):
+    deploy(tmp_path, docker, rollback=True)
+    docker.images["app:1"] = "sha256:app2"
+    docker.bad_images = {"sha256:app2"}
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET}, rollback=True)
+    with pytest.raises(cs.StackFailure):
+        s.execute()
+    assert s.result["rolled_back"] and s.result["images"]["web"] == {"image": "app:1", "image_id": "sha256:app1"}
+
+
+def outside_update(docker, image_id):
+    """What Watchtower (or an `up` run by hand) does: app:1 now names a new build, web runs it, the old
+    image is deleted."""
+    docker.removed.add(docker.images["app:1"])
+    docker.images["app:1"] = image_id
+    for c in docker.containers:
+        if c["service"] == "web":
+            c["image_id"] = image_id
+
+
+def test_a_no_op_run_refreshes_a_stale_rollback_point(tmp_path, docker):
+    deploy(tmp_path, docker, rollback=True)
+    state = tmp_path / "proj" / ".compose_stack" / "last-good" / "state.json"
+    assert json.loads(state.read_text())["images"]["web"] == "sha256:app1"
+    outside_update(docker, "sha256:watchtower")
+    docker.api_requests.clear()
+    res = deploy(tmp_path, docker, rollback=True)
+    assert not res["changed"] and res["path"] == "fast-noop" and res["cli_calls"] == 0
+    assert len(docker.api_requests) == 3  # as fast as before: the comparison uses what the plan listed
+    assert "images of web changed" in res["rollback_point_refreshed"][0]
+    assert json.loads(state.read_text())["images"]["web"] == "sha256:watchtower"
+    assert "rollback_point_refreshed" not in deploy(tmp_path, docker, rollback=True)
+    # A broken release now rolls back to what Watchtower installed.
+    docker.bad_images = {"sha256:broken"}
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET}, rollback=True)
+    docker.images["app:1"] = "sha256:broken"
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert exc.value.result["rollback_msg"].startswith("rolled back"), exc.value.result
+    assert next(c for c in docker.containers if c["service"] == "web")["image_id"] == "sha256:watchtower"
+
+
+def test_rollback_to_a_deleted_image_falls_back_to_the_tag_and_says_so(tmp_path, docker):
+    deploy(tmp_path, docker, rollback=True)
+    outside_update(docker, "sha256:watchtower")  # no run in between: the point still names sha256:app1
+    broken = definition("2")
+    broken["services"]["web"]["image"] = "app:2"
+    docker.images["app:2"] = "sha256:broken"
+    docker.bad_images = {"sha256:broken"}
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=broken, rollback=True)
+    msg = exc.value.result["rollback_msg"]
+    assert "failed too" not in msg, msg
+    assert "the recorded image sha256:app1 of web no longer exists: it runs app:1 as tagged now" in msg, msg
+    assert next(c for c in docker.containers if c["service"] == "web")["image_id"] == "sha256:watchtower"
+
+
+def test_rollback_restores_the_restart_on_files(tmp_path, docker):
+    _proj, conf, d = with_proxy(tmp_path, "good\n")
+    deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"], rollback=True)
+    conf.write_text("broken\n")
+    docker.unhealthy = {"web"}
+    d2 = json.loads(json.dumps(d))
+    d2["services"]["web"]["environment"]["VERSION"] = "2"
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=d2, restart_on=["nginx.conf"], rollback=True)
+    assert exc.value.result["rolled_back"]
+    assert conf.read_text() == "good\n"
