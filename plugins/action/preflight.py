@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import glob
@@ -71,12 +72,12 @@ def _names_set(node, out):
 def _load_yaml(path):
     try:
         with open(path, encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=_VaultLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(handle, Loader=_VaultLoader)  # a SafeLoader subclass
     except (OSError, yaml.YAMLError):
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def role_internal_names(role, roles_dir=ROLES_DIR):
     """Variables the role sets itself (``vars/main.yml``, ``register``, ``set_fact``, task ``vars``, loop
     variables): never the inventory's business, so never reported as unknown."""
@@ -90,7 +91,7 @@ def role_internal_names(role, roles_dir=ROLES_DIR):
     return frozenset(out)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def playbook_names(playbooks_dir=PLAYBOOKS_DIR):
     """Variables the collection's playbooks set or read optionally (e.g. ``backup_now_sets`` of backup_now.yml): an
     inventory may hold them for those playbooks."""
@@ -294,10 +295,8 @@ class ActionModule(ActionBase):
             # checked as written: its keys and every item that needs no later fact.
             check_options(options, dict((k, v) for k, v in values.items() if k in options), "", problems, top=True)
             raw = dict((k, task_vars[k]) for k in deferred if k in options and k not in values)
-            try:
+            with contextlib.suppress(AnsibleError):  # else the role's own argument spec validates it when it runs
                 check_options(options, raw, "", problems, top=True)
-            except AnsibleError:
-                pass  # the role's own argument spec validates it when the layer runs
 
         problems.extend(site_problems(site_roles, site_values))
         result.update(changed=False, layers=checked, deferred=sorted(set(deferred)), problems=problems)

@@ -9,13 +9,13 @@ import re
 
 import pytest
 import yaml
-
 from ansible_collections.selfhosted.platform.plugins.action.preflight import (
     check_options,
     load_role_options,
     role_internal_names,
     unknown_variables,
 )
+
 from tests.conftest import ROOT
 
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file())
@@ -55,7 +55,8 @@ def test_a_misspelt_role_variable_is_named_with_the_closest_option():
 
 
 def test_a_role_variable_without_a_close_option_says_where_the_options_are_listed():
-    [problem] = unknown_variables("watchtower", {"watchtower_abcdefghijklmnopqrstuvwxyz": 1}, load_role_options("watchtower"))
+    name = "watchtower_abcdefghijklmnopqrstuvwxyz"
+    [problem] = unknown_variables("watchtower", {name: 1}, load_role_options("watchtower"))
     assert problem.startswith("watchtower_abcdefghijklmnopqrstuvwxyz is not a variable of role watchtower; ")
     assert "ansible-doc -t role selfhosted.platform.watchtower" in problem
 
@@ -86,7 +87,8 @@ def test_every_option_carries_its_roles_prefix(role):
 
 def test_a_wrong_list_item_is_named_by_index_and_key():
     values = {"firewall_rules": [{"port": "22"}, {"port": 80}, {"port": "443", "prot": "tcp"},
-                                 {"port": "53", "proto": "icmp"}, {"proto": "udp"}, "8080", {"port": "1", "docker": "x"}]}
+                                 {"port": "53", "proto": "icmp"}, {"proto": "udp"}, "8080",
+                                 {"port": "1", "docker": "x"}]}
     assert problems_of("firewall", values) == [
         "firewall_rules[2].prot: unsupported parameter; did you mean proto?",
         "firewall_rules[3].proto: must be one of: tcp, udp, got: 'icmp'",
