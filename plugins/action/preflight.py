@@ -128,14 +128,8 @@ def unknown_variables(role, names, options, ignore=(), roles_dir=ROLES_DIR, play
 # --------------------------------------------------------------------------------------------------
 
 def _type_name(value):
-    for kind, name in TYPE_NAMES.items():
-        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-            return name
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return type(value).__name__
+    # bool before int: True is an int too.
+    return next((name for kind, name in TYPE_NAMES.items() if isinstance(value, kind)), type(value).__name__)
 
 
 def _wanted(option):
