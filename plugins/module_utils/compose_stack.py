@@ -981,7 +981,8 @@ class Stack:
     def up_args(self, cand, selected, pin_files=None, verb="up"):
         p = self.p
         args = self.base_args(cand["files"] + list(pin_files or []), cand["env_files"])
-        args += ["up", "--detach", "--quiet-pull"] if verb == "up" else [verb, "--quiet-pull"]
+        # `create` takes neither --quiet-pull (added after Compose 2.20) nor --timeout (nothing is stopped).
+        args += ["up", "--detach", "--quiet-pull"] if verb == "up" else [verb]
         pull = {"always": "missing", "missing": "missing", "never": "never", "policy": None}[p["pull"]]
         if pull:
             args += ["--pull", pull]
@@ -995,7 +996,7 @@ class Stack:
             args.append("--no-recreate")
         if p["remove_orphans"]:
             args.append("--remove-orphans")
-        if p.get("timeout") is not None:
+        if p.get("timeout") is not None and verb == "up":
             args += ["--timeout", str(p["timeout"])]
         return args + list(selected or [])
 

