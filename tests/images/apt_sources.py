@@ -94,7 +94,7 @@ def parse_one_line(text: str, origin: str = "") -> list[Source]:
         kind, opts, uri, suite, comps = m.groups()
         options = {}
         for item in shlex.split(opts or ""):
-            k, _, v = item.partition("=")
+            k, _sep, v = item.partition("=")
             options[k.lower()] = v
         out.append(Source(types=[kind], uris=[uri], suites=[suite], components=comps.split(), options=options,
                           origin=origin))
@@ -175,10 +175,11 @@ def apt_proxy() -> dict[str, str]:
     return env
 
 
-def mirrors_for(suite: str, environ: os._Environ | dict = os.environ,
-                etc_apt: Path = Path("/etc/apt")) -> tuple[str, str | None]:
-    """(archive, security) for SUITE: SHP_DEBIAN_MIRROR / SHP_DEBIAN_SECURITY_MIRROR when set, else
-    the machine's apt sources. Without either, a SystemExit that says what to set."""
+def mirrors_for(suite: str, environ=None, etc_apt: Path = Path("/etc/apt")) -> tuple[str, str | None]:
+    """(archive, security) for SUITE: SHP_DEBIAN_MIRROR / SHP_DEBIAN_SECURITY_MIRROR when set in ENVIRON
+    (default: the process environment), else the machine's apt sources. Without either, a SystemExit that
+    says what to set."""
+    environ = os.environ if environ is None else environ
     entries = read_sources(etc_apt)
     found_archive, found_security = debian_mirrors(entries, suite)
     archive = environ.get("SHP_DEBIAN_MIRROR") or found_archive

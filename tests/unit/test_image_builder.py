@@ -91,8 +91,8 @@ def _etc_apt(tmp_path, files):
 def test_deb822_sources_give_archive_and_security_and_skip_disabled(tmp_path):
     etc = _etc_apt(tmp_path, {"sources.list.d/debian.sources": DEB822})
     entries = apt.read_sources(etc)
-    assert [e.uris[0] for e in entries] == ["http://mirror.example.test/debian/",
-                                             "http://mirror.example.test/debian-security"]
+    uris = [e.uris[0] for e in entries]
+    assert uris == ["http://mirror.example.test/debian/", "http://mirror.example.test/debian-security"]
     assert entries[1].options["signed-by"].startswith("\n-----BEGIN")  # continuation lines kept
     assert apt.debian_mirrors(entries, "bookworm") == ("http://mirror.example.test/debian",
                                                        "http://mirror.example.test/debian-security")
