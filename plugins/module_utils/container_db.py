@@ -15,7 +15,6 @@ nothing and a changed password is noticed.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
@@ -143,8 +142,11 @@ def mariadb_grant_db(name):
 
 class Postgres:
     name = "postgres"
-    # The state query() reads from a server that has neither the user nor the database (a new instance).
-    EMPTY = {"user": None, "database": None}
+
+    @staticmethod
+    def empty():
+        """The state query() reads from a server that has neither the user nor the database (a new instance)."""
+        return {"user": None, "database": None}
 
     def __init__(self, exec_client):
         self.exec_client = exec_client
@@ -206,7 +208,11 @@ class Postgres:
 
 class MariaDB:
     name = "mariadb"
-    EMPTY = {"user": None, "database": None, "grants": {}}
+
+    @staticmethod
+    def empty():
+        return {"user": None, "database": None, "grants": {}}
+
     PRIVS = ("Select_priv", "Insert_priv", "Update_priv", "Delete_priv", "Create_priv", "Drop_priv",
              "Index_priv", "Alter_priv", "Create_tmp_table_priv", "Lock_tables_priv", "Create_view_priv",
              "Show_view_priv", "Create_routine_priv", "Alter_routine_priv", "Execute_priv", "Event_priv",
@@ -274,7 +280,10 @@ class MariaDB:
 
 class MongoDB:
     name = "mongodb"
-    EMPTY = {"user": None, "database": False}
+
+    @staticmethod
+    def empty():
+        return {"user": None, "database": False}
 
     def __init__(self, exec_client):
         self.exec_client = exec_client
@@ -393,10 +402,11 @@ def converge(p, engine, check_mode, container_exists=True):
             missing = str(exc)
     else:
         if not check_mode:
-            raise ContainerMissing("container: %s cannot be reached: there is no docker CLI on this host" % p["container"])
+            raise ContainerMissing("container: %s cannot be reached: there is no docker CLI on this host"
+                                   % p["container"])
         missing = "container: %s does not exist yet (no docker CLI on this host)" % p["container"]
     if missing:
-        state = copy.deepcopy(engine.EMPTY)
+        state = engine.empty()
     steps = engine.plan(p, state)
     if steps and not check_mode:
         engine.apply(p, steps)

@@ -173,7 +173,7 @@ def connections(instances, secrets, secrets_dir=None, images=None, shared_networ
             user = (db.get("user") if isinstance(db, dict) else None) or db_name
             databases[db_name] = {"user": user, "password": secret(
                 secret_path(secrets_dir, record["name"], "db:" + db_name), "password of database %s" % db_name)}
-        networks = inst["networks"] if "networks" in inst else [shared_network]
+        networks = inst.get("networks", [shared_network])
         out[record["name"]] = connection(record, secret(record["password_file"], "superuser password"), databases,
                                          networks)
     return out

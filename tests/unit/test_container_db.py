@@ -197,7 +197,6 @@ def test_check_mode_without_docker_yet_predicts_without_running_anything():
     class NoDocker(FakeModule):
         def get_bin_path(self, name, required=False):
             assert not required, "docker must not be required in check mode"
-            return None
 
     module = NoDocker(params(), responder=None, check_mode=True)
     with pytest.raises((Exit, Fail)) as info:
