@@ -77,23 +77,44 @@ def test_each_alias_is_on_exactly_the_plays_of_its_tag():
 
 
 def test_the_roles_finer_tags_are_reachable_through_site_yml():
-    """A layer play's tags select its role (`apply`); the include_role task itself is tagged `always`, so
-    `--tags docker_engine_preload` reaches the role's preload tasks and `--skip-tags docker_engine_preload` skips
-    only them. Without it the include was tagged with the layer's tags only and every finer tag selected nothing."""
+    """A layer play's tags select its role's tasks (`apply`). The include_role task itself is tagged `always` and runs
+    when a tag of its layer is asked for (selfhosted__layer_tags: the play's tags and the role's finer ones), so
+    `--tags docker_engine_preload` reaches the role's preload tasks, `--skip-tags docker_engine_preload` skips only
+    them, and a layer nobody asked for is not entered (its argument validation does not run). On main the include
+    carried the layer's tags only, and every finer tag selected nothing."""
     layers = [p for p in site_plays() if p["name"] != "Preflight"]
     assert len(layers) == 8
-    for play in layers:
-        (task,) = play["tasks"]
-        include = task["ansible.builtin.include_role"]
-        assert task.get("tags") == ["always"], play["name"]
-        assert include["apply"]["tags"] == play["tags"], play["name"]
-    documented = documented_tags()
-    layer_tags = {t for p in layers for t in p["tags"]}
+    finer = {}
     for path, tags in used_tags().items():
         if path.startswith("roles/"):
-            role = path.split("/")[1]
-            for tag in tags - layer_tags:
-                assert tag.startswith(role + "_") and tag in documented, (path, tag)
+            finer.setdefault(path.split("/")[1], set()).update(tags)
+    for play in layers:
+        task = play["tasks"][-1]
+        role = task["ansible.builtin.include_role"]["name"].rsplit(".", 1)[1]
+        assert task.get("tags") == ["always"], play["name"]
+        assert task["ansible.builtin.include_role"]["apply"]["tags"] == play["tags"], play["name"]
+        layer_tags = play["vars"]["selfhosted__layer_tags"]
+        assert set(layer_tags) == set(play["tags"]) | finer.get(role, set()), (play["name"], layer_tags)
+        assert "ansible_run_tags | intersect(['all', 'tagged'] + selfhosted__layer_tags) | length > 0" in task["when"]
+        for tag in finer.get(role, set()) - set(play["tags"]):
+            assert tag.startswith(role + "_") and tag in documented_tags(), (role, tag)
+
+
+def test_app_stack_alone_reads_the_connections_through_the_data_tier_contract():
+    """`--tags app_stack` alone failed on main with 'data_tier_connections' is undefined (a fact only the data tier
+    layer set). The App stacks play now builds it, when it is missing, with the data tier's connections.yml (the
+    layer contract's data_tier_connections filter over the secret files), before the role validates its arguments."""
+    play = next(p for p in site_plays() if p["name"] == "App stacks")
+    first, role = play["tasks"]
+    include = first["ansible.builtin.include_role"]
+    assert include["name"] == "selfhosted.platform.data_tier" and include["tasks_from"] == "connections.yml"
+    assert "data_tier_connections is not defined" in first["when"]
+    assert role["ansible.builtin.include_role"]["name"] == "selfhosted.platform.app_stack"
+    connections = yaml.safe_load((ROOT / "roles/data_tier/tasks/connections.yml").read_text())
+    main = yaml.safe_load((ROOT / "roles/data_tier/tasks/main.yml").read_text())
+    for tasks in (connections, main):
+        fact = [t for t in tasks if "data_tier_connections" in (t.get("ansible.builtin.set_fact") or {})]
+        assert len(fact) == 1 and "selfhosted.platform.data_tier_connections(" in str(fact[0]), tasks
 
 
 def test_included_task_files_carry_their_tag_to_their_tasks():
