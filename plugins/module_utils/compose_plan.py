@@ -38,11 +38,50 @@ def has_healthcheck(service):
     return bool(hc.get("test")) and not hc.get("disable", False) and hc.get("test") != ["NONE"]
 
 
-def desired_services(resolved, hashes, image_ids):
-    """Summarise the resolved model: {service: {hash, image, image_id, replicas, build, healthcheck}}."""
+def service_image(name, service, project=None):
+    """The image reference Compose runs a service from: its ``image``, else, for a service that builds,
+    the name Compose tags the build with (``<project>-<service>``). None without either."""
+    if service.get("image"):
+        return service["image"]
+    if service.get("build") and project:
+        return "%s-%s" % (project, name)
+    return None
+
+
+def service_images(resolved, project=None):
+    """{service: image reference} of every service that has one (see service_image())."""
     out = {}
     for name, svc in (resolved.get("services") or {}).items():
-        image = svc.get("image")
+        ref = service_image(name, svc, project)
+        if ref:
+            out[name] = ref
+    return out
+
+
+def build_targets(resolved, selected=None):
+    """Services with a build section that ``docker compose build`` builds: all of them, or those among
+    the ``services`` selection."""
+    return sorted(name for name, svc in (resolved.get("services") or {}).items()
+                  if svc.get("build") and (not selected or name in selected))
+
+
+def built_report(targets, images, before, after):
+    """What a build did, per built service: {service, image, image_id_before, image_id, changed}."""
+    out = []
+    for name in targets:
+        ref = images.get(name)
+        old, new = before.get(ref), after.get(ref)
+        out.append({"service": name, "image": ref, "image_id_before": old, "image_id": new,
+                    "changed": new != old})
+    return out
+
+
+def desired_services(resolved, hashes, image_ids, project=None):
+    """Summarise the resolved model: {service: {hash, image, image_id, replicas, build, healthcheck}}.
+    With ``project``, a service that builds and names no image is known by the tag Compose builds."""
+    out = {}
+    for name, svc in (resolved.get("services") or {}).items():
+        image = service_image(name, svc, project)
         out[name] = {
             "hash": hashes.get(name),
             "image": image,
@@ -187,3 +226,106 @@ def hopeless(failing, restart_policies):
         if f["state"] in ("exited", "dead") and restart_policies.get(f["container"], "no") in ("no", ""):
             return True
     return False
+
+
+GONE = ("exited", "dead", "restarting")
+
+
+def wait_failure_message(failing, details, timeout, seconds, early):
+    """The message of a failed health-gated wait. ``failing`` are wait_verdict() rows, ``details`` what
+    failure_details() found per service (exit codes, log tails), ``early`` whether the wait gave up before
+    its timeout because a container exited for good (hopeless()). A container that exited says so, with
+    its exit code and the last lines of its log, instead of "not healthy"."""
+    by_container = {}
+    for rows in (details or {}).values():
+        for row in rows:
+            if row.get("container"):
+                by_container[row["container"]] = row
+    parts, logs = [], []
+    for f in failing:
+        row = by_container.get(f["container"] or "", {})
+        name = f["container"] or f["service"]
+        if f["state"] in GONE and row.get("exit_code") is not None:
+            verb = "exited" if f["state"] != "restarting" else "keeps exiting"
+            parts.append("%s: container %s %s with code %s" % (f["service"], name, verb, row["exit_code"]))
+            if row.get("log"):
+                logs.append("last %d log lines of %s:\n%s" % (len(row["log"]), name,
+                                                              "\n".join("  " + ln for ln in row["log"])))
+            elif "log" in row:
+                logs.append("%s logged nothing" % name)
+        else:
+            parts.append("%s (%s%s%s)" % (name, f["state"], ", " + f["health"] if f["health"] else "",
+                                          ", " + f["note"] if f.get("note") else ""))
+    if early:
+        head = "a container exited during the wait (after %.1fs) and will not be restarted" % seconds
+    else:
+        head = "services not healthy within %ss" % timeout
+    return "%s: %s%s" % (head, "; ".join(parts), "".join("\n" + t for t in logs))
+
+
+def images_in_use(desired, containers):
+    """{service: {image, image_id}}: the image reference and id each service runs from (its containers'),
+    or, for a service without a container, the reference it would run and its local id (None when
+    absent)."""
+    out = {}
+    for c in containers:
+        if c.get("oneoff") or c.get("service") in out:
+            continue
+        want = (desired or {}).get(c.get("service")) or {}
+        out[c["service"]] = {"image": want.get("image") or c.get("image"), "image_id": c.get("image_id") or None}
+    for name, want in (desired or {}).items():
+        if name not in out and want.get("image"):
+            out[name] = {"image": want["image"], "image_id": want.get("image_id")}
+    return out
+
+
+def running_images(containers):
+    """{service: image id} of the project's containers (the first of each service), as a rollback point
+    records them."""
+    images = {}
+    for c in containers:
+        if not c.get("oneoff") and c.get("image_id"):
+            images.setdefault(c["service"], c["image_id"])
+    return images
+
+
+def rollback_point_stale(point, containers, restart_on_files):
+    """Why a recorded rollback point no longer describes a healthy project that runs unchanged (a no-op
+    run): the images it runs are not the recorded ones (Watchtower or a hand-run ``up`` replaced them),
+    or restart_on files are configured that the point did not save. [] when it is current."""
+    if point is None:
+        return ["no rollback point"]
+    reasons = []
+    recorded = point.get("images") or {}
+    now = running_images(containers)
+    moved = sorted(s for s in set(recorded) | set(now) if recorded.get(s) != now.get(s))
+    if moved:
+        reasons.append("images of %s changed since the point was recorded" % ", ".join(moved))
+    saved = {f["path"] for f in point.get("files") or [] if f.get("restart_on")}
+    missing = sorted(set(restart_on_files) - saved)
+    if missing:
+        reasons.append("restart_on files not saved: %s" % ", ".join(missing))
+    return reasons
+
+
+def rollback_pins(recorded, images, now_ids, existing):
+    """Which services a rollback pins to their recorded image id: (pins, fallbacks).
+
+    recorded -- {service: image id} of the rollback point
+    images   -- {service: image reference} of the restored definition
+    now_ids  -- {image reference: local id} now
+    existing -- {recorded image id: id or None}: whether each recorded id still exists locally
+
+    A service whose reference now points elsewhere is pinned to its recorded id ({service: {image: id}}),
+    unless that image is gone (deleted, e.g. by Watchtower's --cleanup): then it runs from the reference as
+    it is now, and ``fallbacks`` lists {service, image, image_id, current} for the message."""
+    pins, fallbacks = {}, []
+    for svc, rec in sorted((recorded or {}).items()):
+        ref = (images or {}).get(svc)
+        if not ref or not rec or now_ids.get(ref) == rec:
+            continue
+        if existing.get(rec):
+            pins[svc] = {"image": rec}
+        else:
+            fallbacks.append({"service": svc, "image": ref, "image_id": rec, "current": now_ids.get(ref)})
+    return pins, fallbacks

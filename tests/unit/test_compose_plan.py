@@ -168,3 +168,59 @@ def test_has_healthcheck_reads_the_full_and_the_cached_model():
     assert not cp.has_healthcheck({"healthcheck": {"test": ["NONE"]}})
     assert not cp.has_healthcheck({})
     assert cp.has_healthcheck({"healthcheck": True}) and not cp.has_healthcheck({"healthcheck": False})
+
+
+def test_a_service_that_builds_is_known_by_the_tag_compose_builds():
+    resolved = {"services": {"api": {"build": {"context": "/x"}}, "job": {"build": "/y", "image": "job:dev"},
+                             "db": {"image": "postgres:16"}, "odd": {}}}
+    assert cp.service_images(resolved, "shop") == {"api": "shop-api", "job": "job:dev", "db": "postgres:16"}
+    assert cp.build_targets(resolved) == ["api", "job"] and cp.build_targets(resolved, ["job", "db"]) == ["job"]
+    d = cp.desired_services(resolved, {}, {"shop-api": "sha256:new"}, project="shop")
+    steps = cp.plan(d, [{"service": "api", "config_hash": None, "image_id": "sha256:old", "state": "running"}],
+                    services=["api"])
+    assert steps[0]["action"] == cp.RECREATE and "now points to sha256:new" in steps[0]["reasons"][0]
+
+
+def test_built_report_says_which_build_changed_its_image():
+    report = cp.built_report(["a", "b"], {"a": "p-a", "b": "p-b"}, {"p-a": "sha256:1", "p-b": "sha256:2"},
+                             {"p-a": "sha256:1", "p-b": "sha256:3"})
+    assert [(r["service"], r["changed"]) for r in report] == [("a", False), ("b", True)]
+
+
+def test_wait_failure_message_names_an_exited_container():
+    failing = [{"service": "db", "container": "p-db-1", "state": "exited", "health": None},
+               {"service": "web", "container": "p-web-1", "state": "running", "health": "starting"}]
+    details = {"db": [{"container": "p-db-1", "exit_code": 3, "log": ["fatal: no space"]}],
+               "web": [{"container": "p-web-1", "exit_code": 0, "log": []}]}
+    msg = cp.wait_failure_message(failing, details, 120, 0.31, early=True)
+    assert msg == ("a container exited during the wait (after 0.3s) and will not be restarted: db: container p-db-1 "
+                   "exited with code 3; p-web-1 (running, starting)\nlast 1 log lines of p-db-1:\n  fatal: no space")
+    assert cp.wait_failure_message(failing[1:], details, 120, 120.0, early=False) == \
+        "services not healthy within 120s: p-web-1 (running, starting)"
+
+
+def test_images_in_use_prefers_the_containers():
+    desired = {"web": {"image": "app:1", "image_id": "sha256:new"}, "job": {"image": "job:1", "image_id": None}}
+    rows = [{"service": "web", "image": "app:1", "image_id": "sha256:old", "oneoff": False},
+            {"service": "web", "image": "app:1", "image_id": "sha256:x", "oneoff": True}]
+    assert cp.images_in_use(desired, rows) == {"web": {"image": "app:1", "image_id": "sha256:old"},
+                                               "job": {"image": "job:1", "image_id": None}}
+
+
+def test_rollback_point_staleness():
+    point = {"images": {"web": "sha256:1"}, "files": [{"path": "/p/compose.yaml"}]}
+    rows = [{"service": "web", "image_id": "sha256:1", "state": "running"}]
+    assert cp.rollback_point_stale(point, rows, []) == []
+    assert cp.rollback_point_stale(None, rows, []) == ["no rollback point"]
+    moved = [{"service": "web", "image_id": "sha256:2", "state": "running"}]
+    assert cp.rollback_point_stale(point, moved, []) == ["images of web changed since the point was recorded"]
+    assert cp.rollback_point_stale(point, rows, ["/p/nginx.conf"]) == ["restart_on files not saved: /p/nginx.conf"]
+
+
+def test_rollback_pins_only_images_that_still_exist():
+    recorded = {"web": "sha256:1", "api": "sha256:a", "db": "sha256:d"}
+    images = {"web": "app:1", "api": "api:1", "db": "pg:16"}
+    now = {"app:1": "sha256:2", "api:1": "sha256:b", "pg:16": "sha256:d"}
+    pins, fallbacks = cp.rollback_pins(recorded, images, now, {"sha256:1": "sha256:1", "sha256:a": None})
+    assert pins == {"web": {"image": "sha256:1"}}
+    assert fallbacks == [{"service": "api", "image": "api:1", "image_id": "sha256:a", "current": "sha256:b"}]

@@ -291,14 +291,20 @@ def test_inputs_compose_resolves_itself_are_not_cached(tmp_path, docker, doc):
     assert not (tmp_path / "proj" / ".compose_stack" / "resolved.json").exists()
 
 
-def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+def with_proxy(tmp_path, conf_text):
+    """(project dir, nginx.conf, definition): the definition() plus a proxy that bind-mounts nginx.conf."""
     proj = tmp_path / "proj"
     proj.mkdir()
     conf = proj / "nginx.conf"
-    conf.write_text("a\n")
+    conf.write_text(conf_text)
     d = definition()
     d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
                                                                "target": "/etc/nginx/nginx.conf"}]}
+    return proj, conf, d
+
+
+def test_restart_on_change_is_a_cache_miss(tmp_path, docker):
+    _proj, conf, d = with_proxy(tmp_path, "a\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
     assert resolution(tmp_path, docker, definition=d, restart_on=["nginx.conf"])[0]["resolution"] == "cache"
     conf.write_text("b\n")
@@ -390,6 +396,45 @@ def test_unix_socket_transport_talks_http(tmp_path):
     assert seen[0].startswith("GET /containers/json?all=1&filters=") and seen[1] == "GET /networks HTTP/1.1"
     with pytest.raises(cc.EngineAPIError):
         cc.EngineAPI(cc.unix_socket_transport(str(tmp_path / "none.sock"), timeout=1)).get("/_ping")
+
+
+def test_unix_socket_transport_sends_headers_and_does_not_repeat_an_unanswered_request(tmp_path):
+    """The registry query carries X-Registry-Auth; a daemon that does not answer in time (still waiting on a
+    registry) is not asked a second time."""
+    import threading
+
+    sock_path = str(tmp_path / "d.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(4)
+    srv.settimeout(3)
+    heads, conns = [], []
+
+    def serve():
+        try:
+            while True:
+                conn = srv.accept()[0]
+                conns.append(conn)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                heads.append(data.decode())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    api = cc.EngineAPI(cc.unix_socket_transport(sock_path, timeout=0.5))
+    with pytest.raises(cc.EngineAPIError) as exc:
+        api.distribution("127.0.0.1:5000/app:1", "eyJ1c2VybmFtZSI6InUifQ==")
+    assert "timed out" in str(exc.value)
+    thread.join(5)
+    srv.close()
+    for c in conns:
+        c.close()
+    assert len(heads) == 1, heads
+    assert heads[0].startswith("GET /distribution/127.0.0.1:5000/app:1/json HTTP/1.1")
+    assert "X-Registry-Auth: eyJ1c2VybmFtZSI6InUifQ==" in heads[0]
 
 
 def test_wait_does_not_pass_a_container_up_less_than_a_second(tmp_path, docker):
@@ -507,13 +552,7 @@ def test_retagged_image_recreates(tmp_path, docker):
 
 
 def test_restart_on_file_recreates_only_its_service(tmp_path, docker):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    conf = proj / "nginx.conf"
-    conf.write_text("a\n")
-    d = definition()
-    d["services"]["proxy"] = {"image": "redis:7", "volumes": [{"type": "bind", "source": str(conf),
-                                                               "target": "/etc/nginx/nginx.conf"}]}
+    proj, conf, d = with_proxy(tmp_path, "a\n")
     deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])
     assert cs.LABEL_INPUTS in (proj / "compose.yaml").read_text()
     assert not deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"])["changed"]
@@ -779,3 +818,429 @@ def test_secret_values_are_every_env_value_and_the_replaced_ones():
     assert found == ["line1\nline2", "0ld'q", "new", "7"]
     assert cs.mask_value({"msg": "new 7", "n": 7, "l": ["x-new"]}, ["new", "7"]) == \
         {"msg": "******** ********", "n": 7, "l": ["x-********"]}
+
+
+# -- pulls: what the registry has, asked through the Engine API (/distribution), predicted in check mode -----
+REG = "127.0.0.1:5000"
+APP_REF = f"{REG}/team/app:1"
+CACHE_REF = f"{REG}/team/cache:7"
+D1, D2 = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
+
+
+def registry_definition(image=APP_REF):
+    return {"services": {"web": {"image": image, "environment": {"V": "1"}},
+                         "cache": {"image": CACHE_REF}}}
+
+
+@pytest.fixture
+def reg(docker):
+    """The fake's registry holding APP_REF (digest D1, image sha256:app-d1) and CACHE_REF, both pulled here."""
+    docker.registry = {APP_REF: {"digest": D1, "id": "sha256:app-d1"},
+                       CACHE_REF: {"digest": "sha256:" + "c3" * 32, "id": "sha256:cache"}}
+    docker.pull(APP_REF)
+    docker.pull(CACHE_REF)
+    return docker
+
+
+def pull_stack(tmp_path, docker, check=False, warnings=None, **kw):
+    kw.setdefault("definition", registry_definition())
+    clock = Clock()
+    return cs.Stack(params(tmp_path / "proj", **kw), docker, check_mode=check, sleep=clock.sleep, clock=clock,
+                    api=cc.EngineAPI(docker.api), environ=docker.environ,
+                    warn=(warnings.append if warnings is not None else None))
+
+
+def pulls(docker):
+    return [c for c in docker.calls if c[:2] == ["docker", "pull"]]
+
+
+def test_check_mode_predicts_a_newer_image_in_the_registry_and_the_run_agrees(tmp_path, reg):
+    first = pull_stack(tmp_path, reg, pull="always").execute()
+    assert first["changed"]
+    # The tag now points to a newer image in the registry; the local one is still D1.
+    reg.registry[APP_REF] = {"digest": D2, "id": "sha256:app-d2"}
+    reg.calls.clear()
+    check = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    assert check["changed"] and check["pulled"] == [APP_REF]
+    web = next(a for a in check["actions"] if a["service"] == "web")
+    assert web["action"] == "recreate" and web["reasons"] == ["newer image in registry: %s (%s)" % (APP_REF, D2[:19])]
+    assert next(a for a in check["actions"] if a["service"] == "cache")["action"] == "none"
+    pred = check["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "newer" and pred["digest"] == D2 and pred["registry"] == REG
+    assert not pulls(reg) and reg.images[APP_REF] == "sha256:app-d1"  # check mode pulled nothing
+    run = pull_stack(tmp_path, reg, pull="always").execute()
+    assert run["changed"] and run["pulled"] == [APP_REF]
+    assert {a["service"]: a["action"] for a in run["actions"]} == {"cache": "none", "web": "recreate"}
+    assert run["services"]["web"]["image_id_after"] == "sha256:app-d2"
+    reg.calls.clear()
+    again = pull_stack(tmp_path, reg, pull="always").execute()
+    assert not again["changed"] and again["path"] == "fast-noop" and again["pulled"] == []
+    # The registry said "current": no docker pull process at all on the no-op.
+    assert not pulls(reg) and again["cli_calls"] == 0
+    assert not pull_stack(tmp_path, reg, pull="always", check=True).execute()["changed"]
+
+
+def test_check_mode_predicts_that_a_missing_image_fails_the_run(tmp_path, reg):
+    missing = f"{REG}/team/app:2"
+    with pytest.raises(cs.StackFailure) as check:
+        pull_stack(tmp_path, reg, definition=registry_definition(missing), check=True).execute()
+    assert missing in check.value.msg and "not in registry 127.0.0.1:5000" in check.value.msg
+    assert "manifest unknown" in check.value.msg and "would fail" in check.value.msg
+    assert check.value.result["pull_prediction"][missing]["verdict"] == "missing"
+    assert not (tmp_path / "proj").exists()
+    # The run fails the same way, before writing a file or running up.
+    with pytest.raises(cs.StackFailure) as run:
+        pull_stack(tmp_path, reg, definition=registry_definition(missing)).execute()
+    assert missing in run.value.msg and "nothing was changed" in run.value.msg
+    assert not (tmp_path / "proj" / "compose.yaml").exists() and not compose_cmds(reg, "up")
+
+
+def test_pull_always_with_a_tag_the_registry_lost_fails_in_check_mode_as_in_the_run(tmp_path, reg):
+    pull_stack(tmp_path, reg, pull="always").execute()
+    del reg.registry[APP_REF]  # present here, gone from the registry: docker pull would fail
+    with pytest.raises(cs.StackFailure) as check:
+        pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    with pytest.raises(cs.StackFailure) as run:
+        pull_stack(tmp_path, reg, pull="always").execute()
+    for exc in (check, run):
+        assert APP_REF in exc.value.msg and "manifest unknown" in exc.value.msg
+    assert not pulls(reg)
+
+
+def test_the_pull_itself_fails_the_same_way_without_the_prediction(tmp_path, reg):
+    """Without the Engine API there is no prediction (unverified); the fake's up then pulls and fails as the real
+    one does, so the prediction is about real failures."""
+    reg.images.pop(APP_REF)
+    del reg.registry[APP_REF]
+    assert "manifest unknown" in reg.pull(APP_REF)[2]
+    s = pull_stack(tmp_path, reg)
+    s.cli.engine, s.cli.use_api = None, False
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert "manifest for %s not found" % APP_REF in exc.value.msg
+    assert s.result["pull_prediction"][APP_REF]["verdict"] == "unverified"
+
+
+def docker_config(docker, data):
+    path = os.path.join(docker.environ["DOCKER_CONFIG"], "config.json")
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+
+
+def basic(user, password):
+    import base64
+
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_prediction_sends_the_docker_config_credentials(tmp_path, reg):
+    reg.registry_auth = ("tester", "S3cret-pw")
+    docker_config(reg, {"auths": {REG: {"auth": basic("tester", "S3cret-pw")}}})
+    reg.registry[APP_REF] = {"digest": D2, "id": "sha256:app-d2"}
+    res = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    assert res["pull_prediction"][APP_REF]["verdict"] == "newer"
+    assert res["pull_prediction"][APP_REF]["credentials"] == "config.json auths"
+    assert reg.distribution_auth == 2 * [{"username": "tester", "password": "S3cret-pw", "serveraddress": REG}]
+    assert "S3cret-pw" not in json.dumps(res)
+
+
+@pytest.mark.parametrize(("conf", "words"), [
+    ({"auths": {REG: {"auth": basic("tester", "wrong")}}}, "unauthorized: authentication required"),
+    ({}, "no basic auth credentials"),
+])
+def test_wrong_or_absent_credentials_are_named(tmp_path, reg, conf, words):
+    reg.registry_auth = ("tester", "S3cret-pw")
+    docker_config(reg, conf)
+    with pytest.raises(cs.StackFailure) as exc:
+        pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    assert f"registry {REG} refused image {APP_REF}" in exc.value.msg and words in exc.value.msg
+    assert exc.value.result["pull_prediction"][APP_REF]["verdict"] == "denied"
+    assert "wrong" not in exc.value.msg
+
+
+def test_credentials_from_a_credential_helper_go_through_stdin(tmp_path, reg):
+    reg.registry_auth = ("tester", "S3cret-pw")
+    docker_config(reg, {"credsStore": "shptest"})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-shptest"
+    helper.write_text("#!/bin/sh\nexit 1\n")  # never run: the fake runner answers for it
+    helper.chmod(0o755)
+    reg.environ["PATH"] = str(bindir)
+    real = reg.__call__
+    seen = []
+
+    def runner(args, data=None):
+        if args[0] == str(helper):
+            seen.append((args, data))
+            return 0, json.dumps({"ServerURL": data, "Username": "tester", "Secret": "S3cret-pw"}), ""
+        return real(args, data)
+
+    s = pull_stack(tmp_path, reg, pull="always", check=True)
+    s.cli.runner = runner
+    res = s.execute()
+    assert res["pull_prediction"][APP_REF]["verdict"] == "current"
+    assert res["pull_prediction"][APP_REF]["credentials"] == "credential helper docker-credential-shptest"
+    assert seen == [([str(helper), "get"], REG)]  # once per registry, not per image
+
+
+def test_unreachable_registry_is_unverified_never_a_silent_no_change(tmp_path, reg):
+    pull_stack(tmp_path, reg, pull="always").execute()
+    reg.registry_down = True
+    warnings = []
+    res = pull_stack(tmp_path, reg, pull="always", check=True, warnings=warnings).execute()
+    pred = res["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "unverified" and "connection refused" in pred["detail"]
+    assert not res["changed"]
+    assert len(warnings) == 2 and APP_REF in warnings[0] and "not verified" in warnings[0], warnings
+    # The run tries the pull, which reports the same unreachable registry.
+    with pytest.raises(cc.ComposeError) as exc:
+        pull_stack(tmp_path, reg, pull="always").execute()
+    assert "connection refused" in exc.value.msg and APP_REF in exc.value.msg
+
+
+def test_no_registry_reachable_is_unverified_for_docker_hub_images(tmp_path, docker):
+    """This machine's normal state: the daemon cannot resolve registry-1.docker.io."""
+    deploy(tmp_path, docker)
+    warnings = []
+    res = pull_stack(tmp_path, docker, definition=definition(), env={"PASSWORD": SECRET}, pull="always", check=True,
+                     warnings=warnings).execute()
+    assert not res["changed"]
+    assert {r["verdict"] for r in res["pull_prediction"].values()} == {"unverified"}
+    assert sorted(res["pull_prediction"]) == ["app:1", "redis:7"] and len(warnings) == 2
+    assert "no such host" in warnings[0]
+
+
+def test_pull_missing_asks_nothing_when_every_image_is_here(tmp_path, reg):
+    pull_stack(tmp_path, reg).execute()
+    reg.api_requests.clear()
+    res = pull_stack(tmp_path, reg).execute()
+    assert "pull_prediction" not in res and not any(r.startswith("/distribution") for r in reg.api_requests)
+
+
+def test_an_image_loaded_here_without_a_registry_digest_is_newer_and_says_why(tmp_path, reg):
+    reg.repo_digests[APP_REF] = []  # docker load / docker build: no RepoDigests
+    res = pull_stack(tmp_path, reg, pull="always", check=True).execute()
+    pred = res["pull_prediction"][APP_REF]
+    assert pred["verdict"] == "newer" and "no digest from this repository" in pred["detail"]
+    assert res["pull_prediction"][CACHE_REF]["verdict"] == "current"
+
+
+# -- issue 16 §3: compose_stack against the peer's scenarios ----------------------------------------
+def build_project(tmp_path):
+    proj = tmp_path / "proj"
+    for ctx in ("api", "job"):
+        (proj / ctx).mkdir(parents=True)
+        (proj / ctx / "Dockerfile").write_text("FROM base\nCOPY . /src\n")
+        (proj / ctx / "main.py").write_text("print('v1')\n")
+    return {"services": {"api": {"build": "./api"}, "job": {"build": {"context": "./job"}, "image": "job:dev"},
+                         "cache": {"image": "redis:7"}}}
+
+
+def test_build_always_builds_every_run_and_recreates_only_the_changed_image(tmp_path, docker):
+    d = build_project(tmp_path)
+    res = deploy(tmp_path, docker, definition=d, build="always")
+    assert res["changed"] and {b["service"] for b in res["built"]} == {"api", "job"}
+    assert docker.builds == [["api", "job"]]
+    assert not [c for c in compose_cmds(docker, "up") if "--build" in c]  # built once, not again by up
+    # Nothing differs: the build still runs, the cache answers the same images, no change.
+    containers = json.dumps(docker.containers)
+    res = deploy(tmp_path, docker, definition=d, build="always")
+    assert docker.builds[-1] == ["api", "job"] and len(docker.builds) == 2
+    assert not res["changed"] and res["path"] == "fast-noop", res
+    assert [b["changed"] for b in res["built"]] == [False, False]
+    assert json.dumps(docker.containers) == containers
+    # An edited file of one context: exactly that service is recreated.
+    (tmp_path / "proj" / "api" / "main.py").write_text("print('v2')\n")
+    res = deploy(tmp_path, docker, definition=d, build="always")
+    assert res["changed"] and {a["service"]: a["action"] for a in res["actions"]} == \
+        {"api": "recreate", "cache": "none", "job": "none"}
+    assert [(b["service"], b["changed"]) for b in res["built"]] == [("api", True), ("job", False)]
+    assert res["images"]["api"] == {"image": "p-api", "image_id": docker.images["p-api"]}
+    assert not deploy(tmp_path, docker, definition=d, build="always")["changed"]
+    # services: selects what is built.
+    deploy(tmp_path, docker, definition=d, build="always", services=["job"])
+    assert docker.builds[-1] == ["job"]
+
+
+def test_build_always_in_check_mode_builds_nothing_and_says_so(tmp_path, docker):
+    d = build_project(tmp_path)
+    deploy(tmp_path, docker, definition=d, build="always")
+    (tmp_path / "proj" / "api" / "main.py").write_text("print('v2')\n")
+    warnings = []
+    s = stack(tmp_path, docker, check=True, definition=d, env={"PASSWORD": SECRET}, build="always")
+    s.warn = warnings.append
+    builds = len(docker.builds)
+    res = s.execute()
+    assert len(docker.builds) == builds and not compose_cmds(docker, "build")[builds:]
+    assert res["build_unpredicted"] == ["api", "job"] and not res["changed"]
+    assert any("cannot be predicted" in w for w in warnings), warnings
+
+
+def test_build_failure_names_the_cause_and_restores_the_last_good_files(tmp_path, docker):
+    d = build_project(tmp_path)
+    deploy(tmp_path, docker, definition=d, build="always", rollback=True)
+    good = (tmp_path / "proj" / "compose.yaml").read_text()
+    docker.fail_build = True
+    d2 = json.loads(json.dumps(d))
+    d2["services"]["cache"]["environment"] = {"X": "2"}
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=d2, build="always", rollback=True)
+    assert "docker compose build failed" in exc.value.msg and "exit code: 2" in exc.value.msg
+    assert exc.value.result["rolled_back"] is True
+    assert (tmp_path / "proj" / "compose.yaml").read_text() == good
+    assert "--build" not in compose_cmds(docker, "up")[-1]  # the rollback builds nothing
+
+
+def test_stopped_on_a_missing_project_creates_the_containers_without_starting_them(tmp_path, docker):
+    # check mode: the plan, the files it would write; nothing touched
+    res = deploy(tmp_path, docker, state="stopped", check=True, diff=True)
+    assert res["changed"] and res["path"] == "check"
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "create", "web": "create"}
+    assert any(d["after_header"].endswith("compose.yaml") for d in res["diff"])
+    plan = next(d for d in res["diff"] if d["before_header"] == "plan")
+    assert "state=stopped: created, not started" in plan["after"]
+    assert not (tmp_path / "proj").exists() and not docker.containers
+    res = deploy(tmp_path, docker, state="stopped")
+    assert res["changed"] and res["path"] == "create"
+    assert compose_cmds(docker, "create") and not compose_cmds(docker, "up")
+    assert {c["service"]: c["state"] for c in docker.containers} == {"cache": "created", "web": "created"}
+    assert (tmp_path / "proj" / "compose.yaml").is_file()
+    assert oct((tmp_path / "proj" / ".env").stat().st_mode & 0o777) == "0o600"
+    res = deploy(tmp_path, docker, state="stopped")
+    assert not res["changed"], res
+    assert res["images"]["web"] == {"image": "app:1", "image_id": "sha256:app1"}
+    assert not deploy(tmp_path, docker, state="stopped", check=True)["changed"]
+    # present starts them
+    res = deploy(tmp_path, docker)
+    assert {a["service"]: a["action"] for a in res["actions"]} == {"cache": "start", "web": "start"}
+
+
+def test_create_passes_only_options_every_accepted_compose_has(tmp_path, docker):
+    # Compose 2.20's `create` has no --quiet-pull, and no Compose's `create` has --timeout (measured with
+    # 2.20.3 and 2.40.3: "unknown flag"); the floor integration test runs the real thing.
+    deploy(tmp_path, docker, state="stopped", timeout=5)
+    (create,) = compose_cmds(docker, "create")
+    assert "--quiet-pull" not in create and "--timeout" not in create, create
+
+
+def test_stopped_with_an_invalid_definition_fails_naming_the_cause(tmp_path, docker):
+    bad = definition()
+    bad["services"]["web"]["x-invalid"] = True
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=bad, state="stopped")
+    assert "definition is invalid" in exc.value.msg and "x-invalid" in exc.value.msg
+    assert not (tmp_path / "proj").exists() and not docker.containers
+
+
+def test_a_container_that_exits_during_the_wait_is_named_with_its_exit_code_and_log(tmp_path, docker):
+    docker.exits = {"web": 3}
+    docker.logs["p-web-1"] = (
+        "2026-12-06T05:00:00.000000001Z starting web\n2026-12-06T05:00:00.000000003Z connecting with %s\n" % SECRET,
+        "2026-12-06T05:00:00.000000002Z warning: config\n2026-12-06T05:00:00.000000004Z fatal: no database\n")
+    s = stack(tmp_path, docker, definition=definition(), env={"PASSWORD": SECRET})
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    msg = exc.value.msg
+    assert "not healthy" not in msg and "exited during the wait" in msg, msg
+    assert "web: container p-web-1 exited with code 3" in msg, msg
+    assert "fatal: no database" in msg and SECRET not in msg and "connecting with ********" in msg, msg
+    row = exc.value.result["failed_services"]["web"][0]
+    assert row["exit_code"] == 3
+    assert row["log"] == ["starting web", "warning: config", "connecting with ********", "fatal: no database"]
+    assert s.clock.now < 1  # it gave up at once, not after wait_timeout
+
+
+def test_merge_log_streams_orders_by_time_and_keeps_the_tail():
+    out = "2026-12-06T05:00:00.000000001Z a\n2026-12-06T05:00:00.000000003Z c\n"
+    err = "2026-12-06T05:00:00.000000002Z b\n2026-12-06T05:00:00.000000004Z d\n"
+    assert cc.merge_log_streams(out, err, 3) == ["b", "c", "d"]
+    assert cc.merge_log_streams("", "", 20) == []
+
+
+def test_images_per_service_on_success_and_on_failure(tmp_path, docker):
+    res = deploy(tmp_path, docker, rollback=True)
+    assert res["images"] == {"web": {"image": "app:1", "image_id": "sha256:app1"},
+                             "cache": {"image": "redis:7", "image_id": "sha256:redis7"}}
+    docker.images["app:1"] = "sha256:app2"
+    docker.unhealthy = {"web"}
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=definition("2"), rollback=True)
+    result = dict(exc.value.result)
+    assert result["attempted_images"]["web"] == {"image": "app:1", "image_id": "sha256:app2"}
+    # ... and the images that run after the rollback: the recorded one, pinned by id
+    s = stack(tmp_path, docker, definition=definition("3"), env={"PASSWORD": SECRET})
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert s.result["images"]["web"] == {"image": "app:1", "image_id": "sha256:app2"}
+    assert exc.value.result["attempted_images"]["cache"] == {"image": "redis:7", "image_id": "sha256:redis7"}
+
+
+def test_images_after_a_rollback_are_the_restored_ones(tmp_path, docker):
+    deploy(tmp_path, docker, rollback=True)
+    docker.images["app:1"] = "sha256:app2"
+    docker.bad_images = {"sha256:app2"}
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET}, rollback=True)
+    with pytest.raises(cs.StackFailure):
+        s.execute()
+    assert s.result["rolled_back"] and s.result["images"]["web"] == {"image": "app:1", "image_id": "sha256:app1"}
+
+
+def outside_update(docker, image_id):
+    """What Watchtower (or an `up` run by hand) does: app:1 now names a new build, web runs it, the old
+    image is deleted."""
+    docker.removed.add(docker.images["app:1"])
+    docker.images["app:1"] = image_id
+    for c in docker.containers:
+        if c["service"] == "web":
+            c["image_id"] = image_id
+
+
+def test_a_no_op_run_refreshes_a_stale_rollback_point(tmp_path, docker):
+    deploy(tmp_path, docker, rollback=True)
+    state = tmp_path / "proj" / ".compose_stack" / "last-good" / "state.json"
+    assert json.loads(state.read_text())["images"]["web"] == "sha256:app1"
+    outside_update(docker, "sha256:watchtower")
+    docker.api_requests.clear()
+    res = deploy(tmp_path, docker, rollback=True)
+    assert not res["changed"] and res["path"] == "fast-noop" and res["cli_calls"] == 0
+    assert len(docker.api_requests) == 3  # as fast as before: the comparison uses what the plan listed
+    assert "images of web changed" in res["rollback_point_refreshed"][0]
+    assert json.loads(state.read_text())["images"]["web"] == "sha256:watchtower"
+    assert "rollback_point_refreshed" not in deploy(tmp_path, docker, rollback=True)
+    # A broken release now rolls back to what Watchtower installed.
+    docker.bad_images = {"sha256:broken"}
+    s = stack(tmp_path, docker, definition=definition("2"), env={"PASSWORD": SECRET}, rollback=True)
+    docker.images["app:1"] = "sha256:broken"
+    with pytest.raises(cs.StackFailure) as exc:
+        s.execute()
+    assert exc.value.result["rollback_msg"].startswith("rolled back"), exc.value.result
+    assert next(c for c in docker.containers if c["service"] == "web")["image_id"] == "sha256:watchtower"
+
+
+def test_rollback_to_a_deleted_image_falls_back_to_the_tag_and_says_so(tmp_path, docker):
+    deploy(tmp_path, docker, rollback=True)
+    outside_update(docker, "sha256:watchtower")  # no run in between: the point still names sha256:app1
+    broken = definition("2")
+    broken["services"]["web"]["image"] = "app:2"
+    docker.images["app:2"] = "sha256:broken"
+    docker.bad_images = {"sha256:broken"}
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=broken, rollback=True)
+    msg = exc.value.result["rollback_msg"]
+    assert "failed too" not in msg, msg
+    assert "the recorded image sha256:app1 of web no longer exists: it runs app:1 as tagged now" in msg, msg
+    assert next(c for c in docker.containers if c["service"] == "web")["image_id"] == "sha256:watchtower"
+
+
+def test_rollback_restores_the_restart_on_files(tmp_path, docker):
+    _proj, conf, d = with_proxy(tmp_path, "good\n")
+    deploy(tmp_path, docker, definition=d, restart_on=["nginx.conf"], rollback=True)
+    conf.write_text("broken\n")
+    docker.unhealthy = {"web"}
+    d2 = json.loads(json.dumps(d))
+    d2["services"]["web"]["environment"]["VERSION"] = "2"
+    with pytest.raises(cs.StackFailure) as exc:
+        deploy(tmp_path, docker, definition=d2, restart_on=["nginx.conf"], rollback=True)
+    assert exc.value.result["rolled_back"]
+    assert conf.read_text() == "good\n"

@@ -4,6 +4,7 @@ each naming the variable, before any host is touched - run through ansible-playb
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,8 @@ def test_every_problem_is_reported_at_once_naming_the_variable(tmp_path, okt_var
     assert rc != 0, out
     assert "preflight found 4 problem(s) - nothing was changed" in out, out
     assert "backup_password: vault_not_in_the_vault is undefined - is the vault loaded" in out
-    assert "firewall_rules" in out and "unable to convert to dict" in out
-    assert "value of engine must be one of: postgres, mariadb, mongodb, redis, got: oracle" in out
+    assert "firewall_rules: expected list of dict, got str" in out
+    assert "data_tier_instances[0].engine: must be one of: postgres, mariadb, mongodb, redis, got: 'oracle'" in out
     assert "proxy_npm_admin_password: required when selfhosted_proxy_enabled is enabled, but empty" in out
     # Nothing ran after the preflight: no other play reached a task.
     assert "Converge Docker Engine" not in out
@@ -63,16 +64,6 @@ def test_a_disabled_layer_is_not_checked_and_facts_set_later_are_deferred(tmp_pa
     # app_stack_stacks uses data_tier_connections (set by the data tier layer): deferred, not a problem.
     assert '"deferred": [' in out.replace("\n", "") or "deferred:" in out
     assert "app_stack_stacks" in out
-
-
-@pytest.mark.parametrize("inventory", ["sandbox", "sandbox-okt"])
-def test_the_sandbox_inventories_pass(tmp_path, inventory):
-    # The connection variables read the sandbox's state directory; the preflight itself runs on the controller.
-    (tmp_path / "ssh_port").write_text("2222\n")
-    res = run_tool(["ansible-playbook", str(SITE), "-i", str(ROOT / "inventories" / inventory), "--tags", "preflight",
-                    "-v"], timeout=300, HOME=str(tmp_path), SHP_SANDBOX_STATE=str(tmp_path))
-    assert res.returncode == 0, explain(res)
-    assert "preflight passed for" in res.stdout
 
 
 def test_a_proxy_jail_behind_a_cdn_is_refused_saying_why(tmp_path, okt_vars):
@@ -107,3 +98,55 @@ def test_the_amn_inventory_behind_cloudflare_passes(tmp_path):
                         str(ROOT / "inventories/vault-password.example.txt"), "-v")
     assert rc == 0, out
     assert "preflight passed for" in out
+
+
+INVENTORIES = sorted(p.name for p in (ROOT / "inventories").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_every_inventory_passes_for_every_host_without_a_false_positive(tmp_path, inventory):
+    # Every inventory of the repository, every host of it: no variable reported as unknown, no item as wrong.
+    (tmp_path / "ssh_port").write_text("2222\n")
+    res = run_tool(["ansible-playbook", str(SITE), "-i", str(ROOT / "inventories" / inventory), "--tags", "preflight",
+                    "--vault-password-file", str(ROOT / "inventories/vault-password.example.txt")],
+                   timeout=300, HOME=str(tmp_path), SHP_SANDBOX_STATE=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="false")
+    assert res.returncode == 0, explain(res)
+    hosts = run_tool(["ansible-inventory", "-i", str(ROOT / "inventories" / inventory), "--list",
+                      "--vault-password-file", str(ROOT / "inventories/vault-password.example.txt")],
+                     timeout=120, HOME=str(tmp_path), SHP_SANDBOX_STATE=str(tmp_path))
+    names = sorted(json.loads(hosts.stdout)["_meta"]["hostvars"])
+    assert names, explain(hosts)
+    for name in names:
+        assert re.search(r"^%s\s+: ok=1 .*failed=0" % re.escape(name), res.stdout, re.M), explain(res)
+
+
+SSH_MARKER = """#!/bin/sh
+# Stands in for ssh: any connection attempt leaves a trace and fails.
+echo "$@" >> "$(dirname "$0")/ssh-was-called"
+exit 255
+"""
+
+
+def test_a_misspelt_variable_stops_the_site_in_the_preflight_before_any_host_is_contacted(tmp_path):
+    # A host on a documentation address, reached (if ever) through an ssh that only records the attempt.
+    ssh = tmp_path / "ssh"
+    ssh.write_text(SSH_MARKER)
+    ssh.chmod(0o755)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"unreachable": {
+        "ansible_host": "192.0.2.77", "ansible_user": "root", "ansible_ssh_executable": str(ssh),
+        "ansible_ssh_common_args": "-o ConnectTimeout=2", "backup_password": "a-test-password",
+        "backup_repository": "/mnt/backup/restic"}}}}))
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"firewall_rule": [{"port": "8080"}],
+                                 "backup_sets": [{"name": "db", "databases": "all", "on_calender": "daily"}]}))
+    res = run_tool(["ansible-playbook", str(SITE), "-i", str(inventory), "-e", f"@{extra}"], timeout=120,
+                   HOME=str(tmp_path), ANSIBLE_LOCALHOST_WARNING="false")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, explain(res)
+    assert "preflight found 2 problem(s) - nothing was changed" in out, explain(res)
+    assert "firewall_rule is not a variable of role firewall; did you mean firewall_rules?" in out, explain(res)
+    assert "backup_sets[0].on_calender: unsupported parameter; did you mean on_calendar?" in out, explain(res)
+    # The run ended with the preflight play: no other play started, no connection was even attempted.
+    assert "PLAY [Docker Engine]" not in out and "unreachable=0" in out, explain(res)
+    assert not (tmp_path / "ssh-was-called").exists(), (tmp_path / "ssh-was-called").read_text()
