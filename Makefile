@@ -24,8 +24,9 @@ OKT := SANDBOX_NAME=$(OKT_SANDBOX_NAME) SANDBOX_STATE=$(OKT_SANDBOX_STATE) SANDB
        STANDINS="$(OKT_STANDINS)"
 PLAYBOOK_ARGS ?=
 
-.PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-check \
-        sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-check sandbox-okt-verify sandbox-okt-destroy build clean
+.PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-server sandbox-check \
+        sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-server sandbox-okt-check sandbox-okt-verify \
+        sandbox-okt-destroy build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -54,13 +55,15 @@ integration: setup ## integration tests against the real Docker Engine
 molecule: setup ## molecule scenarios (converge, idempotence, verify)
 	@scripts/run-tests.sh -m molecule
 
-sandbox: setup ## create or reuse the sandbox server and converge playbooks/site.yml on it
+sandbox: sandbox-server ## create or reuse the sandbox server and converge playbooks/site.yml on it
+	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) $(PLAYBOOK_ARGS)
+
+sandbox-server: setup ## create or reuse the sandbox server (and what site.yml copies to it), converge nothing
 	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE)
 	@mkdir -p $(SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SANDBOX_STATE)/images/standins.tar $(STANDINS)
-	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) $(PLAYBOOK_ARGS)
 
-sandbox-check: ## --check --diff against the converged sandbox (changes nothing)
+sandbox-check: ## --check --diff against the sandbox (changes nothing; on a fresh server: what the first converge does)
 	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) --check --diff $(PLAYBOOK_ARGS)
 
 sandbox-verify: ## playbooks/verify.yml against the sandbox: the live server checked against its inventory
@@ -72,7 +75,10 @@ sandbox-destroy: ## remove the sandbox container, its Docker volume and .sandbox
 sandbox-okt: ## the "0kt" platform (seed 003, reduced copy: inventories/sandbox-okt) on its own sandbox server
 	@$(MAKE) --no-print-directory sandbox $(OKT)
 
-sandbox-okt-check: ## --check --diff against the converged okt sandbox
+sandbox-okt-server: ## create or reuse the okt sandbox server, converge nothing
+	@$(MAKE) --no-print-directory sandbox-server $(OKT)
+
+sandbox-okt-check: ## --check --diff against the okt sandbox
 	@$(MAKE) --no-print-directory sandbox-check $(OKT)
 
 sandbox-okt-verify: ## playbooks/verify.yml against the okt sandbox

@@ -411,7 +411,9 @@ def npm_authelia_hosts(hosts, authelia_url="http://authelia:9091"):
     for index, host in enumerate(hosts):
         if not isinstance(host, dict):
             raise AnsibleFilterError("npm_authelia_hosts: proxy_npm_proxy_hosts[%d] must be a dict" % index)
-        item = copy.deepcopy(host)
+        # A shallow copy: only top-level keys change. A deepcopy of the templar's lazy containers copies its plugin
+        # loaders, which prints a deprecation warning on every verify.yml run in npm mode.
+        item = dict(host)
         protect = item.pop("authelia", False)
         label = "proxy_npm_proxy_hosts[%d] (%s)" % (index, ",".join(str(d) for d in item.get("domain_names") or []))
         if not isinstance(protect, bool):

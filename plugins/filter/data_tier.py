@@ -42,6 +42,16 @@ def data_tier_connection(record, superuser_password, databases=None, networks=No
     return contract.connection(record, superuser_password, databases, networks)
 
 
+def data_tier_secret_files(instances, secrets_dir=None):
+    """Paths of every secret file the connections of the declared instances need."""
+    return contract.secret_files(instances, secrets_dir)
+
+
+def data_tier_connections(instances, secrets, secrets_dir=None, images=None, shared_network="data-shared"):
+    """The whole data_tier_connections fact from the declared instances and {secret file path: value}."""
+    return contract.connections(instances, secrets, secrets_dir, images, shared_network)
+
+
 def data_tier_restore_job(record, database=None, container=None, scratch=False):
     """{argv, env_name, filename} that stream a dump into the instance (postgres, mariadb, mongodb)."""
     argv, env_name, filename = contract.restore_job(record, database, container, scratch)
@@ -68,4 +78,5 @@ class FilterModule:
     def filters(self):
         return {f.__name__: _wrap(f) for f in (data_tier_instance, data_tier_instances, data_tier_secret_path,
                                                data_tier_connection, data_tier_restore_job, data_tier_secret_env,
-                                               data_tier_restore_problems, data_tier_dump_file)}
+                                               data_tier_restore_problems, data_tier_dump_file,
+                                               data_tier_secret_files, data_tier_connections)}

@@ -1335,8 +1335,29 @@ class Stack:
         return self.result
 
 
+def predict_without_engine(params):
+    """The result of check mode on a host that has no docker CLI yet (``site.yml --check`` on a fresh host, where the
+    same run installs Docker before it deploys): there is no project and nothing to ask, so every declared service
+    would be created (``state: absent``: nothing to remove). The definition cannot be validated by Compose here;
+    the result says so."""
+    project_dir = params.get("project_dir") or ""
+    services = sorted(((params.get("definition") or {}).get("services") or {}).keys())
+    present = params.get("state", "present") != "absent"
+    actions = [{"service": name, "action": cp.CREATE, "reasons": ["no docker CLI on the host yet"]}
+               for name in services] if present else []
+    msg = ("check mode: Docker is not installed on this host yet (the run installs it first); project %s would be "
+           "created%s. Compose could not validate the definition." % (
+               params["project_name"], " with services " + ", ".join(services) if services else "")
+           if present else "check mode: no Docker on this host, so no project %s to remove" % params["project_name"])
+    return {"changed": present, "project_name": params["project_name"], "project_dir": project_dir,
+            "rolled_back": False, "actions": actions, "services": {}, "path": "check", "engine_missing": True,
+            "msg": msg}
+
+
 def run(module):
     """Entry point used by the compose_stack module."""
+    if module.check_mode and not module.get_bin_path("docker"):
+        module.exit_json(**predict_without_engine(module.params))
 
     def runner(args, data=None):
         return module.run_command(args, data=data, binary_data=False, check_rc=False)

@@ -43,6 +43,10 @@ class DbError(Exception):
     """A failure with a message naming the option or the step that failed."""
 
 
+class ContainerMissing(DbError):
+    """The instance's container does not exist (yet)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Password verifiers (pure)
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +143,11 @@ def mariadb_grant_db(name):
 class Postgres:
     name = "postgres"
 
+    @staticmethod
+    def empty():
+        """The state query() reads from a server that has neither the user nor the database (a new instance)."""
+        return {"user": None, "database": None}
+
     def __init__(self, exec_client):
         self.exec_client = exec_client
 
@@ -199,6 +208,11 @@ class Postgres:
 
 class MariaDB:
     name = "mariadb"
+
+    @staticmethod
+    def empty():
+        return {"user": None, "database": None, "grants": {}}
+
     PRIVS = ("Select_priv", "Insert_priv", "Update_priv", "Delete_priv", "Create_priv", "Drop_priv",
              "Index_priv", "Alter_priv", "Create_tmp_table_priv", "Lock_tables_priv", "Create_view_priv",
              "Show_view_priv", "Create_routine_priv", "Alter_routine_priv", "Execute_priv", "Event_priv",
@@ -266,6 +280,10 @@ class MariaDB:
 
 class MongoDB:
     name = "mongodb"
+
+    @staticmethod
+    def empty():
+        return {"user": None, "database": False}
 
     def __init__(self, exec_client):
         self.exec_client = exec_client
@@ -357,17 +375,38 @@ def make_exec_client(module, docker, container, client="database"):
         rc, out, err = module.run_command(cmd, data=stdin, binary_data=True)
         if rc != 0:
             text = (err or out or "").strip()
-            if "No such container" in text or "is not running" in text:
+            if "No such container" in text:
+                raise ContainerMissing("container: %s does not exist (%s)" % (container, text.splitlines()[-1]))
+            if "is not running" in text:
                 raise DbError("container: %s is not running (%s)" % (container, text.splitlines()[-1]))
             raise DbError("the %s client in %s failed (rc=%d): %s" % (client, container, rc, text[-1500:]))
         return out
     return exec_client
 
 
-def converge(p, engine, check_mode):
-    """Read, plan and (unless check_mode) apply. Returns the result dict."""
+def converge(p, engine, check_mode, container_exists=True):
+    """Read, plan and (unless check_mode) apply. Returns the result dict.
+
+    In check mode a container that does not exist yet (or a host without Docker yet) is an instance this run creates:
+    a new instance has neither the user nor the database, so the plan is made from that empty state and the result
+    says what the run would do, instead of failing on a container that is not there (site.yml --check on a fresh
+    host). Outside check mode a missing container is an error naming it."""
     validate(p)
-    state = engine.query(p)
+    missing = None
+    if container_exists:
+        try:
+            state = engine.query(p)
+        except ContainerMissing as exc:
+            if not check_mode:
+                raise
+            missing = str(exc)
+    else:
+        if not check_mode:
+            raise ContainerMissing("container: %s cannot be reached: there is no docker CLI on this host"
+                                   % p["container"])
+        missing = "container: %s does not exist yet (no docker CLI on this host)" % p["container"]
+    if missing:
+        state = engine.empty()
     steps = engine.plan(p, state)
     if steps and not check_mode:
         engine.apply(p, steps)
@@ -378,17 +417,23 @@ def converge(p, engine, check_mode):
         after.update(database_exists=True, user_exists=True)
     else:
         after.update(database_exists=False, user_exists=bool(state["user"]) and p["keep_user"])
-    return {"changed": bool(steps), "actions": [desc for desc, dummy in steps],
-            "diff": {"before": before, "after": dict(after, actions=[desc for desc, dummy in steps])}}
+    result = {"changed": bool(steps), "actions": [desc for desc, dummy in steps],
+              "diff": {"before": before, "after": dict(after, actions=[desc for desc, dummy in steps])}}
+    if missing:
+        result["container_missing"] = True
+        result["msg"] = ("check mode: %s; the run creates the instance first, so it would %s in %s" % (
+            missing.split(": ", 1)[1], ", ".join(result["actions"]) or "do nothing", p["container"]))
+    return result
 
 
 def run(module):
     p = dict(module.params)
     p["admin_user"] = p["admin_user"] or DEFAULT_ADMIN[p["engine"]]
-    docker = module.get_bin_path("docker", required=True)
+    # check mode on a host whose Docker this run installs: no CLI yet, the instance is predicted from nothing
+    docker = module.get_bin_path("docker", required=not module.check_mode)
     engine = ENGINES[p["engine"]](make_exec_client(module, docker, p["container"], p["engine"]))
     try:
-        result = converge(p, engine, module.check_mode)
+        result = converge(p, engine, module.check_mode, container_exists=docker is not None)
     except DbError as exc:
         module.fail_json(msg=str(exc), changed=False)
     if not module._diff:

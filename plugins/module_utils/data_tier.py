@@ -14,7 +14,8 @@ rotate_db_password.yml find it again. What they must agree on lives here, and no
   - the file names of the dumps in the backup repository and the commands that make and restore them (database
     passwords travel in the environment of ``docker exec -e NAME`` only, never on a command line;
     :func:`dump_jobs`, :func:`restore_job`, :func:`mongo_password_config`);
-  - the ``data_tier_connections`` fact the app stacks read (:func:`connection`).
+  - the ``data_tier_connections`` fact the app stacks read (:func:`connection`, :func:`connections`, built from the
+    declarations and the secret files :func:`secret_files` names).
 
 Pure functions, no I/O and no Ansible imports: the backup runner on the host imports this file as
 ``shp_data_tier.py``, the filter plugin ``selfhosted.platform.data_tier_*`` exposes it to roles and playbooks.
@@ -138,6 +139,44 @@ def connection(record, superuser_password, databases=None, networks=None):
         "superuser_password": superuser_password,
         "databases": dict(databases or {}),
     }
+
+
+def secret_files(instances, secrets_dir=None):
+    """Every secret file the connections of INSTANCES (declarations) need: each instance's superuser password and the
+    password of each of its databases, in declaration order."""
+    paths = []
+    for inst in instances or []:
+        check_instance(inst)
+        paths.append(inst.get("password_file") or secret_path(secrets_dir, inst["name"]))
+        paths += [secret_path(secrets_dir, inst["name"], "db:" + db) for db in database_names(inst.get("databases"))]
+    return paths
+
+
+def connections(instances, secrets, secrets_dir=None, images=None, shared_network="data-shared"):
+    """The whole ``data_tier_connections`` fact: {instance name: :func:`connection`} of every declared instance,
+    with the passwords taken from SECRETS ({secret file path: value}, the files :func:`secret_files` names). The one
+    place the fact is built, whether the data tier role has just kept the secrets or a later layer read them back
+    (``site.yml --tags app_stack``). A missing secret raises ContractError naming the instance and the file."""
+    out = {}
+    for inst in instances or []:
+        record = instance_record(inst, secrets_dir, images)
+
+        def secret(path, what, name=record["name"]):
+            if path not in (secrets or {}):
+                raise ContractError("data tier instance %s: no %s in %s (the data tier layer keeps it: converge it "
+                                    "first, e.g. site.yml --tags data_tier)" % (name, what, path))
+            return secrets[path]
+
+        databases = {}
+        for db in inst.get("databases") or []:
+            db_name = db["name"] if isinstance(db, dict) else str(db)
+            user = (db.get("user") if isinstance(db, dict) else None) or db_name
+            databases[db_name] = {"user": user, "password": secret(
+                secret_path(secrets_dir, record["name"], "db:" + db_name), "password of database %s" % db_name)}
+        networks = inst.get("networks", [shared_network])
+        out[record["name"]] = connection(record, secret(record["password_file"], "superuser password"), databases,
+                                         networks)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

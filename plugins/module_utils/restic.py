@@ -759,6 +759,22 @@ READ_DATA_SUBSET_RE = re.compile(r"^(\d+/\d+|\d+(\.\d+)?%|\d+[kKmMgGtT]?)$")
 LIST_CAP = 100
 
 
+def restic_missing(module):
+    """Whether the restic binary the module would run is not on the host (yet)."""
+    binary = module.params.get("restic_bin") or module.get_bin_path("restic")
+    return not binary or not os.path.exists(binary)
+
+
+def predict_repository_without_restic(p):
+    """restic_repository in check mode on a host without restic yet (``site.yml --check`` on a fresh host, where the
+    same run installs restic first): the repository cannot be asked, so the prediction is what the run does with a
+    repository it does not find - initialise it - and the result says it could not be verified."""
+    return {"changed": True, "initialized": True, "checked": False, "restic_missing": True,
+            "repository": redact(p.get("repository")),
+            "msg": "check mode: restic is not installed on this host yet (the run installs it first), so the "
+                   "repository could not be asked; the run initialises it unless it exists already"}
+
+
 def repository_action(module, client):
     """restic_repository: the repository exists (initialised when missing); optionally checked."""
     p = module.params

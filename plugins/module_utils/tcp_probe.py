@@ -10,6 +10,11 @@ classified the way a port scanner would:
   error       anything else (name resolution, ...), with the error text
 
 The probes run in parallel threads, so N filtered ports cost one timeout, not N.
+
+The result lists the ports per state under ``open``, ``closed``, ``filtered``, ``no_route`` (state ``unreachable``)
+and ``errors``. Never ``unreachable``: Ansible reserves that result key (it would turn the list into a bool, warn on
+every run, and take a non-empty list for an unreachable host); tests/unit/test_tcp_probe.py checks the result
+against Ansible's reserved keys.
 """
 
 from __future__ import annotations
@@ -75,5 +80,5 @@ def run(module, connect=socket.create_connection):
         by_state.setdefault(item["state"], []).append(item["port"])
     module.exit_json(changed=False, host=p["host"], ports=results, open=by_state.get("open", []),
                      closed=by_state.get("closed", []), filtered=by_state.get("filtered", []),
-                     unreachable=by_state.get("unreachable", []), errors=by_state.get("error", []),
+                     no_route=by_state.get("unreachable", []), errors=by_state.get("error", []),
                      elapsed_ms=round((time.monotonic() - started) * 1000))

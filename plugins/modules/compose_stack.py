@@ -77,8 +77,12 @@ requirements:
   - PyYAML on the managed host to write O(definition) as YAML (JSON, which Compose also reads, otherwise).
 attributes:
   check_mode:
-    description: Computes the plan from the same comparison, with what the registry has for the images a pull
-      would fetch; never runs up, never pulls, never builds.
+    description:
+      - Computes the plan from the same comparison, with what the registry has for the images a pull would fetch;
+        never runs up, never pulls, never builds.
+      - On a host without the docker CLI yet (C(site.yml --check) on a fresh host, where the same run installs Docker
+        first) every declared service is predicted as created, with RV(engine_missing) set; Compose cannot validate
+        the definition there.
     support: full
   diff_mode:
     description: Shows the compose and env files before and after (secrets masked) and the per-service plan.
@@ -278,6 +282,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+engine_missing:
+  description: Check mode on a host without the docker CLI yet; the actions are a prediction for a new project.
+  returned: in check mode when the host has no docker CLI
+  type: bool
+  sample: true
 path:
   description:
     - How the module got its answer. V(fast-noop) nothing differed and no C(up) ran; V(up) C(docker compose up)

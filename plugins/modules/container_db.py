@@ -27,7 +27,11 @@ requirements:
     C(mysql), C(mongosh)).
 attributes:
   check_mode:
-    description: Reads the server's state and reports the statements it would run, without running them.
+    description:
+      - Reads the server's state and reports the statements it would run, without running them.
+      - A container that does not exist yet (or a host without the docker CLI yet, as on a fresh host where the same
+        run installs Docker and deploys the instance) is predicted as a new, empty instance - the user and the database
+        would be created - with RV(container_missing) set, instead of failing. Outside check mode it is an error.
     support: full
   diff_mode:
     description: Shows whether the database and user exist before and after, and the planned actions; never secrets.
@@ -103,6 +107,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+container_missing:
+  description: Check mode only - the container does not exist yet, so the actions are predicted for a new instance.
+  returned: when the container does not exist in check mode
+  type: bool
+  sample: true
 actions:
   description: What was done (or in check mode would be done), in order; never secrets.
   returned: always

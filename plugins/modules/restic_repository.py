@@ -25,8 +25,11 @@ extends_documentation_fragment:
   - selfhosted.platform.restic
 attributes:
   check_mode:
-    description: Reports whether the repository would be initialised. O(check=true) still runs, without locking
-      the repository (C(--no-lock)).
+    description:
+      - Reports whether the repository would be initialised. O(check=true) still runs, without locking the repository
+        (C(--no-lock)).
+      - On a host without restic yet (C(site.yml --check) on a fresh host, where the same run installs it) the
+        repository cannot be asked; the prediction is an initialisation, with RV(restic_missing) set.
     support: full
   diff_mode:
     description: Nothing to show.
@@ -61,6 +64,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+restic_missing:
+  description: Check mode on a host without restic yet; RV(initialized) is then a prediction that could not be verified.
+  returned: in check mode when restic is not installed
+  type: bool
+  sample: true
 initialized:
   description: Whether the repository was (or in check mode would be) initialised by this task.
   returned: always
@@ -101,7 +109,9 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.restic import 
     CONNECTION_EXCLUSIVE,
     CONNECTION_ONE_OF,
     connection_spec,
+    predict_repository_without_restic,
     repository_action,
+    restic_missing,
     run_with_client,
 )
 from ansible_collections.selfhosted.platform.plugins.module_utils.restic_module import ResticModule
@@ -115,6 +125,8 @@ def main():
     )
     module = ResticModule(argument_spec=spec, mutually_exclusive=CONNECTION_EXCLUSIVE,
                           required_one_of=CONNECTION_ONE_OF, supports_check_mode=True)
+    if module.check_mode and restic_missing(module):
+        module.exit_json(**predict_repository_without_restic(module.params))
     run_with_client(module, repository_action)
 
 

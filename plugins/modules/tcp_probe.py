@@ -98,8 +98,10 @@ filtered:
   returned: success
   type: list
   elements: int
-unreachable:
-  description: The ports the network had no route for.
+no_route:
+  description:
+    - The ports the network had no route for (state C(unreachable)).
+    - Not named C(unreachable), a result key Ansible reserves for hosts it cannot reach.
   returned: success
   type: list
   elements: int

@@ -1,6 +1,7 @@
 """Integration-test plumbing: the sandboxes' first converges (`make sandbox` for the amn site, `make sandbox-okt`
 for the okt site; 4-10 minutes each, mostly spent waiting on apt, image loads and health gates inside the sandbox
-server) start in the background as soon as the session has collected their test module, so they overlap the
+server), each preceded by `site.yml --check --diff` on the fresh server (what the first converge will do), start
+in the background as soon as the session has collected their test module, so they overlap the
 other tests instead of adding to the run. Their tests then wait for them (wait_early) and get the output and
 the wall time."""
 
@@ -19,24 +20,51 @@ import pytest
 
 from tests.conftest import ROOT, tool_env
 
-# key -> (test module that needs it, make target, name variable, state variable)
+# key -> (test module that needs it, make target, name variable, state variable, server target, check target)
 BACKGROUND = {
-    "amn": ("tests/integration/test_sandbox.py", "sandbox", "SANDBOX_NAME", "SANDBOX_STATE"),
-    "okt": ("tests/integration/test_sandbox_okt.py", "sandbox-okt", "OKT_SANDBOX_NAME", "OKT_SANDBOX_STATE"),
+    "amn": ("tests/integration/test_sandbox.py", "sandbox", "SANDBOX_NAME", "SANDBOX_STATE", "sandbox-server",
+            "sandbox-check"),
+    "okt": ("tests/integration/test_sandbox_okt.py", "sandbox-okt", "OKT_SANDBOX_NAME", "OKT_SANDBOX_STATE",
+            "sandbox-okt-server", "sandbox-okt-check"),
 }
 EARLY: dict[str, dict] = {}
 
+# The background job: the fresh server, then `site.yml --check --diff` on it before anything is converged (its own
+# log, exit code and wall time, for the fresh-host check tests), then the first converge.
+EARLY_SCRIPT = """
+make --no-print-directory "$SERVER" "$NAMEVAR=$NAME" "$STATEVAR=$STATE" || exit $?
+start=$(date +%s%N)
+make --no-print-directory "$CHECK" "$NAMEVAR=$NAME" "$STATEVAR=$STATE" >"$CHECKLOG" 2>&1
+rc=$?
+echo "$rc $(( ($(date +%s%N) - start) / 1000000 ))" >"$CHECKLOG.rc"
+exec make --no-print-directory "$TARGET" "$NAMEVAR=$NAME" "$STATEVAR=$STATE"
+"""
+
 
 def start_early(key: str) -> None:
-    _module, target, name_var, state_var = BACKGROUND[key]
+    _module, target, name_var, state_var, server_target, check_target = BACKGROUND[key]
     name = f"shp-it-{key}-{secrets.token_hex(3)}"
     state = Path(tempfile.mkdtemp(prefix=f"shp-it-{key}-state-"))
     log = state.parent / f"{state.name}.log"
+    check_log = state.parent / f"{state.name}.check.log"
     handle = log.open("w")
-    proc = subprocess.Popen(["make", "--no-print-directory", target, f"{name_var}={name}", f"{state_var}={state}"],
-                            cwd=ROOT, env=tool_env(), stdout=handle, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    EARLY[key] = {"name": name, "state": state, "proc": proc, "log": log, "handle": handle, "start": time.time()}
+    env = tool_env(SERVER=server_target, CHECK=check_target, TARGET=target, NAMEVAR=name_var, STATEVAR=state_var,
+                   NAME=name, STATE=str(state), CHECKLOG=str(check_log))
+    proc = subprocess.Popen(["bash", "-c", EARLY_SCRIPT], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    EARLY[key] = {"name": name, "state": state, "proc": proc, "log": log, "handle": handle, "start": time.time(),
+                  "check_log": check_log}
+
+
+def fresh_check(key: str) -> tuple[int, str, float] | None:
+    """(exit code, output, wall time) of `site.yml --check --diff` on the fresh server, which the background job ran
+    before the first converge; None when it did not get that far (wait_early first)."""
+    early = EARLY[key]
+    rc_file = early["check_log"].with_name(early["check_log"].name + ".rc")
+    if not rc_file.exists():
+        return None
+    rc, took_ms = rc_file.read_text().split()
+    return int(rc), early["check_log"].read_text(), int(took_ms) / 1000
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection: start one only when a test of its module really runs
@@ -87,6 +115,8 @@ def pytest_sessionfinish(session, exitstatus):
         destroy_early(key)
         EARLY[key]["handle"].close()
         EARLY[key]["log"].unlink(missing_ok=True)
+        EARLY[key]["check_log"].unlink(missing_ok=True)
+        EARLY[key]["check_log"].with_name(EARLY[key]["check_log"].name + ".rc").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,58 @@ def test_client_failure_is_reported_with_the_container():
         return 1, "", "Error response from daemon: No such container: db-1"
 
     _module, res, failed = run_module(params(), responder)
-    assert failed and res["msg"].startswith("container: db-1 is not running")
+    assert failed and res["msg"].startswith("container: db-1 does not exist"), res
+
+    def stopped(cmd, data):
+        return 1, "", "Error response from daemon: container 0123 is not running"
+
+    _module, res, failed = run_module(params(), stopped)
+    assert failed and res["msg"].startswith("container: db-1 is not running"), res
+
+
+@pytest.mark.parametrize("engine,actions", [
+    ("postgres", ["create user app1", "create database app1 owned by app1", "revoke CONNECT on app1 from PUBLIC"]),
+    ("mariadb", None), ("mongodb", None)])
+def test_check_mode_predicts_a_container_that_does_not_exist_yet(engine, actions):
+    """site.yml --check on a fresh host: the data tier's container is created by the same run, so container_db
+    predicts a new instance (changed, the creations) instead of failing on `No such container`."""
+    def responder(cmd, data):
+        return 1, "", "Error response from daemon: No such container: db-1"
+
+    module, res, failed = run_module(params(engine=engine), responder, check_mode=True, diff=True)
+    assert not failed, res
+    assert res["changed"] and res["container_missing"] is True and len(module.commands) == 1
+    assert res["actions"] and all(a.startswith("create ") or a.startswith("revoke ") or a.startswith("grant ")
+                                  for a in res["actions"]), res["actions"]
+    if actions:
+        assert res["actions"] == actions
+    assert res["msg"].startswith("check mode: db-1 does not exist") and "create user app1" in res["msg"]
+    assert res["diff"]["before"]["database_exists"] is False and res["diff"]["after"]["database_exists"] is True
+    assert PW not in str(res) and ADMIN not in str(res)
+    # absent on a container that is not there: nothing to drop
+    _module, res, failed = run_module(params(engine=engine, state="absent"), responder, check_mode=True)
+    assert not failed and not res["changed"] and res["actions"] == []
+
+
+def test_check_mode_without_docker_yet_predicts_without_running_anything():
+    class NoDocker(FakeModule):
+        def get_bin_path(self, name, required=False):
+            assert not required, "docker must not be required in check mode"
+
+    module = NoDocker(params(), responder=None, check_mode=True)
+    with pytest.raises((Exit, Fail)) as info:
+        cdb.run(module)
+    res = info.value.result
+    assert isinstance(info.value, Exit) and res["changed"] and res["container_missing"], res
+    assert module.commands == [] and "no docker CLI" in res["msg"]
+
+
+def test_a_missing_container_outside_check_mode_is_an_error():
+    def responder(cmd, data):
+        return 1, "", "Error: No such container: db-1"
+
+    module, res, failed = run_module(params(), responder)
+    assert failed and "db-1 does not exist" in res["msg"] and len(module.commands) == 1
 
 
 def test_mongo_wrapper_gets_both_passwords_on_stdin():

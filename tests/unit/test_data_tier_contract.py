@@ -38,6 +38,41 @@ def test_one_record_for_every_layer():
         F["data_tier_instance"]({"name": "Bad Name", "engine": "redis"})
 
 
+INSTANCES = [{"name": "amn-db", "engine": "postgres", "networks": ["amn-data"],
+              "databases": [{"name": "marketplace"}, {"name": "ops", "user": "operator"}]},
+             {"name": "amn-redis", "engine": "redis", "networks": ["amn-data"]},
+             {"name": "shared-mariadb", "engine": "mariadb", "databases": ["wiki"]}]
+
+
+def test_connections_are_built_in_one_place_from_declarations_and_secret_files():
+    """data_tier_connections: the data tier role builds it from the secrets it keeps, a run without the data tier
+    (site.yml --tags app_stack) from the files it reads back - one filter, the same result."""
+    paths = F["data_tier_secret_files"](INSTANCES, "/s")
+    assert paths == ["/s/amn-db/superuser", "/s/amn-db/db-marketplace", "/s/amn-db/db-ops", "/s/amn-redis/superuser",
+                     "/s/shared-mariadb/superuser", "/s/shared-mariadb/db-wiki"]
+    secrets = {path: "pw-%d" % n for n, path in enumerate(paths)}
+    conns = F["data_tier_connections"](INSTANCES, secrets, "/s", None, "data-shared")
+    assert conns["amn-db"] == {"engine": "postgres", "host": "amn-db", "port": 5432, "networks": ["amn-data"],
+                               "superuser": "postgres", "superuser_password": "pw-0",
+                               "databases": {"marketplace": {"user": "marketplace", "password": "pw-1"},
+                                             "ops": {"user": "operator", "password": "pw-2"}}}
+    assert conns["amn-redis"]["superuser_password"] == "pw-3" and conns["amn-redis"]["databases"] == {}
+    assert conns["shared-mariadb"]["networks"] == ["data-shared"]  # none declared: the shared network
+    assert conns["shared-mariadb"]["databases"] == {"wiki": {"user": "wiki", "password": "pw-5"}}
+    # each entry is exactly what data_tier_connection makes of the record
+    rec = F["data_tier_instance"](INSTANCES[0], "/s")
+    assert conns["amn-db"] == F["data_tier_connection"](rec, "pw-0", conns["amn-db"]["databases"], ["amn-data"])
+    assert F["data_tier_connections"]([], {}) == {}
+
+
+def test_a_secret_the_data_tier_has_not_kept_is_named():
+    paths = F["data_tier_secret_files"](INSTANCES[:1], "/s")
+    with pytest.raises(AnsibleFilterError, match=r"amn-db: no password of database ops in /s/amn-db/db-ops .*"
+                                                 r"--tags data_tier"):
+        F["data_tier_connections"](INSTANCES[:1], {p: "x" for p in paths if not p.endswith("db-ops")}, "/s")
+
+
+
 @pytest.mark.parametrize(("image", "explicit", "owner"), [
     ("postgres:16", {}, (999, 999)),
     ("postgres:16-alpine", {}, (70, 70)),

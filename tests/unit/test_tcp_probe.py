@@ -8,8 +8,10 @@ import socket
 import time
 
 import pytest
+import yaml
 from ansible_collections.selfhosted.platform.plugins.module_utils import tcp_probe as tp
 
+from tests.conftest import ROOT
 from tests.unit.fake_module import Exit, Fail, FakeModule
 
 
@@ -71,7 +73,7 @@ def test_unreachable_and_errors_are_named():
     answers = {1: OSError(errno.EHOSTUNREACH, "No route to host"), 2: socket.gaierror(-2, "Name or service not known"),
                3: OSError(errno.EACCES, "Permission denied")}
     res, _failed = run({"host": "h.example.test", "ports": [1, 2, 3]}, connect=fake_network(answers))
-    assert res["unreachable"] == [1] and res["errors"] == [2, 3]
+    assert res["no_route"] == [1] and res["errors"] == [2, 3]
     details = {r["port"]: r["detail"] for r in res["ports"]}
     assert details[1] == "No route to host" and "cannot resolve h.example.test" in details[2]
 
@@ -88,3 +90,43 @@ def test_bad_input_names_the_option(params, start):
 
 def test_no_ports_is_an_empty_answer():
     assert tp.probe("127.0.0.1", []) == []
+
+
+def reserved_result_keys() -> set[str]:
+    """The result keys Ansible takes for itself when a module returns them (ansible-core's UnifiedTaskResult fields,
+    e.g. ``unreachable`` is turned into a bool and marks the host unreachable), plus ``_ansible_*``."""
+    from ansible._internal._task import UnifiedTaskResult
+
+    keys = set(UnifiedTaskResult.get_result_key_to_resolved_field_mapping(source_is_module=True))
+    assert {"changed", "failed", "unreachable", "skipped", "rc", "msg", "diff", "ansible_facts"} <= keys, keys
+    return keys
+
+
+# What a module may return under a reserved key: only what Ansible means by it.
+MEANT = {"changed", "msg", "diff"}
+
+
+def test_the_result_uses_no_key_ansible_reserves():
+    """`make sandbox-verify` printed "Value for result key 'unreachable' of type list was converted to bool" on
+    every run: the list of no-route ports was returned as ``unreachable``, which Ansible reserves (and a non-empty
+    list would have marked the controller unreachable)."""
+    answers = {1: OSError(errno.EHOSTUNREACH, "No route to host"), 2: "ok", 3: "drop"}
+    res, failed = run({"host": "192.0.2.30", "ports": [1, 2, 3], "timeout": 0.1}, connect=fake_network(answers))
+    assert not failed and res["no_route"] == [1] and res["open"] == [2] and res["filtered"] == [3]
+    clash = (set(res) & reserved_result_keys()) - MEANT
+    assert not clash, f"tcp_probe returns result keys Ansible reserves: {sorted(clash)}"
+    assert not [k for k in res if k.startswith("_ansible_")]
+    assert isinstance(res["changed"], bool)
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py")))
+def test_no_module_documents_a_return_key_ansible_reserves(module):
+    import ast
+
+    tree = ast.parse((ROOT / "plugins" / "modules" / f"{module}.py").read_text())
+    docs = {node.targets[0].id: node.value.value for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "RETURN"}
+    returned = set(yaml.safe_load(docs.get("RETURN") or "") or {})
+    clash = (returned & reserved_result_keys()) - MEANT
+    assert not clash, f"{module} documents result keys Ansible reserves: {sorted(clash)}"
