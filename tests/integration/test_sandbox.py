@@ -190,8 +190,8 @@ def test_each_documented_tag_works_alone_on_the_converged_server(sandbox, tag):
     TAG_TIMES[tag] = time.monotonic() - started
     out = ROOT / "tests" / "output"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sandbox-tags-times.txt").write_text("".join(f"--tags {k}: {v:.1f}s\n" for k, v in TAG_TIMES.items())
-                                                 + f"total: {sum(TAG_TIMES.values()):.1f}s\n")
+    lines = [f"--tags {k}: {v:.1f}s\n" for k, v in TAG_TIMES.items()]
+    (out / "sandbox-tags-times.txt").write_text("".join(lines) + f"total: {sum(TAG_TIMES.values()):.1f}s\n")
     assert res.returncode == 0, explain(res)
     r = recap(res.stdout)
     assert r["failed"] == 0 and r["changed"] == 0, explain(res)

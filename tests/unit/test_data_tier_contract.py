@@ -72,7 +72,6 @@ def test_a_secret_the_data_tier_has_not_kept_is_named():
         F["data_tier_connections"](INSTANCES[:1], {p: "x" for p in paths if not p.endswith("db-ops")}, "/s")
 
 
-
 @pytest.mark.parametrize(("image", "explicit", "owner"), [
     ("postgres:16", {}, (999, 999)),
     ("postgres:16-alpine", {}, (70, 70)),
