@@ -74,10 +74,21 @@ def test_secret_files_are_0600_and_never_printed_or_diffed(tmp_path):
         assert cred.read_text() == f"[db]\npassword = {second}\n"
         assert stat.S_IMODE(cred.stat().st_mode) == 0o600
         assert dh.project_containers(name) != web, "the service mounting the secret file was not recreated"
-        for path in (project / ".compose_stack").rglob("*"):
-            if path.is_file():
-                assert second not in path.read_text(errors="replace") and first not in path.read_text(
-                    errors="replace"), path
+        # The module's state: the resolution cache holds no secret at all; the rollback point holds copies of
+        # the deployed files (what a rollback restores, the mounted secret file included), root-only, and only
+        # of the deployed version (the replaced secret is gone).
+        state = project / ".compose_stack"
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        for path in state.rglob("*"):
+            if not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+            assert first not in text, path
+            if "last-good" in path.parts:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_uid == 0, path
+                assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+            else:
+                assert second not in text, path
 
         res = converge(tmp_path, [stack(second)], "--diff")
         assert res.returncode == 0 and "changed=0" in res.stdout, explain(res)
