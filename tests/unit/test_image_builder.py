@@ -123,7 +123,7 @@ def test_sources_list_then_directory_in_apt_order(tmp_path):
 
 def test_override_variables_win_and_no_source_is_a_clear_error(tmp_path):
     etc = _etc_apt(tmp_path, {"sources.list.d/nodesource.sources":
-                              "Types: deb\nURIs: https://deb.example.test/node_20.x\nSuites: nodistro\n"
+                              f"Types: deb\nURIs: {HTTPS}deb.example.test/node_20.x\nSuites: nodistro\n"
                               "Components: main\n"})
     env = {"SHP_DEBIAN_MIRROR": f"{HTTP}override.example.test/debian",
            "SHP_DEBIAN_SECURITY_MIRROR": f"{HTTP}override.example.test/debian-security"}
