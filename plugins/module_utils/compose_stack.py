@@ -814,13 +814,8 @@ class Stack:
             steps = cr.apply_to_plan(steps, desired, predictions, p["recreate"])
         changes = written if written is not None else self.file_changes(cand["managed"])
         changing = cp.is_changing(steps)
-        self.result["actions"] = steps
-        self.result["files_changed"] = changes
+        self.record_plan(cand, steps, changes)
         self.result["pulled"] = pulled
-        if self.diff_mode:
-            self.add_file_diffs(cand["managed"], changes)
-            self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
-                               "before": "", "after": mask_text(cp.plan_text(steps), self.secrets)})
         self.result["changed"] = bool(changes or changing or pulled
                                       or any(b["changed"] for b in self.result.get("built") or []))
 
@@ -968,6 +963,15 @@ class Stack:
         after = self.cli.image_ids([refs[t] for t in targets if refs.get(t)])
         self.result["built"] = cp.built_report(targets, refs, before, after)
         return changes
+
+    def record_plan(self, cand, steps, changes):
+        """The plan and the managed files' changes in the result, and in the diff (secrets masked)."""
+        self.result["actions"] = steps
+        self.result["files_changed"] = changes
+        if self.diff_mode:
+            self.add_file_diffs(cand["managed"], changes)
+            self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % self.p["project_name"],
+                               "before": "", "after": mask_text(cp.plan_text(steps), self.secrets)})
 
     @staticmethod
     def pullable(resolved, selected):
@@ -1220,12 +1224,7 @@ class Stack:
             if step["action"] == cp.CREATE:
                 step["reasons"].append("state=stopped: created, not started")
         changes = self.file_changes(cand["managed"])
-        self.result["actions"] = steps
-        self.result["files_changed"] = changes
-        if self.diff_mode:
-            self.add_file_diffs(cand["managed"], changes)
-            self.diffs.append({"before_header": "plan", "after_header": "plan (%s)" % p["project_name"],
-                               "before": "", "after": mask_text(cp.plan_text(steps), self.secrets)})
+        self.record_plan(cand, steps, changes)
         creating = cp.is_changing(steps)
         self.result["changed"] = bool(changes or creating)
         if self.check_mode:

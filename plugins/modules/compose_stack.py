@@ -217,9 +217,9 @@ options:
     description:
       - Keep the last good definition, env file, O(restart_on) files and image ids (under C(.compose_stack/) in
         O(project_dir), mode C(0700), each copy C(0600) - secrets in the env file or in O(restart_on) files are
-        kept there as in the originals, only for the deployed version). When a deploy (its build, C(up) or wait) fails or does not become healthy
-        within O(wait_timeout), restore them, bring the previous version back up and fail with
-        RV(rolled_back=true).
+        kept there as in the originals, only for the deployed version). When a deploy (its build, C(up) or wait)
+        fails or does not become healthy within O(wait_timeout), restore them, bring the previous version back up
+        and fail with RV(rolled_back=true).
     type: bool
     default: false
   timeout:
