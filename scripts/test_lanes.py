@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The full test run (`make test`, CI) as parallel lanes of pytest, ending in one summary line.
 
 Most of the run's wall time is spent waiting - on a sandbox server's apt and health gates, on containers that start,

@@ -170,9 +170,13 @@ def _daemon(facts):
     hosts = [str(h) for h in (conf.get("hosts") or [])]
     tcp = [h for h in hosts if h.startswith("tcp://")]
     tls_ok = _truthy(conf.get("tlsverify", False)) and all(conf.get(k) for k in ("tlscacert", "tlscert", "tlskey"))
-    put("2.7", not tcp or tls_ok, "hosts",
-        "no TCP listener" if not tcp else ("%s with tlsverify" % ", ".join(tcp) if tls_ok
-                                            else "%s without tlsverify and certificates" % ", ".join(tcp)))
+    if not tcp:
+        tcp_detail = "no TCP listener"
+    elif tls_ok:
+        tcp_detail = "%s with tlsverify" % ", ".join(tcp)
+    else:
+        tcp_detail = "%s without tlsverify and certificates" % ", ".join(tcp)
+    put("2.7", not tcp or tls_ok, "hosts", tcp_detail)
     put("2.9", has_secopt("userns"), "userns-remap",
         "userns-remap: %s" % (conf.get("userns-remap") or "on") if has_secopt("userns") else "userns-remap: off")
     authz = (info.get("Plugins") or {}).get("Authorization") or []
@@ -378,9 +382,9 @@ def _waiver_for(waivers, item, target):
 
 
 def audit(facts, waivers=None, swarm_expected=False, sections=(2, 3, 5)):
-    """Evaluate every item of SECTIONS. Returns ``{items, counts, findings, unused_waivers}``:
+    """Evaluate every item of SECTIONS. Returns ``{checks, counts, findings, unused_waivers}``:
 
-    items: ``[{id, section, title, status, targets: [{target, status, detail, reason?}]}]`` in benchmark order; an
+    checks: ``[{id, section, title, status, targets: [{target, status, detail, reason?}]}]`` in benchmark order; an
     item is WARN when any target fails without a waiver, WAIVED when every failing target is waived, PASS otherwise.
     findings: one line per failing, unwaived target (``"5.13 shp-app-web-1: writable root filesystem"``).
     unused_waivers: waivers that matched no failing target (stale inventory data, reported so it can go)."""
@@ -393,7 +397,7 @@ def audit(facts, waivers=None, swarm_expected=False, sections=(2, 3, 5)):
     if 5 in sections:
         results.update(_containers(facts, swarm_expected))
     used = set()
-    items, findings = [], []
+    checks, findings = [], []
     counts = {PASS: 0, WARN: 0, WAIVED: 0}
     for item in ITEMS:
         if item not in results:
@@ -413,10 +417,10 @@ def audit(facts, waivers=None, swarm_expected=False, sections=(2, 3, 5)):
         statuses = {t["status"] for t in targets}
         status = WARN if WARN in statuses else (WAIVED if WAIVED in statuses else PASS)
         counts[status] += 1
-        items.append({"id": item, "section": _section(item), "title": TITLES[item], "status": status,
+        checks.append({"id": item, "section": _section(item), "title": TITLES[item], "status": status,
                       "targets": targets})
     unused = [w for w in waivers if id(w) not in used]
-    return {"items": items, "counts": counts, "findings": findings, "unused_waivers": unused}
+    return {"checks": checks, "counts": counts, "findings": findings, "unused_waivers": unused}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-items:
+checks:
   description: One entry per evaluated item, in benchmark order.
   returned: success
   type: list

@@ -31,7 +31,7 @@ def audit(tmp: Path, **params) -> dict:
 
 
 def targets(result: dict, item: str) -> dict[str, tuple[str, str]]:
-    entry = next(i for i in result["items"] if i["id"] == item)
+    entry = next(i for i in result["checks"] if i["id"] == item)
     return {t["target"]: (t["status"], t["detail"]) for t in entry["targets"]}
 
 
@@ -71,7 +71,7 @@ def test_handmade_container_warns_by_name_and_a_hardened_one_passes(containers, 
         assert any(line.startswith(f"{item} {hand}: ") for line in result["findings"]), item
     assert targets(result, "5.13")[hand] == ("WARN", "writable root filesystem")
     assert targets(result, "5.30")[hand] == ("WARN", "networks: bridge")
-    hardened = {item["id"]: targets(result, item["id"])[hard] for item in result["items"] if item["id"] != "5.1"}
+    hardened = {item["id"]: targets(result, item["id"])[hard] for item in result["checks"] if item["id"] != "5.1"}
     assert {status for status, _detail in hardened.values()} == {"PASS"}, hardened
     assert hardened["5.14"] == ("PASS", "bound to 127.0.0.1")
     assert hardened["5.29"] == ("PASS", "pids limit: 64")
@@ -85,7 +85,7 @@ def test_waivers_report_waived_with_the_reason_and_unused_ones(containers, tmp_p
                {"item": "5.13", "target": "shp-nothing-*", "reason": "stale"}]
     result = audit(tmp_path, sections=[5], waivers=waivers)
     assert targets(result, "5.13")[hand] == ("WAIVED", "writable root filesystem")
-    entry = next(t for i in result["items"] if i["id"] == "5.13" for t in i["targets"] if t["target"] == hand)
+    entry = next(t for i in result["checks"] if i["id"] == "5.13" for t in i["targets"] if t["target"] == hand)
     assert entry["reason"] == "the stand-in writes its pid file in /"
     assert not any(line.startswith(f"5.13 {hand}:") for line in result["findings"])
     assert result["unused_waivers"] == [waivers[1]]
@@ -94,7 +94,7 @@ def test_waivers_report_waived_with_the_reason_and_unused_ones(containers, tmp_p
 def test_daemon_and_files_are_read_from_the_live_host(containers, tmp_path):
     result = audit(tmp_path, sections=[2, 3])
     assert not result.get("failed"), result.get("msg")
-    ids = {i["id"] for i in result["items"]}
+    ids = {i["id"] for i in result["checks"]}
     assert {"2.2", "2.14", "2.16", "3.15", "3.16", "3.17", "3.18"} <= ids
     # this test host's daemon keeps Docker's defaults, which the benchmark flags (the platform's hardened defaults
     # are checked on the sandboxes): the audit reads them, it does not assume them

@@ -49,7 +49,7 @@ def facts(containers=(), daemon=None, info=None, files=None, processes=None):
 
 
 def by_id(result):
-    return {item["id"]: item for item in result["items"]}
+    return {item["id"]: item for item in result["checks"]}
 
 
 def failing(result, item):
@@ -59,7 +59,7 @@ def failing(result, item):
 def test_a_hardened_container_passes_every_container_item():
     result = docker_cis.audit(facts([hardened()]), sections=(5,))
     assert result["findings"] == []
-    assert {i["status"] for i in result["items"]} == {"PASS"}
+    assert {i["status"] for i in result["checks"]} == {"PASS"}
     assert by_id(result)["5.26"]["targets"][0]["detail"] == "no-new-privileges: true (container)"
 
 
@@ -148,11 +148,11 @@ def test_daemon_defaults_of_a_plain_engine_warn_and_the_hardened_ones_pass():
     info = copy.deepcopy(INFO)
     info.update(LoggingDriver="json-file", LiveRestoreEnabled=False)
     plain = docker_cis.audit(facts(daemon={}, info=info), sections=(2,))
-    assert {i["id"] for i in plain["items"] if i["status"] == "WARN"} == {
+    assert {i["id"] for i in plain["checks"] if i["status"] == "WARN"} == {
         "2.1", "2.2", "2.9", "2.12", "2.13", "2.14", "2.15", "2.16"}
     assert failing(plain, "2.16") == {"userland-proxy": "userland-proxy: true"}
     hard = docker_cis.audit(facts(), sections=(2,))
-    assert {i["id"] for i in hard["items"] if i["status"] == "WARN"} == {"2.1", "2.9", "2.12"}
+    assert {i["id"] for i in hard["checks"] if i["status"] == "WARN"} == {"2.1", "2.9", "2.12"}
 
 
 @pytest.mark.parametrize(("daemon", "info_change", "item", "detail"), [
@@ -194,7 +194,7 @@ def test_file_owners_and_modes():
     }
     result = docker_cis.audit(facts(files=files), sections=(3,))
     warned = {i["id"]: [t["detail"] for t in i["targets"] if t["status"] == "WARN"]
-              for i in result["items"] if i["status"] == "WARN"}
+              for i in result["checks"] if i["status"] == "WARN"}
     assert warned == {"3.16": ["mode 0666 (at most 0660)"], "3.17": ["owner admin:root (wanted root:root)"],
                       "3.14": ["mode 0440 (at most 0400)"], "3.8": ["mode 0644 (at most 0444)"]}
     assert by_id(result)["3.19"]["targets"][0]["detail"] == "not present"
@@ -253,5 +253,5 @@ def test_process_table_helpers():
              (20, ["nginx:", "master"], "0::/system.slice/docker-%s.scope\n" % cid),
              (21, ["/usr/sbin/sshd", "-D"], "12:pids:/docker/%s\n" % cid)]
     assert dockerd_argv(table) == ["-H", "fd://"]
-    assert container_processes(table, [cid, "b" * 64]) == {cid: ["nginx: master", "/usr/sbin/sshd -D"],
-                                                          "b" * 64: []}
+    expected = {cid: ["nginx: master", "/usr/sbin/sshd -D"], "b" * 64: []}
+    assert container_processes(table, [cid, "b" * 64]) == expected
