@@ -260,6 +260,34 @@ def verify_backup_rows(config, info, max_age_hours):
 # the report
 # ---------------------------------------------------------------------------------------------
 
+def verify_security_rows(audit):
+    """Rows of the security section from a docker_security_audit result: one per CIS item, RESULT PASS, WARN
+    (a failure: the failing containers/settings/files named with what was found) or WAIVED (each waived target with
+    its reason), and an UNUSED row (not a failure) for each waiver that matched nothing."""
+    if not isinstance(audit, dict) or not isinstance(audit.get("checks"), list):
+        raise AnsibleFilterError("verify_security_rows: expects the result of docker_security_audit")
+    rows = []
+    for check in audit["checks"]:
+        targets = check.get("targets") or []
+        status = check.get("status")
+        if status == "WARN":
+            actual = "; ".join("%s: %s" % (t["target"], t["detail"]) for t in targets if t["status"] == "WARN")
+        elif status == "WAIVED":
+            actual = "; ".join("%s waived: %s" % (t["target"], t.get("reason", "")) for t in targets
+                               if t["status"] == "WAIVED")
+        elif len(targets) == 1:
+            actual = targets[0]["detail"]
+        else:
+            actual = "%d containers" % len(targets) if check.get("section") == 5 else "%d targets" % len(targets)
+        item = "CIS %s %s" % (check["id"], check.get("title", ""))
+        rows.append(dict(row("security", item.strip(), "PASS", actual, status != "WARN"), result=status))
+    for waiver in audit.get("unused_waivers") or []:
+        rows.append(dict(row("security", "waiver %s %s" % (waiver["item"], waiver["target"]),
+                             "matches a WARN", "matches nothing: remove it (%s)" % waiver["reason"], True),
+                         result="UNUSED"))
+    return rows
+
+
 def verify_report(rows, width=70):
     """An aligned text table of ROWS (SECTION, ITEM, EXPECTED, ACTUAL, RESULT) with a closing count; cells longer
     than WIDTH are cut with an ellipsis."""
@@ -269,7 +297,7 @@ def verify_report(rows, width=70):
 
     header = ("SECTION", "ITEM", "EXPECTED", "ACTUAL", "RESULT")
     table = [header] + [(cut(r["section"]), cut(r["item"]), cut(r["expected"]), cut(r["actual"]),
-                         "OK" if r["ok"] else "FAIL") for r in rows]
+                         r.get("result") or ("OK" if r["ok"] else "FAIL")) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -287,5 +315,6 @@ class FilterModule:
             "verify_published_ports": verify_published_ports,
             "verify_port_rows": verify_port_rows,
             "verify_backup_rows": verify_backup_rows,
+            "verify_security_rows": verify_security_rows,
             "verify_report": verify_report,
         }
