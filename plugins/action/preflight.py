@@ -15,6 +15,7 @@ from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+from ansible_collections.selfhosted.platform.plugins.module_utils.docker_cis import AuditError, check_waivers
 
 try:
     import yaml
@@ -228,6 +229,24 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("layers", "secret_pattern", "ignore_vars"))
 
+    def _waiver_problems(self, task_vars):
+        """selfhosted_security_waivers as verify.yml's security section will read them: each {item, target,
+        reason} with a reason and an item the audit evaluates."""
+        if "selfhosted_security_waivers" not in task_vars:
+            return []
+        try:
+            waivers = self._templar.template(task_vars["selfhosted_security_waivers"])
+        except AnsibleError as exc:
+            return ["selfhosted_security_waivers: cannot be templated: %s" % str(exc).splitlines()[0]]
+        if not isinstance(waivers, list):
+            kind = "a string" if isinstance(waivers, str) else "a dict" if isinstance(waivers, dict) else "%r" % waivers
+            return ["selfhosted_security_waivers: expected a list of {item, target, reason}, got %s" % kind]
+        try:
+            check_waivers(waivers)
+        except AuditError as exc:
+            return ["selfhosted_security_waivers: %s" % str(exc).replace("waivers[", "item [", 1)]
+        return []
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
@@ -293,6 +312,7 @@ class ActionModule(ActionBase):
                 check_options(options, raw, "", problems, top=True)
 
         problems.extend(site_problems(site_roles, site_values))
+        problems.extend(self._waiver_problems(task_vars))
         result.update(changed=False, layers=checked, deferred=sorted(set(deferred)), problems=problems)
         if problems:
             result["failed"] = True
