@@ -115,12 +115,15 @@ def run(lanes: dict[str, list[str]]) -> int:
         thread.start()
         pumps.append(thread)
 
+    interrupted: list[int] = []
+
     def stop(signum, _frame):
-        # pytest cleans up (sandbox servers, registries) on KeyboardInterrupt: pass the interrupt on, then wait.
+        # pytest cleans up (sandbox servers, registries) and prints its failures on KeyboardInterrupt: pass the
+        # interrupt on and keep waiting for the lanes to end; a second signal kills them.
+        interrupted.append(signum)
         for proc in procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        raise SystemExit(128 + signum)
+                os.killpg(proc.pid, signal.SIGINT if len(interrupted) == 1 else signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -150,6 +153,8 @@ def run(lanes: dict[str, list[str]]) -> int:
         print(f"lane {name}: {summary_line(lane, took[name])} - {verdict}")
     line = summary_line(totals, elapsed)
     print(f"{'=' * 20} {line} ({len(lanes)} lanes in parallel) {'=' * 20}")
+    if interrupted:
+        return 128 + interrupted[0]
     return 0 if all(code == 0 for code in codes.values()) else 1
 
 
