@@ -20,10 +20,12 @@ description:
   - Items a host's state cannot answer are not reported - 2.8, 2.10, 2.11, 2.17, 5.9 (C(playbooks/verify.yml)
     checks published ports against the inventory instead), 5.19, 5.23, 5.24 (only an audit log of exec calls shows
     them) and 5.28.
-  - 5.4 is stricter than docker-bench-security's check - it asks that every capability is dropped (C(cap_drop) C(ALL)) plus only the capabilities
-    a container needs), the platform's default. 5.15 follows docker-bench-security - C(always) and an unlimited or
-    over-5 C(on-failure) policy WARN, while C(unless-stopped) passes. 5.26 passes when the container sets
-    C(no-new-privileges) or the daemon's default applies and the container does not turn it off.
+  - 5.4 is stricter than docker-bench-security's check - it asks that every capability is dropped
+    (C(cap_drop) C(ALL)) and only those a container needs are added back, the platform's default.
+  - 5.15 follows docker-bench-security - C(always) and an unlimited or over-5 C(on-failure) policy WARN, while
+    C(unless-stopped) passes.
+  - 5.26 passes when the container sets C(no-new-privileges) or the daemon's default applies and the container does
+    not turn it off.
   - Changes nothing.
 author:
   - selfhosted.platform maintainers (@selfhosted-platform)
