@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Stand-in for wollomatic/socket-proxy: its flags turned into an haproxy configuration (Debian's haproxy does the
 proxying, streaming included), run in the foreground.
 

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Watchtower stand-in: scopes, pulls and updates containers the way Watchtower (nicholas-fedor/watchtower, the
 maintained containrrr fork) does, through the Docker Engine API only - DOCKER_HOST (tcp://proxy:2375, as behind a
 socket proxy, or unix://PATH) or /var/run/docker.sock - and only with the calls the real one makes.
@@ -209,7 +208,7 @@ def next_run(schedule, now):
     fields = (cron_field(sec, 0, 59), cron_field(minute, 0, 59), cron_field(hour, 0, 23), cron_field(dom, 1, 31),
               cron_field(month, 1, 12), {d % 7 for d in cron_field(dow, 0, 7)})
     t = now.replace(microsecond=0) + timedelta(seconds=1)
-    for _ in range(366 * 24 * 3600):
+    for _step in range(366 * 24 * 3600):
         if (t.month in fields[4] and t.day in fields[3] and (t.isoweekday() % 7) in fields[5]
                 and t.hour in fields[2] and t.minute in fields[1] and t.second in fields[0]):
             return t
