@@ -16,6 +16,11 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.selfhosted.platform.plugins.module_utils.docker_cis import AuditError, check_waivers
+from ansible_collections.selfhosted.platform.plugins.module_utils.socket_proxy import METHODS, named_problems
+
+# The watchtower role's socket proxy allowlists (a bad regex would stop the proxy at start).
+WATCHTOWER_ALLOWLISTS = ("watchtower_socket_proxy_allow", "watchtower_socket_proxy_allow_update",
+                         "watchtower_socket_proxy_allow_cleanup", "watchtower_socket_proxy_allow_extra")
 
 try:
     import yaml
@@ -186,7 +191,8 @@ def check_options(options, params, prefix, problems, top=False):
             known[alias] = name
     if not top:
         for key in sorted(k for k in params if k not in known):
-            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            close = [k for k in sorted(known) if k.lower() == str(key).lower()] or \
+                difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
             problems.append("%s%s: unsupported parameter; %s" % (
                 prefix, key, ("did you mean %s?" % close[0]) if close else "known: %s" % ", ".join(sorted(options))))
         present = set(known[k] for k in params if k in known)
@@ -208,9 +214,15 @@ def is_empty(value):
 
 
 def site_problems(roles, values):
-    """Combinations of options of different layers that cannot work together. ``roles``: the enabled layers' roles;
-    ``values``: their options (the inventory's value, else the argument spec's default)."""
+    """Combinations of options of different layers that cannot work together, and values a type cannot describe (the
+    socket proxy's regexes). ``roles``: the enabled layers' roles; ``values``: their options (the inventory's value,
+    else the argument spec's default)."""
     problems = []
+    if "watchtower" in roles:
+        # Their shape and method names are the argument spec's business (checked above); here the regexes.
+        problems.extend(named_problems([
+            (name, dict((k, v) for k, v in values[name].items() if k in METHODS and isinstance(v, list)))
+            for name in WATCHTOWER_ALLOWLISTS if isinstance(values.get(name), dict)]))
     if ("firewall" in roles and "proxy" in roles and values.get("proxy_mode", "nginx") == "nginx"
             and boolean(values.get("proxy_nginx_real_ip_enabled"), strict=False)
             and boolean(values.get("firewall_fail2ban_enabled", True), strict=False)

@@ -58,8 +58,9 @@ def verify_expected_projects(layers):
     """The Compose projects the inventory declares, each ``{project, layer, present, services, optional}``.
 
     LAYERS: ``data_tier`` (data_tier_instances), ``app_stacks`` (app_stack_stacks), ``proxy`` ({project,
-    service} or none), ``watchtower`` ({project, service} or none) and ``extra`` ([{project, services, layer}]
-    where services is a list of names or a compose services dict). Layers switched off are passed empty."""
+    service} or none), ``watchtower`` ({project, services: {name: {healthcheck}}} or none) and ``extra``
+    ([{project, services, layer}] where services is a list of names or a compose services dict). Layers switched off
+    are passed empty."""
     if not isinstance(layers, dict):
         raise AnsibleFilterError("verify_expected_projects: expects a dict of layers")
     out = []
@@ -79,8 +80,11 @@ def verify_expected_projects(layers):
     for layer in ("proxy", "watchtower"):
         spec = layers.get(layer)
         if spec:
+            # One service ({project, service, healthcheck}) or several ({project, services: {name: {healthcheck}}}).
+            services = spec.get("services") or {spec["service"]: {"healthcheck": spec.get("healthcheck")}}
             out.append({"project": spec["project"], "layer": layer, "present": True, "optional": [],
-                        "services": {spec["service"]: {"replicas": 1, "healthcheck": bool(spec.get("healthcheck"))}}})
+                        "services": dict((str(name), {"replicas": 1, "healthcheck": bool((s or {}).get("healthcheck"))})
+                                         for name, s in services.items())})
     for spec in layers.get("extra") or []:
         services = spec.get("services") or []
         specs = _service_specs(services) if isinstance(services, dict) else \

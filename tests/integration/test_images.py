@@ -54,6 +54,8 @@ METADATA = {
     "httpapp": {"Entrypoint": ["python3", "/app/app.py"], "User": "app", "ports": {"8080/tcp"}, "volumes": set()},
     "npm": {"Entrypoint": ["/init"], "ports": {"80/tcp", "81/tcp", "443/tcp"},
             "volumes": {"/data", "/etc/letsencrypt"}},
+    "socketproxy": {"Entrypoint": ["/socket-proxy"], "User": "65534:65534", "ports": {"2375/tcp"},
+                    "volumes": {"/var/run/docker.sock"}},
 }
 
 

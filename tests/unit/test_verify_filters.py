@@ -30,7 +30,7 @@ LAYERS = {
         {"name": "old", "state": "absent"},
     ],
     "proxy": {"project": "amn-router", "service": "nginx", "healthcheck": True},
-    "watchtower": {"project": "watchtower", "service": "watchtower"},
+    "watchtower": {"project": "watchtower", "services": {"watchtower": {}, "socket-proxy": {"healthcheck": True}}},
     "extra": [{"project": "authelia", "services": ["authelia"], "layer": "authelia"}],
 }
 
@@ -70,6 +70,7 @@ def test_container_rows_name_what_is_missing_unhealthy_or_extra():
         container("old-web-1", "old", "web"),                      # a stack that should be gone
         container("amn-router-nginx-1", "amn-router", "nginx", health="healthy"),
         container("watchtower-watchtower-1", "watchtower", "watchtower", health="unhealthy"),
+        container("watchtower-socket-proxy-1", "watchtower", "socket-proxy", health="healthy"),
         container("random", "other-project", "x"),                 # not a declared project: not ours to judge
     ]
     rows = vf.verify_container_rows(expected, containers)
@@ -81,6 +82,9 @@ def test_container_rows_name_what_is_missing_unhealthy_or_extra():
     assert items["amn/worker"]["actual"] == "amn-worker-1 running, amn-worker-2 exited"
     # an image healthcheck that fails counts even when the inventory declares none
     assert not items["watchtower/watchtower"]["ok"]
+    # Watchtower's project has two services: its socket proxy must be healthy too.
+    proxy = items["watchtower/socket-proxy"]
+    assert proxy["ok"] and proxy["expected"] == "1 running, healthy"
     assert not items["old"]["ok"] and "old-web-1 running" in items["old"]["actual"]
     assert not items["authelia/authelia"]["ok"] and items["authelia/authelia"]["actual"] == "no container"
     extra = [r for r in rows if r["expected"] == "not declared"]
