@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test run behind `make test` (and its parts: `make lint|sanity|unit|integration|molecule`).
 # Static checks, ansible-test sanity and molecule scenarios are wrapped as tests under tests/lint
-# and tests/molecule and show their full output when they fail. The full run is two pytest
+# and tests/molecule and show their full output when they fail. The full run is three pytest
 # sessions in parallel (scripts/test_lanes.py) and ends with their merged summary line.
 #   scripts/run-tests.sh             everything: lint, sanity, unit, integration, molecule, as two pytest sessions
 #                                    in parallel (scripts/test_lanes.py), ending in one merged summary line

@@ -2,10 +2,11 @@
 
 Most of the run's wall time is spent waiting - on a sandbox server's apt and health gates, on containers that start,
 on dockerd inside throwaway servers - while the machine's cores sit idle (a serial run used about a quarter of two
-cores). The sandbox servers' tests and the molecule scenarios form one lane; lint, sanity, unit and the other
-integration tests the other. Each lane is its own pytest session (session fixtures, the sandboxes' background
-converges in tests/integration/conftest.py and their clean-up stay per session); nothing is shared between lanes but
-the Docker Engine and the test images, and every test prefixes its resources' names, so lanes do not collide.
+cores). The sandbox servers' tests, the molecule scenarios and the other tests that run throwaway servers form two
+lanes; lint, sanity, unit and the other integration tests the third. Each lane is its own pytest session (session
+fixtures, the sandboxes' background converges in tests/integration/conftest.py and their clean-up stay per session);
+nothing is shared between lanes but the Docker Engine and the test images, and every test prefixes its resources'
+names, so lanes do not collide.
 
 Output: every line of a lane is printed as it comes, prefixed with the lane's name, and kept in
 tests/output/lane-<name>.log; tests/output/junit-<name>.xml per lane and tests/output/junit.xml merged. The last line
@@ -31,19 +32,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "tests" / "output"
 
-# Lane "servers": the test modules that converge whole sandbox servers (their first converges start in the
-# background as soon as the lane has collected them, so the molecule scenarios go first and overlap them) and the
-# other tests that bring up throwaway servers of their own. Lane "main": everything else, static checks first.
-SERVER_LANE = [
-    "tests/molecule",
-    "tests/integration/test_firewall_rules.py",
-    "tests/integration/test_sandbox.py",
-    "tests/integration/test_sandbox_okt.py",
-]
+# The lanes that bring up whole servers: the sandbox modules (their first converges start in the background as soon
+# as the lane has collected them, so each lane begins with something else that overlaps them) and the other tests
+# that run throwaway servers of their own. Lane "main": everything else, static checks first.
+SERVER_LANES: dict[str, list[str]] = {
+    "servers": [
+        "tests/molecule",
+        "tests/integration/test_sandbox.py",
+    ],
+    "servers2": [
+        "tests/integration/test_firewall_rules.py",
+        "tests/integration/test_firewall_ssh.py",
+        "tests/integration/test_sandbox_okt.py",
+    ],
+}
 LANES: dict[str, list[str]] = {
-    "servers": SERVER_LANE,
+    **SERVER_LANES,
     "main": ["tests/lint", "tests/unit", "tests/integration",
-             *(f"--ignore={path}" for path in SERVER_LANE if path.startswith("tests/integration/"))],
+             *(f"--ignore={path}" for paths in SERVER_LANES.values() for path in paths
+               if path.startswith("tests/integration/"))],
 }
 PYTEST = ["-m", "pytest", "-p", "no:cacheprovider", "--durations=15"]
 
