@@ -20,6 +20,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import re
 import secrets
 import ssl
@@ -461,6 +462,43 @@ def test_stand_in_refuses_to_start_on_what_authelia_refuses(dk, config, users_db
     logs = box.logs()
     assert message in logs, logs
     assert "level=fatal" in logs
+
+
+def test_stand_in_needs_what_upstream_needs_when_hardened(dk, tmp_path):
+    """Upstream's entrypoint runs su-exec even for PUID 0 (setgroups: CAP_SETGID) and Authelia refuses to start
+    when it cannot rewrite /app/.healthcheck.env; started as a user of its own it needs no capability at all."""
+    image = dh.require_image("authelia")
+    files = {"/config/configuration.yml": yaml.safe_dump(GOOD), "/config/users_database.yml": yaml.safe_dump(USERS)}
+    hardened = ["--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"]
+    as_root = dk.run(image, "--config", "/config/configuration.yml", files=files, extra=hardened)
+    assert as_root.wait_exit(timeout=60) != 0, as_root.describe()
+    assert "setgroups failed: Operation not permitted" in as_root.logs()
+    with_setgid = dk.run(image, "--config", "/config/configuration.yml", files=files,
+                         extra=[*hardened, "--cap-add", "SETGID"])
+    with_setgid.wait_exec("/app/healthcheck.sh", timeout=60)
+    # A read-only container takes no `docker cp`: its configuration comes from a host directory (read-only), storage
+    # and notifier go to the tmpfs.
+    config = variant("storage.local", {"path": "/tmp/db.sqlite3"})
+    config["notifier"] = {"filesystem": {"filename": "/tmp/notification.txt"}}
+    conf_dir = tmp_path / "config"
+    conf_dir.mkdir()
+    (conf_dir / "configuration.yml").write_text(yaml.safe_dump(config))
+    (conf_dir / "users_database.yml").write_text(yaml.safe_dump(USERS))
+    read_only = dk.run(image, "--config", "/config/configuration.yml", user="8091:8091",
+                       volumes=[f"{conf_dir}:/config:ro"], extra=[*hardened, "--read-only", "--tmpfs", "/tmp"])
+    assert read_only.wait_exit(timeout=60) == 1, read_only.describe()
+    logs = read_only.logs()
+    assert 'level=fatal msg="Create Server Service (main) returned error"' in logs, logs
+    assert "unable to configure healthcheck: open /app/.healthcheck.env: read-only file system" in logs, logs
+    env_file = tmp_path / "healthcheck.env"
+    env_file.write_text("")
+    os.chown(env_file, 8091, 8091)
+    mounted = dk.run(image, "--config", "/config/configuration.yml", user="8091:8091",
+                     volumes=[f"{conf_dir}:/config:ro", f"{env_file}:/app/.healthcheck.env"],
+                     extra=[*hardened, "--read-only", "--tmpfs", "/tmp"])
+    mounted.wait_exec("curl", "-sf", "http://localhost:9091/api/health", timeout=60)
+    assert "X_AUTHELIA_HEALTHCHECK_PORT=9091" in env_file.read_text()
+    mounted.exec_ok("/app/healthcheck.sh")
 
 
 def test_stand_in_refuses_a_changed_storage_encryption_key_and_takes_secrets_from_files(dk):
