@@ -153,7 +153,9 @@ def test_authelia_role_protects_sites_stays_stable_and_restarts_only_on_change(t
     # The network does not exist yet: the role creates it.
     first, out = converge(tmp_path, env)
     assert first["rc"] == 0 and first["failed"] == 0, out
-    assert changed_tasks(out) == ["Create Authelia's directories", "Keep Authelia's secrets",
+    assert changed_tasks(out) == ["Create Authelia's directories",
+                                  "Create the file Authelia tells its healthcheck where it listens in",
+                                  "Keep Authelia's secrets",
                                   "Write the users database (argon2id hashes, stable while nothing changes)",
                                   "Write configuration.yml", "Create the networks Authelia joins",
                                   "Deploy Authelia"], out
@@ -165,16 +167,30 @@ def test_authelia_role_protects_sites_stays_stable_and_restarts_only_on_change(t
     assert box["Config"]["Cmd"] == ["--config", "/config/configuration.yml"]
     net = box["NetworkSettings"]["Networks"]
     assert set(net) == {env["network"]} and "authelia" in net[env["network"]]["Aliases"], net
-    # Files: 0600 config and users, 0400 secrets mounted read-only one by one, none in the compose file or config.
+    # The hardened defaults: started as 8091:8091 with no capability, no-new-privileges, a read-only root
+    # filesystem (tmpfs /tmp, the healthcheck's env file mounted), a PIDs limit.
+    host = box["HostConfig"]
+    assert box["Config"]["User"] == "8091:8091"
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true"] and host["PidsLimit"] == 256
+    assert set(host["Tmpfs"]) == {"/tmp"}
+    # Files: 0600 config and users, 0400 secrets mounted read-only one by one, none in the compose file or config;
+    # all of them the user's it runs as, except the hash salt, which never leaves the host's root.
     for path in (env["users_file"], env["config_file"]):
         assert path.stat().st_mode & 0o777 == 0o600
+        assert (path.stat().st_uid, path.stat().st_gid) == (8091, 8091), path
+    for path in (env["config_file"].parent, env["root"] / "data" / "authelia" / "data"):
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (8091, 0o700), path
     secret_files = sorted(p.name for p in env["secrets_dir"].iterdir())
     assert secret_files == ["jwt_secret", "session_secret", "storage_encryption_key", "users_hash_key"]
     assert all((env["secrets_dir"] / n).stat().st_mode & 0o777 == 0o400 for n in secret_files)
+    assert {n: (env["secrets_dir"] / n).stat().st_uid for n in secret_files} == {
+        "jwt_secret": 8091, "session_secret": 8091, "storage_encryption_key": 8091, "users_hash_key": 0}
     mounts = {m["Destination"]: m for m in box["Mounts"]}
     assert {"/config", "/data", "/secrets/jwt_secret", "/secrets/session_secret",
-            "/secrets/storage_encryption_key"} == set(mounts), mounts
+            "/secrets/storage_encryption_key", "/app/.healthcheck.env"} == set(mounts), mounts
     assert not mounts["/secrets/jwt_secret"]["RW"] and mounts["/config"]["RW"]
+    assert "X_AUTHELIA_HEALTHCHECK_PORT=9091" in (env["root"] / "data" / "authelia" / "healthcheck.env").read_text()
     compose_text = (env["root"] / "stacks" / env["project"] / "compose.yaml").read_text()
     config_text = env["config_file"].read_text()
     for name in secret_files:
