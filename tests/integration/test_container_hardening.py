@@ -193,7 +193,7 @@ def test_the_containers_carry_the_defaults_and_a_second_converge_changes_nothing
     for role in ("postgres", "mariadb", "redis", "router"):
         top = dh.docker("top", site.containers[role], "-o", "pid,uid,comm").stdout.splitlines()[1:]
         uids = {line.split()[1] for line in top}
-        assert uids == {expected_user[role].split(":")[0]}, (role, top)
+        assert uids == {expected_user[role].split(":", maxsplit=1)[0]}, (role, top)
     # the data tier publishes nothing; the router only on loopback
     assert not inspect(site.containers["postgres"])["HostConfig"]["PortBindings"]
     assert inspect(site.containers["router"])["HostConfig"]["PortBindings"] == {
