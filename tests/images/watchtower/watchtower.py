@@ -459,6 +459,13 @@ def session(dk, opts):
 
 
 def main():
+    # Upstream's --health-check (cmd/root.go): the image's HEALTHCHECK runs `watchtower --health-check`, which exits 0
+    # at once; passed to the main process (PID 1) it is a mistake and watchtower exits with an error.
+    if "--health-check" in sys.argv[1:]:
+        if os.getpid() == 1:
+            time.sleep(1)
+            raise SystemExit("The health check flag should never be passed to the main watchtower container process")
+        raise SystemExit(0)
     opts = parse(sys.argv[1:])
     cfg = os.path.join(os.environ.get("DOCKER_CONFIG", "/"), "config.json")
     registries = []
