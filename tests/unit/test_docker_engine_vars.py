@@ -104,3 +104,32 @@ def test_compose_auto_method(distribution, major, source, method, package):
 
 def test_explicit_compose_method_wins():
     assert render("docker_engine__compose_method", docker_engine_compose_method="copy") == "copy"
+
+
+def test_docker_repository_url_and_key_fingerprint():
+    facts = {"distribution": "Ubuntu", "distribution_major_version": "24"}
+    for url in ("https://download.docker.com/linux", "https://download.docker.com/linux/"):
+        templar = Templar(loader=LOADER, variables={**DEFAULTS, **VARS, "docker_engine_repo_url": url,
+                                                    "ansible_facts": facts})
+        assert templar.template(VARS["docker_engine__repo_base"]) == "https://download.docker.com/linux/ubuntu"
+    assert render("docker_engine__repo_key_expected") == "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+    assert render("docker_engine__repo_key_expected",
+                  docker_engine_repo_key_fingerprint="9dc8 5822 9fc7 dd38 854a  e2d8 8d81 803c 0ebf cd88") \
+        == "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+    assert render("docker_engine__repo_key_expected", docker_engine_repo_key_fingerprint="0EBFCD88") == ""
+
+
+@pytest.mark.parametrize(("method", "companions"), [
+    ("auto", ["containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]),
+    ("package", ["containerd.io", "docker-buildx-plugin", "docker-compose-plugin"]),
+    ("copy", ["containerd.io", "docker-buildx-plugin"]),
+    ("none", ["containerd.io", "docker-buildx-plugin"]),
+])
+def test_docker_repository_packages_follow_the_compose_method(method, companions):
+    kw = {"docker_engine_source": "docker", "docker_engine_compose_method": method}
+    assert render("docker_engine__docker_companions", **kw) == companions
+    assert render("docker_engine__docker_set", **kw) == ["docker-ce", "docker-ce-cli", *companions]
+    plan = {"names": ["docker-ce=5:27.3.1-1~debian.12~bookworm", "docker-ce-cli=5:27.3.1-1~debian.12~bookworm",
+                      *companions]}
+    assert render("docker_engine__install_names", docker_engine__docker_plan=plan, **kw) == [
+        *plan["names"], "iptables", "ca-certificates", "python3-docker"]
