@@ -31,7 +31,7 @@ def docker_engine_package_plan(madison, dpkg_status, version="", engine=None, co
                                        str(version or ""), engine, companions)
     except docker_apt.PlanError as exc:
         return {"known": True, "installed": "", "version": "", "changing": False, "names": [], "release": [],
-                "available": [], "error": str(exc)}
+                "missing": [], "available": [], "error": str(exc)}
     plan["error"] = ""
     return plan
 

@@ -351,6 +351,7 @@ def package_plan(madison: dict[str, list[str]], status: dict[str, dict], wanted:
         is_installed = status.get(pkg, {}).get("installed")
         names.append(f"{pkg}={newest}" if changing and is_installed and newest else pkg)
     held = [p for p in [*engine, *companions] if status.get(p, {}).get("want") == "hold"]
+    missing = [p for p in [*engine, *companions] if not status.get(p, {}).get("installed")]
     return {
         "known": known,
         "installed": installed or "",
@@ -358,6 +359,7 @@ def package_plan(madison: dict[str, list[str]], status: dict[str, dict], wanted:
         "changing": changing,
         "names": names,
         "release": held if changing else [],
+        "missing": missing,
         "available": available[:8],
     }
 

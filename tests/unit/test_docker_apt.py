@@ -235,7 +235,7 @@ def test_fresh_host_with_a_prefix_pin_gets_the_newest_match_not_the_newest_relea
     assert p["error"] == "" and p["known"] is True and p["changing"] is True
     assert p["version"] == V2
     assert p["names"] == [f"docker-ce={V2}", f"docker-ce-cli={V2}", "containerd.io", "docker-compose-plugin"]
-    assert p["release"] == []
+    assert p["release"] == [] and p["missing"] == ENGINE + COMPANIONS
     assert plan("20.10.24")["version"] == V1
 
 
@@ -263,6 +263,7 @@ def test_raising_the_pin_moves_the_engine_and_the_installed_companions_and_relea
     # containerd.io is installed: to the repository's newest; the compose plugin is not: plain install.
     assert p["names"] == [f"docker-ce={V2}", f"docker-ce-cli={V2}", "containerd.io=1.6.20-2", "docker-compose-plugin"]
     assert p["release"] == ["docker-ce", "docker-ce-cli", "containerd.io"]
+    assert p["missing"] == ["docker-compose-plugin"]
     # Lowering it is a move too (the role allows the downgrade).
     st3 = status({"docker-ce": (V3, "install"), "docker-ce-cli": (V3, "install")})
     p = plan("20.10.24", st3)

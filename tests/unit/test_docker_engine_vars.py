@@ -133,3 +133,23 @@ def test_docker_repository_packages_follow_the_compose_method(method, companions
                       *companions]}
     assert render("docker_engine__install_names", docker_engine__docker_plan=plan, **kw) == [
         *plan["names"], "iptables", "ca-certificates", "python3-docker"]
+
+
+def test_check_mode_without_answers_predicts_only_what_is_missing():
+    """Check mode where apt cannot answer (no package lists): dpkg's view decides what the run would install."""
+    def dpkg(pkg, abbrev):
+        return {"item": pkg, "stdout": f"{pkg} {abbrev}" if abbrev else "", "rc": 0 if abbrev else 1}
+
+    installed = {"results": [dpkg("iptables", "ii"), dpkg("ca-certificates", "ii"), dpkg("python3-docker", "ii")]}
+    converged = {"missing": [], "changing": False}
+    assert render("docker_engine__install_missing", docker_engine_source="docker",
+                  docker_engine__dpkg_other=installed, docker_engine__docker_plan=converged) == []
+    # The pin moved: the engine packages would change; a companion that is not there would be installed.
+    moved = {"missing": ["docker-compose-plugin"], "changing": True}
+    assert render("docker_engine__install_missing", docker_engine_source="docker",
+                  docker_engine__dpkg_other=installed, docker_engine__docker_plan=moved) == [
+        "docker-compose-plugin", "docker-ce", "docker-ce-cli"]
+    # Debian's packages: the one dpkg does not list (rc status or unknown) is what the run installs.
+    debian = {"results": [dpkg("docker.io", "rc"), dpkg("iptables", "ii"), dpkg("ca-certificates", "hi"),
+                          dpkg("xz-utils", None), dpkg("python3-docker", "ii")]}
+    assert render("docker_engine__install_missing", docker_engine__dpkg_other=debian) == ["docker.io", "xz-utils"]
