@@ -223,13 +223,7 @@ for i in $(seq 50); do [ -s /var/lib/docker/volumes/{VOLUME}/_data/marker ] && b
 
         variables = {**common, "docker_engine_version": repo["engine_versions"][0].partition(":")[2],
                      "docker_engine_hold": True, "docker_engine_live_restore": False}
-        result["snapshot_before_check"] = b.sh(SNAPSHOT)
-        result["check"], secs = b.play(variables, "--check", "--diff")
-        record("(c) --check --diff of the switch (background)", secs)
-        result["snapshot_after_check"] = b.sh(SNAPSHOT)
-        result["switch"], secs = b.play(variables)
-        record("(c) converge docker.io -> docker-ce (background)", secs)
-        if result["switch"].returncode != 0:
+        if not check_then_converge(b, variables, result, "switch", "(c) docker.io -> docker-ce"):
             return
         result["packages_after"] = b.packages()
         result["binaries"] = b.sh("readlink -f $(command -v dockerd) $(command -v runc)").split()
@@ -244,15 +238,9 @@ for i in $(seq 50); do [ -s /var/lib/docker/volumes/{VOLUME}/_data/marker ] && b
         # the new hold - nothing else, so the switched server is otherwise converged), then the run, with the package
         # lists cleaned in between (the run refreshes them itself).
         raised = {**variables, "docker_engine_version": repo["engine_versions"][1]}
-        result["snapshot_before_raise_check"] = b.sh(SNAPSHOT)
-        result["raise_check"], secs = b.play(raised, "--check", "--diff")
-        record("(d) --check --diff of the raised pin (background)", secs)
-        result["snapshot_after_raise_check"] = b.sh(SNAPSHOT)
-        b.sh("rm -rf /var/lib/apt/lists/* && mkdir -p /var/lib/apt/lists/partial")
         result["pid_before_raise"] = b.sh("systemctl show docker -p MainPID --value").strip()
-        result["raise"], secs = b.play(raised)
-        record("(d) converge with the raised pin, package lists cleaned (background)", secs)
-        if result["raise"].returncode != 0:
+        if not check_then_converge(b, raised, result, "raise", "(d) raised pin, package lists cleaned before the run",
+                                   between="rm -rf /var/lib/apt/lists/* && mkdir -p /var/lib/apt/lists/partial"):
             return
         result["packages_raised"] = b.packages()
         result["holds_raised"] = b.sh("apt-mark showhold").split()
@@ -263,6 +251,20 @@ for i in $(seq 50); do [ -s /var/lib/docker/volumes/{VOLUME}/_data/marker ] && b
         result["error"] = repr(exc)
     finally:
         result["seconds"] = time.monotonic() - started
+
+
+def check_then_converge(srv: Server, variables: dict, result: dict, key: str, label: str, between: str = "") -> bool:
+    """--check --diff with a snapshot of the server before and after it, then (after the BETWEEN script) the run;
+    recorded in RESULT under KEY ('<key>_check', '<key>_snapshot_before', '<key>_snapshot_after', '<key>')."""
+    result[f"{key}_snapshot_before"] = srv.sh(SNAPSHOT)
+    result[f"{key}_check"], secs = srv.play(variables, "--check", "--diff")
+    record(f"{label}: --check --diff (background)", secs)
+    result[f"{key}_snapshot_after"] = srv.sh(SNAPSHOT)
+    if between:
+        srv.sh(between)
+    result[key], secs = srv.play(variables)
+    record(f"{label}: converge (background)", secs)
+    return result[key].returncode == 0
 
 
 def test_a_wrong_fingerprint_fails_before_anything_is_written(ground):
@@ -345,10 +347,10 @@ def test_c_switch_from_debians_docker_io_keeps_the_containers_data(ground):
     assert result["compose_copy"].split() == ["docker-compose"]
     assert result["marker_before"] == result["marker"]
 
-    ok(result["check"])
-    assert result["snapshot_after_check"] == result["snapshot_before_check"], "--check changed the docker.io host"
+    ok(result["switch_check"])
+    assert result["switch_snapshot_after"] == result["switch_snapshot_before"], "--check changed the docker.io host"
     ok(result["switch"])
-    assert changed(result["check"]) == changed(result["switch"]), "--check did not predict the switch"
+    assert changed(result["switch_check"]) == changed(result["switch"]), "--check did not predict the switch"
     assert "Install the engine packages" in changed(result["switch"])
 
     pkgs = result["packages_after"]
@@ -383,7 +385,7 @@ def test_d_raising_the_pin_upgrades_and_holds_again(ground):
                 "Hold the Docker packages"]
     check = result["raise_check"]
     ok(check)
-    assert result["snapshot_after_raise_check"] == result["snapshot_before_raise_check"]
+    assert result["raise_snapshot_after"] == result["raise_snapshot_before"]
     assert changed(check) == expected, explain(check)
 
     res = result["raise"]
