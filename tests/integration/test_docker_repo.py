@@ -132,8 +132,8 @@ class Server:
                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900, check=False)
         logs = ROOT / "tests" / "output" / "docker-repo"
         logs.mkdir(parents=True, exist_ok=True)
-        (logs / f"{self.name}-{self.runs}.log").write_text(f"{' '.join(args)} {json.dumps(variables)}\n"
-                                                             f"{res.stdout}\n--- stderr ---\n{res.stderr}")
+        log = f"{' '.join(args)} {json.dumps(variables)}\n{res.stdout}\n--- stderr ---\n{res.stderr}"
+        (logs / f"{self.name}-{self.runs}.log").write_text(log)
         return res, time.monotonic() - started
 
     def packages(self) -> dict[str, tuple[str, str]]:
@@ -371,7 +371,6 @@ def test_c_switch_from_debians_docker_io_keeps_the_containers_data(ground):
     assert state["Running"] is True, state
     assert state["StartedAt"] != result["started_before"], "not restarted: the switch did not stop dockerd"
     assert result["marker_after"] == result["marker"] == result["marker_on_disk"]
-
 
 
 def test_d_raising_the_pin_upgrades_and_holds_again(ground):

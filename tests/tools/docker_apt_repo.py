@@ -140,51 +140,51 @@ SYSTEMD_SCRIPTS = {
 set -e
 {pre}
 case "$1" in configure|abort-upgrade|abort-deconfigure|abort-remove)
-	for unit in {units}; do
-		deb-systemd-helper unmask "$unit" >/dev/null || true
-		if deb-systemd-helper --quiet was-enabled "$unit"; then
-			deb-systemd-helper enable "$unit" >/dev/null || true
-		else
-			deb-systemd-helper update-state "$unit" >/dev/null || true
-		fi
-	done
-	if [ -z "${{DPKG_ROOT:-}}" ] && [ -d /run/systemd/system ]; then
-		systemctl --system daemon-reload >/dev/null || true
-		if [ -n "$2" ]; then action=restart; else action=start; fi
-		deb-systemd-invoke $action {units} >/dev/null || true
-	fi
-	;;
+    for unit in {units}; do
+        deb-systemd-helper unmask "$unit" >/dev/null || true
+        if deb-systemd-helper --quiet was-enabled "$unit"; then
+            deb-systemd-helper enable "$unit" >/dev/null || true
+        else
+            deb-systemd-helper update-state "$unit" >/dev/null || true
+        fi
+    done
+    if [ -z "${{DPKG_ROOT:-}}" ] && [ -d /run/systemd/system ]; then
+        systemctl --system daemon-reload >/dev/null || true
+        if [ -n "$2" ]; then action=restart; else action=start; fi
+        deb-systemd-invoke $action {units} >/dev/null || true
+    fi
+    ;;
 esac
 """,
     "prerm": """#!/bin/sh
 set -e
 if [ -z "${{DPKG_ROOT:-}}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-	deb-systemd-invoke stop {units} >/dev/null || true
+    deb-systemd-invoke stop {units} >/dev/null || true
 fi
 """,
     "postrm": """#!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-	systemctl --system daemon-reload >/dev/null || true
+    systemctl --system daemon-reload >/dev/null || true
 fi
 if [ "$1" = purge ] && [ -x /usr/bin/deb-systemd-helper ]; then
-	deb-systemd-helper purge {units} >/dev/null || true
+    deb-systemd-helper purge {units} >/dev/null || true
 fi
 """,
 }
 DOCKER_GROUP = """case "$1" in
-	configure)
-		if [ -z "$2" ] && ! getent group docker >/dev/null; then
-			groupadd --system docker
-		fi
-		;;
+    configure)
+        if [ -z "$2" ] && ! getent group docker >/dev/null; then
+            groupadd --system docker
+        fi
+        ;;
 esac"""
 BUILDX = """#!/bin/sh
 # Stand-in docker-buildx-plugin (selfhosted.platform tests): answers Docker's CLI plugin protocol only.
 if [ "$1" = docker-cli-plugin-metadata ]; then
-	printf '{"SchemaVersion":"0.1.0","Vendor":"selfhosted.platform tests","Version":"v__VERSION__",'
-	printf '"ShortDescription":"Stand-in for Docker Buildx"}\\n'
-	exit 0
+    printf '{"SchemaVersion":"0.1.0","Vendor":"selfhosted.platform tests","Version":"v__VERSION__",'
+    printf '"ShortDescription":"Stand-in for Docker Buildx"}\\n'
+    exit 0
 fi
 echo "docker buildx: stand-in plugin of the selfhosted.platform tests, it builds nothing" >&2
 exit 1
@@ -355,9 +355,9 @@ def cached_packages(*, codename: str, distro: str, distro_version: str) -> tuple
     debs = debian_debs(CACHE / "debian")
     compose = compose_binary()
     h = hashlib.sha256()
+    deb_sums = [sha256_file(d).encode() for _n, d in sorted(debs.items())]
     for part in (Path(__file__).read_bytes(), arch.encode(), codename.encode(), distro.encode(),
-                 distro_version.encode(), sha256_file(compose).encode(), *(sha256_file(d).encode()
-                                                                          for _n, d in sorted(debs.items()))):
+                 distro_version.encode(), sha256_file(compose).encode(), *deb_sums):
         h.update(part)
         h.update(b"\0")
     out = CACHE / h.hexdigest()[:16]
