@@ -43,6 +43,7 @@ SERVER_LANES: dict[str, list[str]] = {
     "servers2": [
         "tests/integration/test_firewall_rules.py",
         "tests/integration/test_firewall_ssh.py",
+        "tests/integration/test_docker_repo.py",
         "tests/integration/test_sandbox_okt.py",
     ],
 }
