@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ROOT, explain, run_tool
 from tests.integration.conftest import early_sandbox, wait_early
-from tests.integration.test_sandbox import SNAPSHOT, assert_fresh_check_predicts_the_first_converge, recap, server
+from tests.integration.sandbox_helpers import SNAPSHOT, assert_fresh_check_predicts_the_first_converge, recap, server
 from tests.tools.awx_run import run_like_awx
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
