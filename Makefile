@@ -26,12 +26,12 @@ SANDBOX_STATE ?= $(ROOT)/.sandbox$(DEBIAN_SUFFIX)
 export SHP_SANDBOX_STATE := $(SANDBOX_STATE)
 SANDBOX_INVENTORY ?= inventories/sandbox
 STANDINS ?= shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
-            shp-test/nginx:latest shp-test/httpapp:latest
+            shp-test/socketproxy:latest shp-test/nginx:latest shp-test/httpapp:latest
 # The "0kt" platform (seed 003, reduced copy) gets a sandbox server of its own.
 OKT_SANDBOX_NAME ?= shp-sandbox-okt$(DEBIAN_SUFFIX)
 OKT_SANDBOX_STATE ?= $(ROOT)/.sandbox-okt$(DEBIAN_SUFFIX)
 OKT_STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
-                shp-test/httpapp:latest shp-test/npm:latest shp-test/authelia:latest
+                shp-test/socketproxy:latest shp-test/httpapp:latest shp-test/npm:latest shp-test/authelia:latest
 OKT := SANDBOX_NAME=$(OKT_SANDBOX_NAME) SANDBOX_STATE=$(OKT_SANDBOX_STATE) SANDBOX_INVENTORY=inventories/sandbox-okt \
        STANDINS="$(OKT_STANDINS)"
 PLAYBOOK_ARGS ?=

@@ -48,7 +48,7 @@ def option_rows(options: dict, prefix: str = "") -> list[str]:
         req = "yes" if spec.get("required") else ""
         rows.append(f"| `{prefix}{name}` | {typ} | {req} | {fmt_default(spec.get('default'))} | {desc} |")
         if spec.get("options"):
-            rows += option_rows(spec["options"], prefix=f"{prefix}{name}[].")
+            rows += option_rows(spec["options"], prefix=f"{prefix}{name}{'[].' if spec.get('type') == 'list' else '.'}")
     return rows
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test run behind `make test` (and its parts: `make lint|sanity|unit|integration|molecule`).
-# One pytest session runs every stage, so the run ends with pytest's own summary line; static
-# checks, ansible-test sanity and molecule scenarios are wrapped as tests under tests/lint and
-# tests/molecule and show their full output when they fail.
-#   scripts/run-tests.sh             everything, in order: lint, sanity, unit, integration, molecule
+# Static checks, ansible-test sanity and molecule scenarios are wrapped as tests under tests/lint
+# and tests/molecule and show their full output when they fail. The full run is three pytest
+# sessions in parallel (scripts/test_lanes.py) and ends with their merged summary line.
+#   scripts/run-tests.sh             everything: lint, sanity, unit, integration, molecule, as three pytest sessions
+#                                    in parallel (scripts/test_lanes.py), ending in one merged summary line
 #   scripts/run-tests.sh ARGS...     passed to pytest (e.g. -m lint, tests/unit -k sandbox)
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ export ANSIBLE_CONFIG=$PWD/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH=$PWD/.build/collections
 mkdir -p tests/output
 if [ $# -eq 0 ]; then
-  set -- tests/lint tests/unit tests/integration tests/molecule
+  exec python scripts/test_lanes.py
 fi
 rc=0
 python -m pytest -p no:cacheprovider --durations=25 --junitxml=tests/output/junit.xml "$@" || rc=$?

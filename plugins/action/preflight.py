@@ -15,6 +15,12 @@ from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+from ansible_collections.selfhosted.platform.plugins.module_utils.docker_cis import AuditError, check_waivers
+from ansible_collections.selfhosted.platform.plugins.module_utils.socket_proxy import METHODS, named_problems
+
+# The watchtower role's socket proxy allowlists (a bad regex would stop the proxy at start).
+WATCHTOWER_ALLOWLISTS = ("watchtower_socket_proxy_allow", "watchtower_socket_proxy_allow_update",
+                         "watchtower_socket_proxy_allow_cleanup", "watchtower_socket_proxy_allow_extra")
 
 try:
     import yaml
@@ -185,7 +191,8 @@ def check_options(options, params, prefix, problems, top=False):
             known[alias] = name
     if not top:
         for key in sorted(k for k in params if k not in known):
-            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            close = [k for k in sorted(known) if k.lower() == str(key).lower()] or \
+                difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
             problems.append("%s%s: unsupported parameter; %s" % (
                 prefix, key, ("did you mean %s?" % close[0]) if close else "known: %s" % ", ".join(sorted(options))))
         present = set(known[k] for k in params if k in known)
@@ -207,9 +214,15 @@ def is_empty(value):
 
 
 def site_problems(roles, values):
-    """Combinations of options of different layers that cannot work together. ``roles``: the enabled layers' roles;
-    ``values``: their options (the inventory's value, else the argument spec's default)."""
+    """Combinations of options of different layers that cannot work together, and values a type cannot describe (the
+    socket proxy's regexes). ``roles``: the enabled layers' roles; ``values``: their options (the inventory's value,
+    else the argument spec's default)."""
     problems = []
+    if "watchtower" in roles:
+        # Their shape and method names are the argument spec's business (checked above); here the regexes.
+        problems.extend(named_problems([
+            (name, dict((k, v) for k, v in values[name].items() if k in METHODS and isinstance(v, list)))
+            for name in WATCHTOWER_ALLOWLISTS if isinstance(values.get(name), dict)]))
     if ("firewall" in roles and "proxy" in roles and values.get("proxy_mode", "nginx") == "nginx"
             and boolean(values.get("proxy_nginx_real_ip_enabled"), strict=False)
             and boolean(values.get("firewall_fail2ban_enabled", True), strict=False)
@@ -227,6 +240,24 @@ def site_problems(roles, values):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("layers", "secret_pattern", "ignore_vars"))
+
+    def _waiver_problems(self, task_vars):
+        """selfhosted_security_waivers as verify.yml's security section will read them: each {item, target,
+        reason} with a reason and an item the audit evaluates."""
+        if "selfhosted_security_waivers" not in task_vars:
+            return []
+        try:
+            waivers = self._templar.template(task_vars["selfhosted_security_waivers"])
+        except AnsibleError as exc:
+            return ["selfhosted_security_waivers: cannot be templated: %s" % str(exc).splitlines()[0]]
+        if not isinstance(waivers, list):
+            kind = "a string" if isinstance(waivers, str) else "a dict" if isinstance(waivers, dict) else "%r" % waivers
+            return ["selfhosted_security_waivers: expected a list of {item, target, reason}, got %s" % kind]
+        try:
+            check_waivers(waivers)
+        except AuditError as exc:
+            return ["selfhosted_security_waivers: %s" % str(exc).replace("waivers[", "item [", 1)]
+        return []
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -293,6 +324,7 @@ class ActionModule(ActionBase):
                 check_options(options, raw, "", problems, top=True)
 
         problems.extend(site_problems(site_roles, site_values))
+        problems.extend(self._waiver_problems(task_vars))
         result.update(changed=False, layers=checked, deferred=sorted(set(deferred)), problems=problems)
         if problems:
             result["failed"] = True

@@ -59,8 +59,9 @@ def verify_expected_projects(layers):
     """The Compose projects the inventory declares, each ``{project, layer, present, services, optional}``.
 
     LAYERS: ``data_tier`` (data_tier_instances), ``app_stacks`` (app_stack_stacks), ``proxy`` ({project,
-    service} or none), ``watchtower`` ({project, service} or none) and ``extra`` ([{project, services, layer}]
-    where services is a list of names or a compose services dict). Layers switched off are passed empty."""
+    service} or none), ``watchtower`` ({project, services: {name: {healthcheck}}} or none) and ``extra``
+    ([{project, services, layer}] where services is a list of names or a compose services dict). Layers switched off
+    are passed empty."""
     if not isinstance(layers, dict):
         raise AnsibleFilterError("verify_expected_projects: expects a dict of layers")
     out = []
@@ -80,8 +81,11 @@ def verify_expected_projects(layers):
     for layer in ("proxy", "watchtower"):
         spec = layers.get(layer)
         if spec:
+            # One service ({project, service, healthcheck}) or several ({project, services: {name: {healthcheck}}}).
+            services = spec.get("services") or {spec["service"]: {"healthcheck": spec.get("healthcheck")}}
             out.append({"project": spec["project"], "layer": layer, "present": True, "optional": [],
-                        "services": {spec["service"]: {"replicas": 1, "healthcheck": bool(spec.get("healthcheck"))}}})
+                        "services": dict((str(name), {"replicas": 1, "healthcheck": bool((s or {}).get("healthcheck"))})
+                                         for name, s in services.items())})
     for spec in layers.get("extra") or []:
         services = spec.get("services") or []
         specs = _service_specs(services) if isinstance(services, dict) else \
@@ -263,6 +267,34 @@ def verify_backup_rows(config, info, max_age_hours):
 # the report
 # ---------------------------------------------------------------------------------------------
 
+def verify_security_rows(audit):
+    """Rows of the security section from a docker_security_audit result: one per CIS item, RESULT PASS, WARN
+    (a failure: the failing containers/settings/files named with what was found) or WAIVED (each waived target with
+    its reason), and an UNUSED row (not a failure) for each waiver that matched nothing."""
+    if not isinstance(audit, dict) or not isinstance(audit.get("checks"), list):
+        raise AnsibleFilterError("verify_security_rows: expects the result of docker_security_audit")
+    rows = []
+    for check in audit["checks"]:
+        targets = check.get("targets") or []
+        status = check.get("status")
+        if status == "WARN":
+            actual = "; ".join("%s: %s" % (t["target"], t["detail"]) for t in targets if t["status"] == "WARN")
+        elif status == "WAIVED":
+            actual = "; ".join("%s waived: %s" % (t["target"], t.get("reason", "")) for t in targets
+                               if t["status"] == "WAIVED")
+        elif len(targets) == 1:
+            actual = targets[0]["detail"]
+        else:
+            actual = "%d containers" % len(targets) if check.get("section") == 5 else "%d targets" % len(targets)
+        item = "CIS %s %s" % (check["id"], check.get("title", ""))
+        rows.append(dict(row("security", item.strip(), "PASS", actual, status != "WARN"), result=status))
+    for waiver in audit.get("unused_waivers") or []:
+        rows.append(dict(row("security", "waiver %s %s" % (waiver["item"], waiver["target"]),
+                             "matches a WARN", "matches nothing: remove it (%s)" % waiver["reason"], True),
+                         result="UNUSED"))
+    return rows
+
+
 def verify_report(rows, width=70):
     """An aligned text table of ROWS (SECTION, ITEM, EXPECTED, ACTUAL, RESULT) with a closing count; cells longer
     than WIDTH are cut with an ellipsis."""
@@ -272,7 +304,7 @@ def verify_report(rows, width=70):
 
     header = ("SECTION", "ITEM", "EXPECTED", "ACTUAL", "RESULT")
     table = [header] + [(cut(r["section"]), cut(r["item"]), cut(r["expected"]), cut(r["actual"]),
-                         "OK" if r["ok"] else "FAIL") for r in rows]
+                         r.get("result") or ("OK" if r["ok"] else "FAIL")) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -290,5 +322,6 @@ class FilterModule:
             "verify_published_ports": verify_published_ports,
             "verify_port_rows": verify_port_rows,
             "verify_backup_rows": verify_backup_rows,
+            "verify_security_rows": verify_security_rows,
             "verify_report": verify_report,
         }

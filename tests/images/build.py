@@ -46,7 +46,7 @@ SUITES = {"server": ["trixie"]}
 # The Debian mirror comes from this machine's own apt sources (apt_sources.py), or from
 # SHP_DEBIAN_MIRROR / SHP_DEBIAN_SECURITY_MIRROR; it is looked up when the base image is built.
 # Order matters: an image must come after the image it is built FROM.
-ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "npm", "authelia"]
+ORDER = ["server", "postgres", "mariadb", "redis", "nginx", "httpapp", "watchtower", "socketproxy", "npm", "authelia"]
 # Per image: {name in the build context: path from the checkout's root}.
 ROOT = HERE.parent.parent
 SHARED = {"npm": {"npm_api.py": "tests/fakes/npm_api.py", "server.py": "tests/fakes/server.py"}}

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import re
 import secrets
 import ssl
@@ -152,7 +153,9 @@ def test_authelia_role_protects_sites_stays_stable_and_restarts_only_on_change(t
     # The network does not exist yet: the role creates it.
     first, out = converge(tmp_path, env)
     assert first["rc"] == 0 and first["failed"] == 0, out
-    assert changed_tasks(out) == ["Create Authelia's directories", "Keep Authelia's secrets",
+    assert changed_tasks(out) == ["Create Authelia's directories",
+                                  "Create the file Authelia tells its healthcheck where it listens in",
+                                  "Keep Authelia's secrets",
                                   "Write the users database (argon2id hashes, stable while nothing changes)",
                                   "Write configuration.yml", "Create the networks Authelia joins",
                                   "Deploy Authelia"], out
@@ -164,16 +167,30 @@ def test_authelia_role_protects_sites_stays_stable_and_restarts_only_on_change(t
     assert box["Config"]["Cmd"] == ["--config", "/config/configuration.yml"]
     net = box["NetworkSettings"]["Networks"]
     assert set(net) == {env["network"]} and "authelia" in net[env["network"]]["Aliases"], net
-    # Files: 0600 config and users, 0400 secrets mounted read-only one by one, none in the compose file or config.
+    # The hardened defaults: started as 8091:8091 with no capability, no-new-privileges, a read-only root
+    # filesystem (tmpfs /tmp, the healthcheck's env file mounted), a PIDs limit.
+    host = box["HostConfig"]
+    assert box["Config"]["User"] == "8091:8091"
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true"] and host["PidsLimit"] == 256
+    assert set(host["Tmpfs"]) == {"/tmp"}
+    # Files: 0600 config and users, 0400 secrets mounted read-only one by one, none in the compose file or config;
+    # all of them the user's it runs as, except the hash salt, which never leaves the host's root.
     for path in (env["users_file"], env["config_file"]):
         assert path.stat().st_mode & 0o777 == 0o600
+        assert (path.stat().st_uid, path.stat().st_gid) == (8091, 8091), path
+    for path in (env["config_file"].parent, env["root"] / "data" / "authelia" / "data"):
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (8091, 0o700), path
     secret_files = sorted(p.name for p in env["secrets_dir"].iterdir())
     assert secret_files == ["jwt_secret", "session_secret", "storage_encryption_key", "users_hash_key"]
     assert all((env["secrets_dir"] / n).stat().st_mode & 0o777 == 0o400 for n in secret_files)
+    assert {n: (env["secrets_dir"] / n).stat().st_uid for n in secret_files} == {
+        "jwt_secret": 8091, "session_secret": 8091, "storage_encryption_key": 8091, "users_hash_key": 0}
     mounts = {m["Destination"]: m for m in box["Mounts"]}
     assert {"/config", "/data", "/secrets/jwt_secret", "/secrets/session_secret",
-            "/secrets/storage_encryption_key"} == set(mounts), mounts
+            "/secrets/storage_encryption_key", "/app/.healthcheck.env"} == set(mounts), mounts
     assert not mounts["/secrets/jwt_secret"]["RW"] and mounts["/config"]["RW"]
+    assert "X_AUTHELIA_HEALTHCHECK_PORT=9091" in (env["root"] / "data" / "authelia" / "healthcheck.env").read_text()
     compose_text = (env["root"] / "stacks" / env["project"] / "compose.yaml").read_text()
     config_text = env["config_file"].read_text()
     for name in secret_files:
@@ -461,6 +478,43 @@ def test_stand_in_refuses_to_start_on_what_authelia_refuses(dk, config, users_db
     logs = box.logs()
     assert message in logs, logs
     assert "level=fatal" in logs
+
+
+def test_stand_in_needs_what_upstream_needs_when_hardened(dk, tmp_path):
+    """Upstream's entrypoint runs su-exec even for PUID 0 (setgroups: CAP_SETGID) and Authelia refuses to start
+    when it cannot rewrite /app/.healthcheck.env; started as a user of its own it needs no capability at all."""
+    image = dh.require_image("authelia")
+    files = {"/config/configuration.yml": yaml.safe_dump(GOOD), "/config/users_database.yml": yaml.safe_dump(USERS)}
+    hardened = ["--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"]
+    as_root = dk.run(image, "--config", "/config/configuration.yml", files=files, extra=hardened)
+    assert as_root.wait_exit(timeout=60) != 0, as_root.describe()
+    assert "setgroups failed: Operation not permitted" in as_root.logs()
+    with_setgid = dk.run(image, "--config", "/config/configuration.yml", files=files,
+                         extra=[*hardened, "--cap-add", "SETGID"])
+    with_setgid.wait_exec("/app/healthcheck.sh", timeout=60)
+    # A read-only container takes no `docker cp`: its configuration comes from a host directory (read-only), storage
+    # and notifier go to the tmpfs.
+    config = variant("storage.local", {"path": "/tmp/db.sqlite3"})
+    config["notifier"] = {"filesystem": {"filename": "/tmp/notification.txt"}}
+    conf_dir = tmp_path / "config"
+    conf_dir.mkdir()
+    (conf_dir / "configuration.yml").write_text(yaml.safe_dump(config))
+    (conf_dir / "users_database.yml").write_text(yaml.safe_dump(USERS))
+    read_only = dk.run(image, "--config", "/config/configuration.yml", user="8091:8091",
+                       volumes=[f"{conf_dir}:/config:ro"], extra=[*hardened, "--read-only", "--tmpfs", "/tmp"])
+    assert read_only.wait_exit(timeout=60) == 1, read_only.describe()
+    logs = read_only.logs()
+    assert 'level=fatal msg="Create Server Service (main) returned error"' in logs, logs
+    assert "unable to configure healthcheck: open /app/.healthcheck.env: read-only file system" in logs, logs
+    env_file = tmp_path / "healthcheck.env"
+    env_file.write_text("")
+    os.chown(env_file, 8091, 8091)
+    mounted = dk.run(image, "--config", "/config/configuration.yml", user="8091:8091",
+                     volumes=[f"{conf_dir}:/config:ro", f"{env_file}:/app/.healthcheck.env"],
+                     extra=[*hardened, "--read-only", "--tmpfs", "/tmp"])
+    mounted.wait_exec("curl", "-sf", "http://localhost:9091/api/health", timeout=60)
+    assert "X_AUTHELIA_HEALTHCHECK_PORT=9091" in env_file.read_text()
+    mounted.exec_ok("/app/healthcheck.sh")
 
 
 def test_stand_in_refuses_a_changed_storage_encryption_key_and_takes_secrets_from_files(dk):

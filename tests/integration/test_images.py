@@ -54,6 +54,8 @@ METADATA = {
     "httpapp": {"Entrypoint": ["python3", "/app/app.py"], "User": "app", "ports": {"8080/tcp"}, "volumes": set()},
     "npm": {"Entrypoint": ["/init"], "ports": {"80/tcp", "81/tcp", "443/tcp"},
             "volumes": {"/data", "/etc/letsencrypt"}},
+    "socketproxy": {"Entrypoint": ["/socket-proxy"], "User": "65534:65534", "ports": {"2375/tcp"},
+                    "volumes": {"/var/run/docker.sock"}},
 }
 
 
@@ -455,6 +457,38 @@ def test_nginx_conf_d_proxy_websocket_gzip(dk):
     status, body, headers = dh.http(web.url(80, "/static/index.html"), headers={"Accept-Encoding": "gzip"})
     assert status == 200 and headers.get("content-encoding") == "gzip", headers
     assert b"Welcome to nginx!" in gzip.decompress(body)
+
+
+def test_nginx_keeps_its_temporary_files_under_var_cache_nginx_and_runs_read_only_as_nginx(dk, tmp_path):
+    """As the official image: client bodies and proxied responses are buffered under /var/cache/nginx, the pid file is
+    /var/run/nginx.pid; so with a read-only root filesystem, tmpfs on /run and /var/cache/nginx owned by nginx and
+    no capability at all, it serves as the nginx user (101), port 80 included (Docker's unprivileged-port sysctl)."""
+    image = dh.require_image("nginx")
+    site = tmp_path / "conf.d"
+    site.mkdir()
+    (site / "default.conf").write_text(
+        "server { listen 80; client_body_buffer_size 1k; proxy_buffer_size 1k; proxy_buffers 2 1k;\n"
+        "  proxy_busy_buffers_size 1k;\n"
+        "  location / { proxy_pass http://127.0.0.1:8081; } }\n"
+        "server { listen 8081; location / { return 200 \"posted\\n\"; }\n"
+        "  location = /mime.types { root /etc/nginx; } }\n")
+    owned = "uid=101,gid=101,mode=0755"
+    web = dk.run(image, publish=[80], user="101:101", volumes=[f"{site}:/etc/nginx/conf.d:ro"],
+                 extra=["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+                        "--tmpfs", f"/run:{owned}", "--tmpfs", f"/var/cache/nginx:{owned}", "--tmpfs", "/tmp"])
+    status, body, _ignored = wait_http(web.url(80, "/mime.types"))
+    assert status == 200 and b"text/html" in body  # larger than the proxy buffers: through proxy_temp
+    status, body, _ignored = dh.http(web.url(80, "/upload"), method="POST", data=b"x" * 100_000)
+    assert (status, body) == (200, b"posted\n")    # larger than the body buffer: through client_temp
+    assert "client request body is buffered to a temporary file /var/lib/nginx/body/" in dh.docker(
+        "logs", web.name).stderr
+    assert web.exec_ok("readlink", "/var/lib/nginx").strip() == "/var/cache/nginx"
+    assert set(web.exec_ok("ls", "/var/cache/nginx").split()) >= {"body", "proxy"}
+    assert web.exec_ok("stat", "-c", "%u", "/var/cache/nginx/body").strip() == "101"
+    assert web.exec_ok("cat", "/var/run/nginx.pid").strip().isdigit()
+    procs = {line.split(None, 1)[0] for line in web.exec_ok("ps", "-eo", "uid=,args=").splitlines()
+             if "nginx:" in line}
+    assert procs == {"101"}
 
 
 NGINX_TEMPLATE = r"""

@@ -1,5 +1,6 @@
 """redis_restore against a real Redis (the stand-in) deployed as the data tier deploys it: a Compose project with
-`appendonly yes` in a mounted config file, the password in it, data on a bind mount, a healthcheck. A snapshot of
+`appendonly yes` in a mounted config file, the password in it, data on a bind mount, a healthcheck, and the data
+tier's hardened defaults (started as the server's uid, no capability, a read-only root filesystem). A snapshot of
 known keys (strings, hashes, lists, sets, a TTL) is taken with BGSAVE, then changed; the restore must give back
 exactly the snapshot, with AOF on, and the data must survive a further restart (so it is in the AOF)."""
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.selfhosted.platform.plugins.module_utils import container_defaults
 
 from tests.conftest import explain, run_tool
 from tests.integration import docker_helpers as dh
@@ -53,14 +55,18 @@ class Instance:
         conf.chmod(0o400)
         self.password_file = self.dir / "superuser"
         self.password_file.write_text(PASSWORD + "\n")
-        self.password_file.chmod(0o600)
+        shutil.chown(self.password_file, 999, 999)  # the healthcheck reads it as the server's user
+        self.password_file.chmod(0o400)
         health = ("REDISCLI_AUTH=\"$$(cat /run/pw)\" redis-cli ping | grep -q PONG")
-        compose = {"services": {"redis": {
+        service = {
             "image": dh.require_image("redis"), "restart": "unless-stopped",
             "command": ["redis-server", "/usr/local/etc/redis/redis.conf"],
             "volumes": [f"{self.data}:/data", f"{conf}:/usr/local/etc/redis/redis.conf:ro",
                         f"{self.password_file}:/run/pw:ro"],
-            "healthcheck": {"test": ["CMD-SHELL", health], "interval": "1s", "timeout": "3s", "retries": 30}}}}
+            "healthcheck": {"test": ["CMD-SHELL", health], "interval": "1s", "timeout": "3s", "retries": 30}}
+        # the data tier's hardened defaults (the role passes its service through the same function): started as
+        # 999:999, no capability, read-only root filesystem with a tmpfs on /tmp, no-new-privileges
+        compose = {"services": {"redis": container_defaults.harden(service, "redis")}}
         (self.dir / "compose.yml").write_text(json.dumps(compose))
 
     def up(self):

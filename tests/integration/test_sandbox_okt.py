@@ -143,8 +143,10 @@ def test_backup_now_then_verify_reports_the_live_server_matches_its_inventory(ok
     summary = re.search(r"(\d+) checks, (\d+) OK, (\d+) FAIL", report)
     assert summary and summary[3] == "0" and int(summary[1]) >= 40, report
     for must in ("tcp/443", "tcp/81", "commerce.demo.0kt.example.test", "seller1-prod-stack/web", "jail proxy-npm",
-                 "databases/seller1-prod-db"):
+                 "databases/seller1-prod-db", "CIS 2.16", "CIS 5.4", "CIS 5.13", "CIS 5.32"):
         assert must in report, must
+    # The security section: no WARN on the hardened host, and the inventory carries no waiver it does not need.
+    assert not re.search(r"\s(WARN|UNUSED)\s*$", report, re.M), report
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "okt-verify-report.txt").write_text(report)
     write_times(**{"okt sandbox verify.yml": f"{t_verify:.1f}s ({summary[1]} checks, 0 FAIL)"})

@@ -42,8 +42,26 @@ def test_default_daemon_json():
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "3"},
         "live-restore": True,
-        "userland-proxy": True,
+        "userland-proxy": False,
+        "icc": False,
+        "no-new-privileges": True,
     }
+
+
+def test_hardened_daemon_defaults_can_be_turned_off():
+    cfg = render("docker_engine__daemon_config", docker_engine_userland_proxy=True, docker_engine_icc=True,
+                 docker_engine_no_new_privileges=False)
+    assert (cfg["userland-proxy"], cfg["icc"], cfg["no-new-privileges"]) == (True, True, False)
+
+
+def test_syslog_ships_tagged_lines_to_the_collector():
+    cfg = render("docker_engine__daemon_config", docker_engine_log_driver="syslog",
+                 docker_engine_log_syslog_address="udp://192.0.2.20:514")
+    # the tag is Docker's own template, written literally (Jinja must not have evaluated it)
+    assert cfg["log-opts"] == {"syslog-address": "udp://192.0.2.20:514", "syslog-format": "rfc5424micro",
+                               "tag": "{{.Name}}"}
+    local = render("docker_engine__daemon_config", docker_engine_log_driver="syslog")
+    assert "syslog-address" not in local["log-opts"]
 
 
 def test_daemon_json_with_every_option():

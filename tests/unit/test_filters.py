@@ -41,7 +41,9 @@ def test_external_networks_joined_by_services_without_their_own():
 
 
 def test_volumes_pass_through_and_bad_input_is_refused():
-    doc = compose_definition({"services": {"a": {"image": "x"}}, "volumes": {"data": {}}})
+    # the hardened defaults off, the document is exactly the declaration (tests/unit/test_container_defaults.py)
+    doc = compose_definition({"services": {"a": {"image": "x"}}, "volumes": {"data": {}}},
+                             service_defaults={"enabled": False})
     assert doc == {"services": {"a": {"image": "x"}}, "volumes": {"data": {}}}
     with pytest.raises(AnsibleFilterError):
         compose_definition({"services": {}})

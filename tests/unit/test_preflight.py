@@ -150,3 +150,19 @@ def test_a_misspelt_variable_stops_the_site_in_the_preflight_before_any_host_is_
     # The run ended with the preflight play: no other play started, no connection was even attempted.
     assert "PLAY [Docker Engine]" not in out and "unreachable=0" in out, explain(res)
     assert not (tmp_path / "ssh-was-called").exists(), (tmp_path / "ssh-was-called").read_text()
+
+
+@pytest.mark.parametrize(("waivers", "message"), [
+    ([{"item": "5.14", "target": "router-*"}],
+     "selfhosted_security_waivers: item [0] (item 5.14): a waiver needs a reason"),
+    ([{"item": "5.9", "reason": "ports are checked by verify"}],
+     "selfhosted_security_waivers: item [0]: item '5.9' is not a CIS Docker Benchmark 1.6.0 item this audit checks"),
+    ("5.14", "selfhosted_security_waivers: expected a list of {item, target, reason}, got a string"),
+])
+def test_security_waivers_are_checked_before_anything_runs(tmp_path, okt_vars, waivers, message):
+    rc, out = preflight(tmp_path, str(ROOT / "inventories/okt"), "--vault-password-file",
+                        str(ROOT / "inventories/vault-password.example.txt"),
+                        "-e", okt_vars(selfhosted_security_waivers=waivers))
+    assert rc != 0, out
+    assert message in out, out
+    assert "Converge Docker Engine" not in out

@@ -30,7 +30,7 @@ LAYERS = {
         {"name": "old", "state": "absent"},
     ],
     "proxy": {"project": "amn-router", "service": "nginx", "healthcheck": True},
-    "watchtower": {"project": "watchtower", "service": "watchtower"},
+    "watchtower": {"project": "watchtower", "services": {"watchtower": {}, "socket-proxy": {"healthcheck": True}}},
     "extra": [{"project": "authelia", "services": ["authelia"], "layer": "authelia"}],
 }
 
@@ -70,6 +70,7 @@ def test_container_rows_name_what_is_missing_unhealthy_or_extra():
         container("old-web-1", "old", "web"),                      # a stack that should be gone
         container("amn-router-nginx-1", "amn-router", "nginx", health="healthy"),
         container("watchtower-watchtower-1", "watchtower", "watchtower", health="unhealthy"),
+        container("watchtower-socket-proxy-1", "watchtower", "socket-proxy", health="healthy"),
         container("random", "other-project", "x"),                 # not a declared project: not ours to judge
     ]
     rows = vf.verify_container_rows(expected, containers)
@@ -81,6 +82,9 @@ def test_container_rows_name_what_is_missing_unhealthy_or_extra():
     assert items["amn/worker"]["actual"] == "amn-worker-1 running, amn-worker-2 exited"
     # an image healthcheck that fails counts even when the inventory declares none
     assert not items["watchtower/watchtower"]["ok"]
+    # Watchtower's project has two services: its socket proxy must be healthy too.
+    proxy = items["watchtower/socket-proxy"]
+    assert proxy["ok"] and proxy["expected"] == "1 running, healthy"
     assert not items["old"]["ok"] and "old-web-1 running" in items["old"]["actual"]
     assert not items["authelia/authelia"]["ok"] and items["authelia/authelia"]["actual"] == "no container"
     extra = [r for r in rows if r["expected"] == "not declared"]
@@ -209,3 +213,30 @@ def test_report_is_an_aligned_table_with_a_count():
     assert len(cell) == 70 and cell.endswith("x...")
     assert lines[-1] == "2 checks, 1 OK, 1 FAIL"
     assert vf.verify_report([]).splitlines()[-1] == "0 checks, 0 OK, 0 FAIL"
+
+
+def test_security_rows_name_what_fails_what_is_waived_and_stale_waivers():
+    audit = {"checks": [
+        {"id": "2.16", "section": 2, "title": "The userland proxy is disabled", "status": "PASS",
+         "targets": [{"target": "userland-proxy", "status": "PASS", "detail": "userland-proxy: false"}]},
+        {"id": "5.13", "section": 5, "title": "The root filesystem is mounted read-only", "status": "WARN",
+         "targets": [{"target": "db-postgres-1", "status": "PASS", "detail": "read-only root filesystem"},
+                     {"target": "shp-handmade", "status": "WARN", "detail": "writable root filesystem"}]},
+        {"id": "5.8", "section": 5, "title": "Privileged ports are not mapped", "status": "WAIVED",
+         "targets": [{"target": "router-router-1", "status": "WAIVED", "detail": "privileged host ports: 80->80/tcp",
+                      "reason": "the public router"}]},
+        {"id": "5.29", "section": 5, "title": "The PIDs cgroup limit is used", "status": "PASS",
+         "targets": [{"target": "a", "status": "PASS", "detail": "pids limit: 64"},
+                     {"target": "b", "status": "PASS", "detail": "pids limit: 64"}]}],
+        "unused_waivers": [{"item": "5.14", "target": "old-*", "reason": "gone"}]}
+    rows = vf.verify_security_rows(audit)
+    assert [(r["item"], r["actual"], r["ok"], r["result"]) for r in rows] == [
+        ("CIS 2.16 The userland proxy is disabled", "userland-proxy: false", True, "PASS"),
+        ("CIS 5.13 The root filesystem is mounted read-only", "shp-handmade: writable root filesystem", False, "WARN"),
+        ("CIS 5.8 Privileged ports are not mapped", "router-router-1 waived: the public router", True, "WAIVED"),
+        ("CIS 5.29 The PIDs cgroup limit is used", "2 containers", True, "PASS"),
+        ("waiver 5.14 old-*", "matches nothing: remove it (gone)", True, "UNUSED")]
+    text = vf.verify_report(rows)
+    assert "WAIVED" in text and "WARN" in text and text.splitlines()[-1] == "5 checks, 4 OK, 1 FAIL"
+    with pytest.raises(AnsibleFilterError, match="docker_security_audit"):
+        vf.verify_security_rows({"changed": False})

@@ -9,6 +9,8 @@ EXPECTED_DAEMON = {
     "log-opts": {"max-size": "5m", "max-file": "2"},
     "live-restore": True,
     "userland-proxy": False,
+    "icc": False,
+    "no-new-privileges": True,
     "default-address-pools": [{"base": "172.31.0.0/16", "size": 24}],
     "max-concurrent-downloads": 4,
 }
@@ -31,7 +33,7 @@ def test_daemon_applies_the_config(host):
     info = json.loads(host.check_output("docker info --format '{{json .}}'"))
     assert info["LoggingDriver"] == "json-file"
     assert info["LiveRestoreEnabled"] is True
-    # userland-proxy false: no docker-proxy process even with a published port (checked below).
+    # userland-proxy false (the role's default): no docker-proxy process even with a published port (checked below).
 
 
 def test_compose_v2_plugin_works(host):
@@ -70,6 +72,9 @@ def test_compose_runs_a_project_with_rotated_logs_and_pool_addresses(host, compo
     net = json.loads(host.check_output("docker network inspect shp-mol_default --format '{{json .IPAM.Config}}'"))
     assert net[0]["Subnet"].startswith("172.31.")
     assert host.run("pgrep -x docker-proxy").rc != 0
+    # the daemon's no-new-privileges default reaches a container that did not ask for it
+    status = host.check_output(f"docker exec {cid} cat /proc/1/status")
+    assert "NoNewPrivs:\t1" in status
 
 
 def test_data_root_and_docker_group(host):

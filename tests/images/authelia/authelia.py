@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - the image always has it
 
 DEFAULT_CONFIG = os.environ.get("X_AUTHELIA_CONFIG", "/config/configuration.yml")
 HEALTHCHECK_ENV = "/app/.healthcheck.env"
+HEALTHCHECK_SCRIPT = "/app/healthcheck.sh"
 POLICIES = {"bypass": 0, "one_factor": 1, "two_factor": 2, "deny": 3}
 NOT_AUTHENTICATED, ONE_FACTOR, TWO_FACTOR = 0, 1, 2
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "OPTIONS", "COPY", "LOCK", "MKCOL",
@@ -1290,15 +1291,20 @@ def startup(config):
 
 
 def write_healthcheck_env(config):
-    if config.disable_healthcheck:
-        return
+    """Tell the image's healthcheck where Authelia listens, as Authelia's writeHealthCheckEnv does: nothing when
+    the healthcheck is disabled or the image has no /app/healthcheck.sh or /app/.healthcheck.env; otherwise the
+    file is rewritten, and a failure (a read-only root filesystem without a writable file mounted there) is
+    returned, which Authelia treats as fatal ("unable to configure healthcheck")."""
+    if config.disable_healthcheck or not os.path.exists(HEALTHCHECK_SCRIPT) or not os.path.exists(HEALTHCHECK_ENV):
+        return None
     host = config.host if config.host not in ("", "0.0.0.0", "::") else "localhost"
     try:
         with open(HEALTHCHECK_ENV, "w", encoding="utf-8") as fh:
             fh.write("X_AUTHELIA_HEALTHCHECK=1\nX_AUTHELIA_HEALTHCHECK_SCHEME=http\nX_AUTHELIA_HEALTHCHECK_HOST=%s\n"
                      "X_AUTHELIA_HEALTHCHECK_PORT=%d\nX_AUTHELIA_HEALTHCHECK_PATH=\n" % (host, config.port))
     except OSError as exc:
-        log("warn", "Could not write the healthcheck environment file", error=str(exc))
+        return "open %s: %s" % (HEALTHCHECK_ENV, (exc.strerror or str(exc)).lower())
+    return None
 
 
 def main(argv=None):
@@ -1330,7 +1336,12 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    write_healthcheck_env(config)
+    problem = write_healthcheck_env(config)
+    if problem:
+        log("fatal", "Create Server Service (main) returned error",
+            error="unable to configure healthcheck: %s" % problem)
+        server.server_close()
+        return 1
     log("info", "Listening for non-TLS connections on '%s:%d' path '/'" % (config.host or "[::]", config.port),
         server="main", service="server")
     server.serve_forever(poll_interval=0.2)
