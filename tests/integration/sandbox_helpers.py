@@ -47,6 +47,28 @@ def recap(output: str) -> dict[str, int]:
     return {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
 
 
+def append_times(filename: str, **figures: str) -> None:
+    """Add FIGURES ({label: value}) to tests/output/FILENAME, one 'label: value' line each, and print them."""
+    out = ROOT / "tests" / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines += [f"{k}: {v}" for k, v in figures.items()]
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+def converged_state(sandbox: tuple[str, Path], what: str) -> Path:
+    """The state directory of SANDBOX (name, state) once its converge test passed (it writes <state>/converged);
+    the test that needs it is skipped otherwise."""
+    import pytest
+
+    _name, state = sandbox
+    if not (state / "converged").exists():
+        pytest.skip(f"the {what} sandbox did not converge")
+    return state
+
+
 def server(state: Path, script: str) -> str:
     port = (state / "ssh_port").read_text().strip()
     res = subprocess.run(

@@ -24,8 +24,10 @@ from tests.integration import docker_helpers as dh
 from tests.integration.conftest import EARLY, destroy_early, wait_early
 from tests.integration.sandbox_helpers import (
     SNAPSHOT,
+    append_times,
     backup_restore_drill,
     changed_tasks,
+    converged_state,
     playbook,
     recap,
     server,
@@ -55,18 +57,11 @@ def trixie():
 
 
 def record(**figures: str) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    lines = TIMES.read_text().splitlines() if TIMES.exists() else []
-    lines += [f"{k}: {v}" for k, v in figures.items()]
-    TIMES.write_text("\n".join(lines) + "\n")
-    print("\n".join(f"{k}: {v}" for k, v in figures.items()))
+    append_times(TIMES.name, **figures)
 
 
 def converged(trixie) -> Path:
-    _name, state = trixie
-    if not (state / "converged").exists():
-        pytest.skip("the trixie sandbox did not converge")
-    return state
+    return converged_state(trixie, "trixie")
 
 
 def test_make_sandbox_debian_trixie_converges_then_is_idempotent_and_check_is_honest(trixie):
