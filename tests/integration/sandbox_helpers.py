@@ -165,11 +165,12 @@ def playbook(state: Path, name: str, *args: str) -> subprocess.CompletedProcess:
                     SHP_SANDBOX_STATE=str(state))
 
 
-def backup_restore_drill(state: Path, reconverge: bool = True) -> dict[str, float]:
+def backup_restore_drill(state: Path, reconverge: bool = True, guards: bool = True) -> dict[str, float]:
     """Known rows in Postgres and MariaDB, files in the uploads dir and keys in Redis -> the systemd backup units
     -> the data directories destroyed -> restore.yml -> identical row counts, checksums and keys. A failed dump
     leaves no snapshot of it behind: restic 0.17+ (read on the server) makes none, an older one's is forgotten.
-    With RECONVERGE, site.yml is a no-op afterwards. Returns the wall times of the backup and the restores."""
+    With GUARDS, restore.yml's refusals (no or a wrong confirmation) and a scratch restore; with RECONVERGE,
+    site.yml is a no-op afterwards. Returns the wall times of the backup and the restores."""
     times = {}
     # What the role installed: private secrets, four timers, an initialised repository.
     out = server(state, "stat -c '%n %a %U' /etc/selfhosted/backup /etc/selfhosted/backup/password "
@@ -264,22 +265,23 @@ def backup_restore_drill(state: Path, reconverge: bool = True) -> dict[str, floa
     assert after.split()[:3] == ["yes", "aof_enabled:1", "loading:0"], after
     assert after.split()[3] != redis_started.strip() and after.split()[4] == "healthy", (after, redis_started)
 
-    # Without the confirmation a live restore refuses, before touching anything.
-    res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace")
-    assert res.returncode != 0 and "restore_confirm=amn-db/marketplace" in res.stdout, explain(res)
-    res = playbook(state, "restore.yml", "-e", "restore_instance=amn-redis", "-e", "restore_confirm=amn-redis/")
-    assert res.returncode != 0, explain(res)
-    assert "restore_confirm=amn-redis/ does not match what this restore replaces: give -e restore_confirm=amn-redis" \
-        in res.stdout, explain(res)
-    # A scratch restore needs no confirmation and leaves the live instance alone.
-    res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace",
-                   "-e", "restore_into=scratch")
-    assert res.returncode == 0, explain(res)
-    scratch = re.search(r"shp-restore-amn-db-\d+", res.stdout)
-    assert scratch, explain(res)
-    out = server(state, f"docker exec {scratch[0]} psql -U postgres -d marketplace -Atc 'SELECT count(*) FROM drill'; "
-                        f"docker rm -f {scratch[0]} >/dev/null")
-    assert out.strip() == "20000", out
+    if guards:
+        # Without the confirmation a live restore refuses, before touching anything.
+        res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace")
+        assert res.returncode != 0 and "restore_confirm=amn-db/marketplace" in res.stdout, explain(res)
+        res = playbook(state, "restore.yml", "-e", "restore_instance=amn-redis", "-e", "restore_confirm=amn-redis/")
+        assert res.returncode != 0, explain(res)
+        assert ("restore_confirm=amn-redis/ does not match what this restore replaces: give -e "
+                "restore_confirm=amn-redis") in res.stdout, explain(res)
+        # A scratch restore needs no confirmation and leaves the live instance alone.
+        res = playbook(state, "restore.yml", "-e", "restore_instance=amn-db", "-e", "restore_database=marketplace",
+                       "-e", "restore_into=scratch")
+        assert res.returncode == 0, explain(res)
+        scratch = re.search(r"shp-restore-amn-db-\d+", res.stdout)
+        assert scratch, explain(res)
+        out = server(state, f"docker exec {scratch[0]} psql -U postgres -d marketplace -Atc "
+                            f"'SELECT count(*) FROM drill'; docker rm -f {scratch[0]} >/dev/null")
+        assert out.strip() == "20000", out
 
     if reconverge:
         # The converge is still a no-op after all this (restored instances included).
