@@ -9,15 +9,27 @@ export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/.build/collections
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-SANDBOX_NAME ?= shp-sandbox
-SANDBOX_STATE ?= $(ROOT)/.sandbox
+# The Debian release of the sandbox servers: bookworm (Debian 12, the default) or trixie (Debian 13). Each release
+# has servers of its own (names and state directories get a -trixie suffix), built from shp-test/server:<tag>.
+DEBIAN ?= bookworm
+ifeq ($(DEBIAN),bookworm)
+DEBIAN_SUFFIX :=
+SERVER_IMAGE := shp-test/server:latest
+else ifeq ($(DEBIAN),trixie)
+DEBIAN_SUFFIX := -trixie
+SERVER_IMAGE := shp-test/server:trixie
+else
+$(error DEBIAN=$(DEBIAN): the sandbox servers are Debian bookworm (12) or trixie (13))
+endif
+SANDBOX_NAME ?= shp-sandbox$(DEBIAN_SUFFIX)
+SANDBOX_STATE ?= $(ROOT)/.sandbox$(DEBIAN_SUFFIX)
 export SHP_SANDBOX_STATE := $(SANDBOX_STATE)
 SANDBOX_INVENTORY ?= inventories/sandbox
 STANDINS ?= shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
             shp-test/socketproxy:latest shp-test/nginx:latest shp-test/httpapp:latest
 # The "0kt" platform (seed 003, reduced copy) gets a sandbox server of its own.
-OKT_SANDBOX_NAME ?= shp-sandbox-okt
-OKT_SANDBOX_STATE ?= $(ROOT)/.sandbox-okt
+OKT_SANDBOX_NAME ?= shp-sandbox-okt$(DEBIAN_SUFFIX)
+OKT_SANDBOX_STATE ?= $(ROOT)/.sandbox-okt$(DEBIAN_SUFFIX)
 OKT_STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
                 shp-test/socketproxy:latest shp-test/httpapp:latest shp-test/npm:latest shp-test/authelia:latest
 OKT := SANDBOX_NAME=$(OKT_SANDBOX_NAME) SANDBOX_STATE=$(OKT_SANDBOX_STATE) SANDBOX_INVENTORY=inventories/sandbox-okt \
@@ -55,11 +67,11 @@ integration: setup ## integration tests against the real Docker Engine
 molecule: setup ## molecule scenarios (converge, idempotence, verify)
 	@scripts/run-tests.sh -m molecule
 
-sandbox: sandbox-server ## create or reuse the sandbox server and converge playbooks/site.yml on it
+sandbox: sandbox-server ## create or reuse the sandbox server and converge playbooks/site.yml on it (DEBIAN=trixie: on Debian 13)
 	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) $(PLAYBOOK_ARGS)
 
 sandbox-server: setup ## create or reuse the sandbox server (and what site.yml copies to it), converge nothing
-	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE)
+	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE) --image $(SERVER_IMAGE)
 	@mkdir -p $(SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SANDBOX_STATE)/images/standins.tar $(STANDINS)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhosted.platform.plugins.module_utils import data_tier
+from ansible_collections.selfhosted.platform.plugins.module_utils.restic import stored_paths
 
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
@@ -226,8 +227,10 @@ def verify_backup_rows(config, info, max_age_hours):
     groups = info.get("groups") or []
 
     def newest(needed, path=None):
+        # A dump is stored under its name or, by restic 0.18.0, under its flat name (restic.stored_paths).
+        wanted = None if path is None else [[x] for x in stored_paths(path)]
         found = [g["latest"] for g in groups if set(needed) <= set((g.get("key") or {}).get("tags") or [])
-                 and (path is None or (g.get("key") or {}).get("paths") == [path])]
+                 and (wanted is None or (g.get("key") or {}).get("paths") in wanted)]
         return min(found, key=lambda s: s["age_seconds"]) if found else None
 
     def describe(snap):

@@ -15,8 +15,19 @@ Facts about restic this code relies on (measured on 0.14.0):
     10 no repository, 11 lock failed, 12 wrong password only from 0.17;
   - on older versions a missing repository is the ``unable to open config file`` message of
     ``restic cat config`` with a not-found cause;
-  - ``--stdin-from-command`` is 0.17+, so command backups pipe the command into ``backup --stdin``
-    here (both exit codes are known) and forget the snapshot when the command failed.
+  - ``--stdin-from-command`` is 0.17+ (measured on 0.18.0, Debian 13): restic runs the command, prefixes its
+    stderr lines with ``subprocess <name>: ``, and when it exits non-zero makes no snapshot and exits 1 with
+    ``command failed: exit status N``; a command that prints nothing gives an empty file and exit code 3.
+    Older releases read a pipe (``backup --stdin``, both exit codes known) and the snapshot of a failed
+    command is forgotten;
+  - 0.18.0 (Debian 13's) cannot save a stdin file below a directory: ``--stdin-filename postgres/db/x.dump``
+    fails with ``unable to save snapshot: open /postgres: no such file or directory`` with --stdin and
+    --stdin-from-command alike (restic issue 5324, fixed in 0.18.1). Such a file is saved there under its
+    flat name (``postgres%2Fdb%2Fx.dump``, ``stdin_name``), and every lookup of a saved file tries both
+    names (``stored_paths``), so snapshots made by either release are found.
+
+What a release can do is one fact, ``features(version)``, taken from ``restic version`` on the host the
+client runs on (the modules and the backup runner alike), never from the distribution's name.
 """
 
 from __future__ import annotations
@@ -32,6 +43,10 @@ import time
 from urllib.parse import unquote
 
 MIN_VERSION = (0, 14, 0)
+# The first release with exit codes 10/11/12 and backup --stdin-from-command.
+V0_17 = (0, 17, 0)
+# The release whose --stdin-filename cannot hold a directory (restic issue 5324, fixed in 0.18.1).
+STDIN_NO_DIRS = ((0, 18, 0),)
 
 # Variables that would make restic use another password or repository than the one asked for.
 SCRUBBED_ENV = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_COMMAND", "RESTIC_PASSWORD_FILE", "RESTIC_REPOSITORY",
@@ -65,6 +80,34 @@ def parse_version(text):
 
 def version_str(version):
     return ".".join(str(x) for x in version)
+
+
+def features(version):
+    """What restic VERSION can do, where the client's behaviour depends on it:
+    exit_codes - 10 no repository, 11 lock failed, 12 wrong password (else the messages tell);
+    stdin_from_command - restic runs a dump command itself and makes no snapshot when it fails (else a pipe, and
+    the snapshot of a failed command is forgotten);
+    stdin_dirs - a file saved from stdin may be below a directory (not on 0.18.0: it is saved under its flat name)."""
+    return {"exit_codes": version >= V0_17, "stdin_from_command": version >= V0_17,
+            "stdin_dirs": tuple(version) not in STDIN_NO_DIRS}
+
+
+def flat_name(filename):
+    """FILENAME with its directories folded into one name restic 0.18.0 can save from stdin: ``%`` and ``/``
+    percent-encoded (``postgres/db/x.dump`` -> ``postgres%2Fdb%2Fx.dump``), so different names stay different."""
+    return filename.lstrip("/").replace("%", "%25").replace("/", "%2F")
+
+
+def stdin_name(filename, version):
+    """The name restic VERSION saves a stdin file called FILENAME under."""
+    name = filename.lstrip("/")
+    return name if features(version)["stdin_dirs"] else flat_name(name)
+
+
+def stored_paths(filename):
+    """The snapshot paths a file saved from stdin as FILENAME can have, by any restic: as named, and flat."""
+    name = filename.lstrip("/")
+    return list(dict.fromkeys(["/" + name, "/" + flat_name(name)]))
 
 
 def json_lines(text):
@@ -129,7 +172,7 @@ def nothing_new(summary):
 
 def classify_failure(version, rc, stderr):
     """'no_repository', 'wrong_password', 'locked' or None for a failed restic command."""
-    if version >= (0, 17, 0):
+    if features(version)["exit_codes"]:
         codes = {10: "no_repository", 11: "locked", 12: "wrong_password"}
         if rc in codes:
             return codes[rc]
@@ -258,6 +301,32 @@ REVERSE_PIPE_WRAPPER = (
 )
 
 
+# The command restic runs with --stdin-from-command: bash drops restic's variables and sets the command's own
+# (copied from SHP_CMD_ENV_<name> by the `export` builtin, so no value is ever on an argv), then becomes the command.
+COMMAND_WRAPPER = (
+    'for k in $SHP_RESTIC_KEYS; do unset "$k"; done; '
+    'for k in $SHP_CMD_KEYS; do v="SHP_CMD_ENV_$k"; export "$k=${!v}"; unset "$v"; done; '
+    'unset SHP_RESTIC_KEYS SHP_CMD_KEYS; exec "$@"'
+)
+# restic's report of a command that failed ("Fatal: command failed: exit status 3", "... signal: killed").
+COMMAND_FAILED_RE = re.compile(r"command failed: (?:exit status (\d+)|signal: (\S+))")
+SUBPROCESS_LINE_RE = re.compile(r"^subprocess [^:]*: ?")
+
+
+def command_stderr(stderr):
+    """The command's own stderr out of restic's (the lines restic prefixes with ``subprocess <name>: ``)."""
+    return "\n".join(SUBPROCESS_LINE_RE.sub("", line) for line in (stderr or "").splitlines()
+                     if SUBPROCESS_LINE_RE.match(line))
+
+
+def command_exit(stderr):
+    """The exit code restic reports for the command it ran (a signal is -1), or None when it reports no failure."""
+    match = COMMAND_FAILED_RE.search(stderr or "")
+    if not match:
+        return None
+    return int(match.group(1)) if match.group(1) else -1
+
+
 class Runner:
     """Runs restic (and the command a stdin backup reads) through the module's run_command, with
     environment updates (a variable set to "" counts as unset for restic)."""
@@ -371,13 +440,15 @@ class Restic:
         return [self.binary] + list(self.global_args) + list(args)
 
     def call(self, *args, **kw):
-        """Run restic ARGS. A command refused because of a lock is retried once after ``restic unlock``
-        removed stale locks (restic's own rule: the holder's process is gone on this host, or the lock
-        is older than 30 minutes); a live lock is never removed, so then the failure stands."""
-        rc, out, err = self.runner.run(self.argv(*args), self.env, kw.get("data"))
+        """Run restic ARGS (with ``env``, the client's environment unless given). A command refused because of a
+        lock is retried once after ``restic unlock`` removed stale locks (restic's own rule: the holder's process
+        is gone on this host, or the lock is older than 30 minutes); a live lock is never removed, so then the
+        failure stands."""
+        env = kw.get("env") or self.env
+        rc, out, err = self.runner.run(self.argv(*args), env, kw.get("data"))
         if (rc != 0 and self.unlock_stale and args[:1] not in (("unlock",), ("list",))
                 and classify_failure(self.version, rc, err) == "locked" and self.remove_stale_locks()):
-            rc, out, err = self.runner.run(self.argv(*args), self.env, kw.get("data"))
+            rc, out, err = self.runner.run(self.argv(*args), env, kw.get("data"))
         return rc, out, err
 
     def lock_ids(self):
@@ -432,6 +503,11 @@ class Restic:
                 raise ResticError("restic %s is too old; %s or newer is needed" % (
                     version_str(self._version), version_str(MIN_VERSION)))
         return self._version
+
+    @property
+    def features(self):
+        """features() of the restic on this host."""
+        return features(self.version)
 
     def config(self):
         """The repository's config (dict), or None when there is no repository at all.
@@ -500,11 +576,16 @@ class Restic:
         return rc, summary, backup_errors(err)
 
     def backup_command(self, command, command_env, filename, tags=None, host=None):
-        """Back up COMMAND's stdout as FILENAME. Returns (command rc, command stderr, restic rc, summary).
-        Raises when restic made no snapshot; a snapshot made from a failed read (rc 3: restic saw the
-        pipe break) is returned so the caller can forget it."""
-        args = self.backup_args(tags, host, False) + ["--stdin", "--stdin-filename", filename]
+        """Back up COMMAND's stdout as FILENAME. Returns (command rc, command stderr, restic rc, summary);
+        summary is None when restic made no snapshot because the command failed (restic 0.17+ runs it itself,
+        --stdin-from-command). Raises when restic made no snapshot for another reason; a snapshot made of a
+        failed command (restic 0.14-0.16 read it from a pipe; rc 3: restic saw the pipe break) is returned so
+        the caller can forget it."""
         penv = {k: str(v) for k, v in (command_env or {}).items()}
+        filename = stdin_name(filename, self.version)
+        if self.features["stdin_from_command"]:
+            return self._backup_from_command(command, penv, filename, tags, host)
+        args = self.backup_args(tags, host, False) + ["--stdin", "--stdin-filename", filename]
         prc, perr, rc, out, err = self.runner.pipe(list(command), penv, self.argv(*args), self.env)
         summary = backup_summary(out)
         if rc not in (0, 3) or summary is None or not summary.get("snapshot_id"):
@@ -514,6 +595,28 @@ class Restic:
                     error, prc, perr.strip()[-1000:]))
             raise error
         return prc, perr, rc, summary
+
+    def _backup_from_command(self, command, command_env, filename, tags, host):
+        """restic 0.17+: ``backup --stdin-from-command``, the command wrapped so that it gets its own environment
+        and none of restic's (the repository and its credentials), as the pipe does."""
+        for name in command_env:
+            if not ENV_NAME_RE.match(name):
+                raise ResticError("command_env: %r is not a variable name" % name)
+        bash = self.runner.module.get_bin_path("bash", required=True)
+        env = dict(self.env)
+        env.update(("SHP_CMD_ENV_" + k, v) for k, v in command_env.items())
+        env.update(SHP_RESTIC_KEYS=" ".join(sorted(k for k in self.env if ENV_NAME_RE.match(k))),
+                   SHP_CMD_KEYS=" ".join(sorted(command_env)))
+        args = self.backup_args(tags, host, False) + ["--stdin-from-command", "--stdin-filename", filename, "--",
+                                                      bash, "-c", COMMAND_WRAPPER, "bash"] + list(command)
+        rc, out, err = self.call(*args, env=env)
+        summary = backup_summary(out)
+        prc, perr = command_exit(err), command_stderr(err)
+        if prc is not None and not (summary and summary.get("snapshot_id")):
+            return prc, perr, rc, None
+        if rc not in (0, 3) or summary is None or not summary.get("snapshot_id"):
+            raise self.explain("backup --stdin-from-command", rc, err)
+        return prc or 0, perr, rc, summary
 
     # -- retention and check -------------------------------------------------------------------
     def forget(self, policy, tags=None, host=None, group_by=None, prune=True, dry_run=False):
@@ -573,6 +676,21 @@ class Restic:
             raise ResticError("command: exited %d while reading %s from snapshot %s: %s" % (
                 crc, path, snapshot[:8], (err or out).strip()[-1500:]))
         return out, err
+
+    def resolve_stored(self, snapshot, filename, tags=None, host=None):
+        """(snapshot view, path) of a file saved from stdin as FILENAME: for 'latest' the newest snapshot holding
+        it under any of its stored_paths (restic 0.18.0 saved it flat), else the given snapshot and the path it
+        holds."""
+        paths = stored_paths(filename)
+        if snapshot == "latest":
+            found = [(snap, path) for path in paths for snap in self.snapshots(tags=tags, host=host, paths=[path])]
+            if not found:
+                raise ResticError("snapshot: no snapshot matches tags=%s host=%s paths=%s" % (
+                    tags or [], host or "any", paths))
+            return max(found, key=lambda x: parse_time_ns(x[0]["time"]))
+        snap = self.resolve(snapshot)
+        held = [path for path in paths if path in snap["paths"]]
+        return snap, (held or paths)[0]
 
     def resolve(self, snapshot, tags=None, host=None, paths=None):
         """The snapshot view for 'latest' (with filters) or an id / short id."""
@@ -879,17 +997,21 @@ def backup_action(module, client):
 
 def command_snapshot(client, command, command_env, filename, tags, host, allow_empty=False):
     """A snapshot of COMMAND's stdout as FILENAME, or ResticError: a command that failed (or printed
-    nothing, unless ALLOW_EMPTY) leaves no snapshot, the one restic made is forgotten. Returns
-    (summary, full id, short id)."""
+    nothing, unless ALLOW_EMPTY) leaves no snapshot: restic 0.17+ makes none, the one an older restic made is
+    forgotten. Returns (summary, full id, short id)."""
     prc, perr, rc, summary = client.backup_command(command, command_env, filename, tags, host)
+    if summary is None:
+        raise ResticError("command: exited %d: %s; restic made no snapshot (restic %s ran it with "
+                          "--stdin-from-command)" % (prc, perr.strip()[-1500:], version_str(client.version)))
     full, short = snapshot_ids(client, summary.get("snapshot_id"))
+    empty = int(summary.get("total_bytes_processed") or 0) == 0
     problem = None
     if prc != 0:
         problem = "command: exited %d: %s" % (prc, perr.strip()[-1500:])
-    elif rc != 0:
-        problem = "command: restic could not read all of its output (rc=%d)" % rc
-    elif int(summary.get("total_bytes_processed") or 0) == 0 and not allow_empty:
+    elif empty and not allow_empty:
         problem = "command: printed nothing (allow_empty=false): %s" % perr.strip()[-1500:]
+    elif rc != 0 and not (empty and client.features["stdin_from_command"]):  # 0.17+: rc 3 for an empty output
+        problem = "command: restic could not read all of its output (rc=%d)" % rc
     if problem:
         client.forget_ids([full])
         raise ResticError("%s; the incomplete snapshot %s was forgotten" % (problem, short))
@@ -973,17 +1095,22 @@ def restore_into_command(module, client):
     for var in p.get("command_env") or {}:
         if not ENV_NAME_RE.match(var):
             raise ResticError("command_env: %r is not a variable name" % var)
-    snap = client.resolve(p.get("snapshot") or "latest", tags=p.get("tags"), host=p.get("host"),
-                          paths=p.get("paths") or ["/" + name])
+    if p.get("paths"):
+        snap = client.resolve(p.get("snapshot") or "latest", tags=p.get("tags"), host=p.get("host"),
+                              paths=p["paths"])
+        stored = "/" + name
+    else:  # the file as any restic saved it (0.18.0: under its flat name)
+        snap, stored = client.resolve_stored(p.get("snapshot") or "latest", name, tags=p.get("tags"),
+                                             host=p.get("host"))
     result = {"changed": True, "snapshot": snap, "filename": "/" + name, "restored_count": 1,
-              "restored": ["/" + name]}
+              "restored": [stored]}
     if module._diff:
         result["diff"] = {"before": "", "after": "stream /%s of snapshot %s into %s\n" % (
             name, snap["short_id"], " ".join(p["command"]))}
     if module.check_mode:
         result["msg"] = "/%s of snapshot %s would be streamed into the command" % (name, snap["short_id"])
         return result
-    out, err = client.dump_to_command(snap["id"], name, p["command"], p.get("command_env"))
+    out, err = client.dump_to_command(snap["id"], stored, p["command"], p.get("command_env"))
     result["stdout_lines"] = (out or "").splitlines()[-50:]
     result["stderr_lines"] = (err or "").splitlines()[-50:]
     return result

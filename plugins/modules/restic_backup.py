@@ -17,8 +17,11 @@ description:
     snapshot by its short id; the full id is looked up and returned too.
   - "Unreadable source files (restic's exit code 3: the snapshot is made without them) are not a silent success:
     the task warns and lists them in RV(unreadable), or fails with O(unreadable=fail)."
-  - "A command backup is a pipe with both exit codes known (C(--stdin-from-command) needs restic 0.17): when the
-    command fails, or prints nothing, the task fails and the incomplete snapshot is forgotten."
+  - "A command backup leaves no snapshot of a failed command: restic 0.17 and later run the command themselves
+    (C(--stdin-from-command)) and make none when it fails; on older releases (Debian 12's 0.14) it is a pipe with
+    both exit codes known and the incomplete snapshot is forgotten. Either way the task fails naming the command's
+    exit code and its stderr; a command that prints nothing fails too (unless O(allow_empty)). The command gets
+    O(command_env) and none of restic's environment (the repository, its credentials) either way."
   - A backup makes a new snapshot, so the task reports C(changed) each time it runs, unless
     O(skip_if_unchanged=true) finds nothing new (a dry run first).
 author:

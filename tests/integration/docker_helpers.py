@@ -87,6 +87,25 @@ def _tail(out: str | bytes | None, lines: int = 40) -> str:
     return "\n".join(out.splitlines()[-lines:])
 
 
+# Run by python3 in a client container: "open" (accepted), "refused" (let through, nothing listens), "filtered"
+# (dropped).
+TCP_PROBE = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print('open')
+except ConnectionRefusedError:
+    print('refused')
+except OSError:
+    print('filtered')
+"""
+
+
+def probe_from(client: str, host: str, port: int) -> str:
+    """How a TCP connection from the container CLIENT (on this host's Docker) to HOST:PORT ends: open, refused or
+    filtered - what a firewall test sees from an address that is not the server's admin address."""
+    return docker("exec", client, "python3", "-c", TCP_PROBE, host, str(port), timeout=30).stdout.strip()
+
+
 def unique_name(kind: str = "") -> str:
     """A fresh resource name: ``shp-it-<kind>-<8 hex>``."""
     return f"{NAME_PREFIX}{kind + '-' if kind else ''}{secrets.token_hex(4)}"

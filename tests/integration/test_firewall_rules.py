@@ -105,18 +105,6 @@ print(json.dumps(out))
 """
 EGRESS_OK = {"tcp_8080": True, "dns_udp_5353": "192.0.2.53", "dns_tcp_5353": "192.0.2.53"}
 
-# From a client container: "open" (accepted), "refused" (let through, nothing listens), "filtered" (dropped).
-PROBE = r"""
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print('open')
-except ConnectionRefusedError:
-    print('refused')
-except OSError:
-    print('filtered')
-"""
-
-
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check and res.returncode != 0:
@@ -197,7 +185,7 @@ def outside(server):
 
 
 def probe(client: str, ip: str, port: int) -> str:
-    return docker("exec", client, "python3", "-c", PROBE, ip, str(port), timeout=30)
+    return dh.probe_from(client, ip, port)
 
 
 def probes(outside: dict, server: Server, ports: dict[str, list[int]]) -> dict[tuple[str, int], str]:

@@ -21,7 +21,14 @@ import pytest
 
 from tests.conftest import ROOT, explain, run_tool
 from tests.integration.conftest import early_sandbox, wait_early
-from tests.integration.test_sandbox import SNAPSHOT, assert_fresh_check_predicts_the_first_converge, recap, server
+from tests.integration.sandbox_helpers import (
+    SNAPSHOT,
+    append_times,
+    assert_fresh_check_predicts_the_first_converge,
+    converged_state,
+    recap,
+    server,
+)
 from tests.tools.awx_run import run_like_awx
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
@@ -49,19 +56,11 @@ def make(name: str, state: Path, target: str, *extra: str) -> tuple[subprocess.C
 
 
 def write_times(**figures: str) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "okt-times.txt"
-    lines = path.read_text().splitlines() if path.exists() else []
-    lines += [f"{k}: {v}" for k, v in figures.items()]
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(f"{k}: {v}" for k, v in figures.items()))
+    append_times("okt-times.txt", **figures)
 
 
 def converged(okt) -> Path:
-    _name, state = okt
-    if not (state / "converged").exists():
-        pytest.skip("the okt sandbox did not converge")
-    return state
+    return converged_state(okt, "okt")
 
 
 def test_make_sandbox_okt_converges_then_awx_style_rerun_is_idempotent_and_check_is_honest(okt, tmp_path):

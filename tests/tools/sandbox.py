@@ -1,10 +1,11 @@
 """Create, reuse and destroy throwaway "servers": containers running systemd that behave like a
-fresh Debian 12 VPS, reached over real SSH on a loopback port.
+fresh Debian VPS (12 from shp-test/server:latest, 13 from shp-test/server:trixie), reached over real SSH on a
+loopback port.
 
 Used by ``make sandbox`` (the embedded default server), by the molecule scenarios and by the
 integration tests. Only the Docker CLI and OpenSSH client are needed (stdlib Python).
 
-    sandbox.py create  --name shp-sandbox [--ssh-port 2222] [--state-dir .sandbox]
+    sandbox.py create  --name shp-sandbox [--ssh-port 2222] [--state-dir .sandbox] [--image shp-test/server:trixie]
     sandbox.py destroy --name shp-sandbox [--state-dir .sandbox]
     sandbox.py export-images --output .sandbox/images/standins.tar IMAGE...
     sandbox.py caps
@@ -140,6 +141,15 @@ def ensure_key(state_dir: Path) -> str:
     return (state_dir / "id_ed25519.pub").read_text().strip()
 
 
+def reuse_problem(info: dict | None, name: str, image: str) -> str | None:
+    """Why the existing container INFO cannot be reused as a server from IMAGE (another image: a Debian 12 server
+    is not a Debian 13 one), or None."""
+    if info and info["Config"].get("Image") != image:
+        return (f"sandbox {name} runs {info['Config'].get('Image')}, not {image}: destroy it first "
+                f"(sandbox.py destroy --name {name}, or make sandbox-destroy with the same DEBIAN)")
+    return None
+
+
 def create(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +158,9 @@ def create(args: argparse.Namespace) -> int:
     info = container_state(args.name)
     if info and info["Config"]["Labels"].get(LABEL) != "1":
         raise SystemExit(f"container {args.name} exists and is not a sandbox: refusing to touch it")
+    problem = reuse_problem(info, args.name, args.image)
+    if problem:
+        raise SystemExit(problem)
     if info and not info["State"]["Running"]:
         sh("docker", "start", args.name)
         info = container_state(args.name)

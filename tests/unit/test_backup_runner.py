@@ -201,6 +201,26 @@ def test_a_failed_dump_is_a_problem_and_its_snapshot_is_forgotten(secrets_dir):
     assert "RESTIC_PASSWORD_FILE" not in fake.pipes[1][1]
 
 
+def test_on_restic_0_17_a_failed_dump_is_a_problem_and_no_snapshot_is_made(secrets_dir):
+    """The runner on Debian 13's restic 0.18: restic runs the dumps itself, a failed one leaves no snapshot to forget
+    and the problem says so."""
+    from tests.unit.test_restic import FAILED_018
+
+    fake = FakeRestic(version="0.18.0", **{"cat": (0, '{"version": 2, "id": "r1"}', ""),
+                                           "backup": (1, "", FAILED_018.replace("oops", "pg_dump: error: refused")),
+                                           "snapshots": (0, json.dumps([SNAP]), "")})
+    problems = runner.backup_set(config(secrets_dir), "databases", client=fake_client(fake))
+    assert len(problems) == 2 and all("restic made no snapshot" in p for p in problems), problems
+    assert "exited 3: pg_dump: error: refused" in problems[1]
+    assert [fake.sub(a)[0] for a, _e, _d in fake.calls].count("forget") == 0
+    assert fake.pipes == []
+    backups = [(argv, env) for argv, env, _d in fake.calls if fake.sub(argv)[0] == "backup"]
+    argv, env = backups[1]
+    # 0.18.0 saves a stdin file below a directory under its flat name only (restic issue 5324)
+    assert argv[argv.index("--stdin-filename") + 1] == "postgres%2Fpg%2Fapp.dump" and "--stdin-from-command" in argv
+    assert env["SHP_CMD_ENV_PGPASSWORD"] == SECRET and SECRET not in " ".join(argv)
+
+
 def test_a_good_run_saves_every_dump_and_the_paths(secrets_dir, tmp_path):
     fake = FakeRestic(**{"cat": (0, '{"version": 2, "id": "r1"}', ""),
                          "backup": (0, json.dumps(SUMMARY) + "\n", ""),

@@ -1,5 +1,6 @@
 """The docker_engine role's derived variables (vars/main.yml), rendered with Ansible's own
-templating for several inputs: the daemon.json document and the Compose install method."""
+templating for several inputs: the daemon.json document and the Compose install method; and the filter that
+settles the CLI and Compose packages from the host's apt (plugins/filter/docker_engine.py)."""
 
 from __future__ import annotations
 
@@ -86,24 +87,74 @@ def test_log_opts_only_for_drivers_that_take_them():
     assert cfg["log-opts"] == {"max-size": "10m", "max-file": "5"}
 
 
-@pytest.mark.parametrize(
-    ("distribution", "major", "source", "method", "package"),
-    [
-        ("Debian", "12", "debian", "pip", "docker-compose"),
-        ("Debian", "13", "debian", "package", "docker-compose"),
-        ("Ubuntu", "24", "debian", "package", "docker-compose-v2"),
-        ("Ubuntu", "20", "debian", "pip", "docker-compose-v2"),
-        ("Debian", "12", "docker", "package", "docker-compose-plugin"),
-    ],
-)
-def test_compose_auto_method(distribution, major, source, method, package):
-    kw = {"docker_engine_source": source}
-    assert render("docker_engine__compose_method", distribution, major, **kw) == method
-    assert render("docker_engine__compose_package", distribution, major, **kw) == package
-
-
-def test_explicit_compose_method_wins():
-    assert render("docker_engine__compose_method", docker_engine_compose_method="copy") == "copy"
+# --- the CLI and Compose packages, from what the host's apt offers (filter docker_engine_packages) -----------------
+# apt-cache policy docker.io docker-cli docker-compose-v2 docker-compose, as measured on the real hosts (2026-12);
+# a name apt does not know is not printed at all.
+BOOKWORM = """docker.io:
+  Installed: 20.10.24+dfsg1-1+deb12u1+b6
+  Candidate: 20.10.24+dfsg1-1+deb12u1+b6
+  Version table:
+ *** 20.10.24+dfsg1-1+deb12u1+b6 500
+        500 http://mirror.example.test/debian bookworm/main amd64 Packages
+        100 /var/lib/dpkg/status
+docker-compose:
+  Installed: (none)
+  Candidate: 1.29.2-3
+  Version table:
+     1.29.2-3 500
+        500 http://mirror.example.test/debian bookworm/main amd64 Packages
+"""
+# Debian 13 right after docker.io was installed: the CLI and Compose v2 are packages of their own, not installed yet.
+TRIXIE_FRESH = """docker.io:
+  Installed: 26.1.5+dfsg1-9+deb13u1+b1
+  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
+  Version table:
+ *** 26.1.5+dfsg1-9+deb13u1+b1 500
+        500 http://mirror.example.test/debian trixie/main amd64 Packages
+        100 /var/lib/dpkg/status
+docker-cli:
+  Installed: (none)
+  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
+  Version table:
+     26.1.5+dfsg1-9+deb13u1+b1 500
+        500 http://mirror.example.test/debian trixie/main amd64 Packages
+docker-compose:
+  Installed: (none)
+  Candidate: 2.26.1-4
+  Version table:
+     2.26.1-4 500
+        500 http://mirror.example.test/debian trixie/main amd64 Packages
+"""
+# A converged Debian 13 host whose package lists were cleaned: apt knows only what dpkg has installed.
+TRIXIE_NO_LISTS = """docker.io:
+  Installed: 26.1.5+dfsg1-9+deb13u1+b1
+  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
+  Version table:
+ *** 26.1.5+dfsg1-9+deb13u1+b1 100
+        100 /var/lib/dpkg/status
+docker-cli:
+  Installed: 26.1.5+dfsg1-9+deb13u1+b1
+  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
+  Version table:
+ *** 26.1.5+dfsg1-9+deb13u1+b1 100
+        100 /var/lib/dpkg/status
+docker-compose:
+  Installed: 2.26.1-4
+  Candidate: 2.26.1-4
+  Version table:
+ *** 2.26.1-4 100
+        100 /var/lib/dpkg/status
+"""
+UBUNTU_NOBLE = """docker.io:
+  Installed: (none)
+  Candidate: 24.0.7-0ubuntu4.1
+docker-compose-v2:
+  Installed: (none)
+  Candidate: 2.27.1+ds1-0ubuntu1~24.04.1
+docker-compose:
+  Installed: (none)
+  Candidate: 1.29.2-6ubuntu1
+"""
 
 
 def test_docker_repository_url_and_key_fingerprint():
@@ -153,3 +204,89 @@ def test_check_mode_without_answers_predicts_only_what_is_missing():
     debian = {"results": [dpkg("docker.io", "rc"), dpkg("iptables", "ii"), dpkg("ca-certificates", "hi"),
                           dpkg("xz-utils", None), dpkg("python3-docker", "ii")]}
     assert render("docker_engine__install_missing", docker_engine__dpkg_other=debian) == ["docker.io", "xz-utils"]
+
+
+def packages(policy, **kw):
+    from ansible_collections.selfhosted.platform.plugins.filter.docker_engine import docker_engine_packages
+
+    return docker_engine_packages(policy, **kw)
+
+
+def test_apt_policy_is_parsed_and_none_is_none():
+    from ansible_collections.selfhosted.platform.plugins.filter.docker_engine import parse_apt_policy, upstream_major
+
+    assert parse_apt_policy(TRIXIE_FRESH) == {
+        "docker.io": {"installed": "26.1.5+dfsg1-9+deb13u1+b1", "candidate": "26.1.5+dfsg1-9+deb13u1+b1"},
+        "docker-cli": {"installed": None, "candidate": "26.1.5+dfsg1-9+deb13u1+b1"},
+        "docker-compose": {"installed": None, "candidate": "2.26.1-4"}}
+    assert parse_apt_policy("") == {}
+    assert [upstream_major(v) for v in ("2.26.1-4", "1:2.3-1", "1.29.2-3", None, "")] == [2, 2, 1, None, None]
+
+
+def test_debian_13_gets_the_cli_package_and_compose_from_docker_compose():
+    """Debian 13's docker.io has no docker CLI (main: the first converge failed at `docker load`, no such file)."""
+    plan = packages(TRIXIE_FRESH, compose_fallback="copy", cli_present=False)
+    assert plan["cli_package"] == "docker-cli" and plan["cli_known"]
+    assert (plan["compose_method"], plan["compose_package"], plan["compose_version"]) == (
+        "package", "docker-compose", "2.26.1-4")
+    assert plan["compose_known"]
+    # converged: the CLI is there, nothing to install for it
+    assert packages(TRIXIE_FRESH, cli_present=True)["cli_package"] is None
+
+
+def test_debian_12_keeps_the_cli_in_docker_io_and_compose_v1_is_not_taken():
+    plan = packages(BOOKWORM, cli_present=True)
+    assert plan["cli_package"] is None and plan["compose_method"] == "pip" and plan["compose_package"] is None
+    assert "docker-compose 1.29.2-3" in plan["reason"]
+    assert packages(BOOKWORM, compose_fallback="copy")["compose_method"] == "copy"
+    assert packages(BOOKWORM, compose_fallback="none")["compose_method"] == "none"
+    # The explicit package method where apt offers no Compose v2: refused, naming what apt offers.
+    from ansible.errors import AnsibleFilterError
+    with pytest.raises(AnsibleFilterError, match=r"docker_engine_compose_method: package.*docker-compose 1\.29\.2-3"):
+        packages(BOOKWORM, compose_method="package")
+
+
+def test_ubuntu_prefers_docker_compose_v2():
+    plan = packages(UBUNTU_NOBLE, cli_present=False)
+    assert (plan["compose_method"], plan["compose_package"]) == ("package", "docker-compose-v2")
+    assert plan["cli_package"] is None and plan["cli_known"]  # no docker-cli package: docker.io ships the CLI
+
+
+def test_docker_repository_is_left_to_its_own_packages():
+    plan = packages(TRIXIE_FRESH, source="docker", cli_present=False)
+    assert (plan["compose_method"], plan["compose_package"], plan["cli_package"]) == (
+        "package", "docker-compose-plugin", None)
+    assert packages("", source="docker", compose_method="copy")["compose_method"] == "copy"
+
+
+def test_without_package_lists_an_installed_package_is_still_known():
+    plan = packages(TRIXIE_NO_LISTS, lists_present=False, compose_fallback="copy")
+    assert (plan["compose_method"], plan["compose_package"], plan["compose_known"]) == (
+        "package", "docker-compose", True)
+    assert plan["cli_package"] is None and plan["cli_known"]
+
+
+def test_a_fresh_host_in_check_mode_cannot_know_yet():
+    """No package lists and nothing installed: the fallback stands in, and both outcomes are predicted."""
+    plan = packages("", lists_present=False, cli_present=False, compose_fallback="copy")
+    assert (plan["compose_method"], plan["compose_known"], plan["cli_known"]) == ("copy", False, False)
+    assert plan["cli_package"] is None
+    assert packages("", lists_present=False, compose_method="package")["compose_method"] == "package"
+
+
+@pytest.mark.parametrize("method", ["pip", "copy", "none"])
+def test_an_explicit_method_other_than_package_wins(method):
+    assert packages(TRIXIE_FRESH, compose_method=method)["compose_method"] == method
+
+
+def test_bad_arguments_are_refused():
+    from ansible.errors import AnsibleFilterError
+    for kw in ({"source": "snap"}, {"compose_method": "brew"}, {"compose_fallback": "package"}):
+        with pytest.raises(AnsibleFilterError):
+            packages("", **kw)
+
+
+def test_the_role_takes_method_and_package_from_the_plan():
+    plan = packages(TRIXIE_FRESH)
+    assert render("docker_engine__compose_method", docker_engine__plan=plan) == "package"
+    assert render("docker_engine__compose_package", docker_engine__plan=plan) == "docker-compose"

@@ -34,6 +34,36 @@ def test_parent_of_resolves_the_prefix(tmp_path):
     assert build.parent_of(df) == f"{build.PREFIX}/base:bookworm"
 
 
+def test_parent_of_resolves_the_suite(tmp_path):
+    df = tmp_path / "Dockerfile"
+    df.write_text("ARG PREFIX=shp-test\nARG SUITE=bookworm\nFROM ${PREFIX}/base:${SUITE}\n")
+    assert build.parent_of(df) == f"{build.PREFIX}/base:bookworm"
+    assert build.parent_of(df, "trixie") == f"{build.PREFIX}/base:trixie"
+
+
+def test_the_server_is_built_on_debian_12_and_13_and_the_rest_on_12():
+    bases, plan = build.build_plan([])
+    assert bases == ["bookworm", "trixie"]
+    assert plan[:2] == [("server", "bookworm"), ("server", "trixie")]
+    assert {suite for name, suite in plan if name != "server"} == {"bookworm"}
+    assert build.image_ref("server", "bookworm") == f"{build.PREFIX}/server:latest"
+    assert build.image_ref("server", "trixie") == f"{build.PREFIX}/server:trixie"
+    # The server's Dockerfile takes the suite (a FROM that ignored it would build Debian 12 under the trixie tag).
+    server = ROOT / "tests/images/server/Dockerfile"
+    assert build.parent_of(server, "trixie") == f"{build.PREFIX}/base:trixie"
+
+
+def test_a_plan_for_named_images_and_suites():
+    assert build.build_plan(["server:trixie"]) == (["trixie"], [("server", "trixie")])
+    assert build.build_plan(["redis", "server"]) == (
+        ["bookworm", "trixie"], [("server", "bookworm"), ("server", "trixie"), ("redis", "bookworm")])
+    import pytest
+    with pytest.raises(ValueError, match="unknown image: nope"):
+        build.build_plan(["nope"])
+    with pytest.raises(ValueError, match="redis is not built on trixie"):
+        build.build_plan(["redis:trixie"])
+
+
 def test_every_image_dir_is_in_the_build_order():
     dirs = {p.name for p in (ROOT / "tests/images").iterdir() if (p / "Dockerfile").exists()}
     assert dirs <= set(build.ORDER)

@@ -1,6 +1,6 @@
 """Unit tests for the restic client and the restic_* module logic (plugins/module_utils/restic.py),
-with restic faked at the process boundary: a scripted Runner that answers like restic 0.14 (or 0.17)
-does and records every command line and environment."""
+with restic faked at the process boundary: a scripted Runner that answers like restic 0.14 (or 0.17/0.18, whose
+answers were measured on Debian 13's 0.18.0) does and records every command line and environment."""
 
 from __future__ import annotations
 
@@ -83,6 +83,11 @@ class FakeRestic:
 
     dump = (0, "")
     consumer = (0, "restored\n", "")
+
+    class module:  # what Runner.module offers the client (bash for the command wrapper)
+        @staticmethod
+        def get_bin_path(name, required=False):
+            return "/usr/bin/" + name
 
     def subcommands(self):
         return [self.sub(argv)[0] for argv, env, data in self.calls]
@@ -504,6 +509,154 @@ def test_restic_failing_under_a_dump_names_both():
     fake.producer = (141, "")
     res = run(rs.backup_action, cparams(), fake)
     assert res.failed and res["msg"].startswith("password: wrong password") and "rc=141" in res["msg"]
+
+
+# --- restic 0.17+ runs the dump itself (--stdin-from-command), as measured on 0.18.0 (Debian 13) ---------------
+# What restic 0.18.0 printed on stderr for `backup --json --stdin-from-command -- sh -c 'echo data; echo oops >&2;
+# exit 3'` (exit code 1, no snapshot made).
+FAILED_018 = ('subprocess bash: oops\n'
+              '{"message_type":"error","error":{"message":"failed to save /pg/app.dump: Fatal: command failed: exit '
+              'status 3"},"during":"archival","item":"/pg/app.dump"}\n'
+              '{"message_type":"exit_error","code":1,"message":"Fatal: unable to save snapshot: failed to save '
+              '/pg/app.dump: Fatal: command failed: exit status 3"}\n')
+
+
+def test_features_come_from_the_version():
+    assert rs.features((0, 14, 0)) == {"exit_codes": False, "stdin_from_command": False, "stdin_dirs": True}
+    assert rs.features((0, 16, 4)) == {"exit_codes": False, "stdin_from_command": False, "stdin_dirs": True}
+    assert rs.features((0, 17, 0)) == {"exit_codes": True, "stdin_from_command": True, "stdin_dirs": True}
+    assert rs.features((0, 18, 0)) == {"exit_codes": True, "stdin_from_command": True, "stdin_dirs": False}
+    assert rs.features((0, 18, 1)) == {"exit_codes": True, "stdin_from_command": True, "stdin_dirs": True}
+
+
+def test_restic_0_17_runs_the_dump_itself_with_its_own_environment():
+    fake = FakeRestic(version="0.17.3", **backup_answers())
+    res = run(rs.backup_action, cparams(), fake)
+    assert not res.failed and res["snapshot_id"] == FULL_ID and res["restic_version"] == "0.17.3"
+    assert fake.pipes == []  # no pipe: restic runs the command
+    argv, env, _data = next(c for c in fake.calls if fake.sub(c[0])[0] == "backup")
+    args = fake.sub(argv)
+    assert args[:args.index("--")] == ["backup", "--json", "--tag", "db", "--host", "h1", "--stdin-from-command",
+                                       "--stdin-filename", "pg/app.dump"]
+    assert args[args.index("--") + 1:] == ["/usr/bin/bash", "-c", rs.COMMAND_WRAPPER, "bash", "docker", "exec",
+                                           "db-1", "pg_dump", "-Fc", "app"]
+    # The command's secret reaches it through the wrapper's environment only; restic's are named to be dropped.
+    assert env["SHP_CMD_ENV_PGPASSWORD"] == "DbPw7" and env["SHP_CMD_KEYS"] == "PGPASSWORD"
+    assert "PGPASSWORD" not in env
+    assert {"RESTIC_PASSWORD_FILE", "RESTIC_REPOSITORY"} <= set(env["SHP_RESTIC_KEYS"].split())
+    assert_no_secret_on_argv(fake, PW, "DbPw7")
+    assert "forget" not in fake.subcommands()
+
+
+def test_restic_0_17_a_failed_dump_makes_no_snapshot_and_nothing_is_forgotten():
+    status = json.dumps({"message_type": "status", "percent_done": 0}) + "\n"
+    fake = FakeRestic(version="0.18.0", backup=(1, status, FAILED_018))
+    res = run(rs.backup_action, cparams(), fake)
+    assert res.failed, res
+    assert res["msg"] == ("command: exited 3: oops; restic made no snapshot (restic 0.18.0 ran it with "
+                          "--stdin-from-command)")
+    assert "forget" not in fake.subcommands()
+
+
+def test_restic_0_17_an_empty_dump_exits_3_and_is_refused_unless_allowed():
+    """restic 0.18 saves an empty file and exits 3 ("no data read") when the command prints nothing."""
+    empty = dict(SUMMARY, total_bytes_processed=0)
+    stderr = "error: failed to save /pg/app.dump: read /pg/app.dump: no data read\n"
+    fake = FakeRestic(version="0.18.0", **backup_answers(rc=3, summary=empty, stderr=stderr))
+    res = run(rs.backup_action, cparams(), fake)
+    assert res.failed and "printed nothing" in res["msg"] and "forget" in fake.subcommands()
+    fake = FakeRestic(version="0.18.0", **backup_answers(rc=3, summary=empty, stderr=stderr))
+    res = run(rs.backup_action, cparams(allow_empty=True), fake)
+    assert not res.failed and "forget" not in fake.subcommands()
+    # On 0.14 (a pipe) an exit code 3 with nothing read is a broken read, not an empty dump: refused even if allowed.
+    fake = FakeRestic(**backup_answers(rc=3, summary=empty, stderr=stderr))
+    res = run(rs.backup_action, cparams(allow_empty=True), fake)
+    assert res.failed and "could not read all of its output (rc=3)" in res["msg"]
+
+
+def test_restic_0_17_failing_for_its_own_reason_is_named():
+    fake = FakeRestic(version="0.18.0", backup=(12, "", "Fatal: wrong password or no key found\n"))
+    res = run(rs.backup_action, cparams(), fake)
+    assert res.failed and res["msg"].startswith("password: wrong password")
+
+
+def test_the_command_wrapper_gives_the_command_its_environment_and_none_of_restics(tmp_path):
+    """COMMAND_WRAPPER run for real by bash, as restic runs it: the command sees its own variable (a value with
+    quotes, spaces and $) and none of restic's."""
+    value = "it's \"$HOME\" `id`  x"
+    env = {"PATH": os.environ["PATH"], "RESTIC_REPOSITORY": "rest:http://u:pw@h/", "RESTIC_PASSWORD_FILE": "/pw",
+           "RESTIC_PASSWORD": "", "SHP_CMD_ENV_PGPASSWORD": value, "SHP_CMD_KEYS": "PGPASSWORD",
+           "SHP_RESTIC_KEYS": "RESTIC_PASSWORD RESTIC_PASSWORD_FILE RESTIC_REPOSITORY"}
+    probe = ("import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
+             "if k.startswith(('RESTIC', 'SHP', 'PG'))}))")
+    res = subprocess.run(["bash", "-c", rs.COMMAND_WRAPPER, "bash", sys.executable, "-c", probe], env=env,
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"PGPASSWORD": value}
+
+
+def test_restic_0_18_0_saves_a_file_below_a_directory_under_its_flat_name():
+    """Debian 13's restic 0.18.0 fails `--stdin-filename postgres/db/x.dump` (main: every dump of the backup role
+    failed there with "open /postgres: no such file or directory")."""
+    fake = FakeRestic(version="0.18.0", **backup_answers())
+    res = run(rs.backup_action, cparams(), fake)
+    assert not res.failed, res
+    argv = next(a for a, e, d in fake.calls if fake.sub(a)[0] == "backup")
+    assert argv[argv.index("--stdin-filename") + 1] == "pg%2Fapp.dump"
+    # Any other release keeps the directories (the pipe of 0.14 too).
+    for version in ("0.14.0", "0.18.1"):
+        fake = FakeRestic(version=version, **backup_answers())
+        run(rs.backup_action, cparams(), fake)
+        argv = next(a for a, e, d in fake.calls if fake.sub(a)[0] == "backup") if version != "0.14.0" \
+            else fake.pipes[0][2]
+        assert argv[argv.index("--stdin-filename") + 1] == "pg/app.dump", version
+
+
+def test_flat_names_are_distinct_and_both_are_looked_up():
+    assert rs.flat_name("postgres/db/app.dump") == "postgres%2Fdb%2Fapp.dump"
+    assert rs.flat_name("a%2Fb") != rs.flat_name("a/b")
+    assert rs.stored_paths("/postgres/db/app.dump") == ["/postgres/db/app.dump", "/postgres%2Fdb%2Fapp.dump"]
+    assert rs.stored_paths("flat.sql") == ["/flat.sql"]
+    assert rs.stdin_name("postgres/db/app.dump", (0, 18, 0)) == "postgres%2Fdb%2Fapp.dump"
+    assert rs.stdin_name("/postgres/db/app.dump", (0, 14, 0)) == "postgres/db/app.dump"
+
+
+def test_a_restore_streams_the_newest_dump_whichever_restic_saved_it():
+    """A host whose dumps were saved by restic 0.14 (directories) and then by Debian 13's 0.18.0 (flat names): the
+    restore takes the newest of either, and dumps the path that snapshot holds."""
+    older = dict(SNAP, paths=["/postgres/db/app.dump"], time="2026-11-23T12:00:00Z", id="a" * 64, short_id="aaaaaaaa")
+    newer = dict(SNAP, paths=["/postgres%2Fdb%2Fapp.dump"], time="2026-11-24T12:00:00Z", id="b" * 64,
+                 short_id="bbbbbbbb")
+
+    def snapshots(args):
+        if "--path" in args:
+            path = args[args.index("--path") + 1]
+            return 0, json.dumps([s for s in (older, newer) if s["paths"] == [path]]) + "\n", ""
+        ident = args[-1]
+        return 0, json.dumps([s for s in (older, newer) if s["id"].startswith(ident)]) + "\n", ""
+
+    base = params(target=None, snapshot="latest", tags=[], host=None, paths=[], verify=False, force=False,
+                  include=[], filename="postgres/db/app.dump", command_env={},
+                  command=["docker", "exec", "-i", "db-postgres-1", "pg_restore", "-d", "app"])
+    fake = FakeRestic(version="0.18.0", snapshots=snapshots)
+    res = run(rs.restore_action, base, fake)
+    assert not res.failed and res["snapshot"]["short_id"] == "bbbbbbbb", res
+    assert fake.pipes[-1][0][-3:] == ["dump", "b" * 64, "/postgres%2Fdb%2Fapp.dump"]
+    assert res["filename"] == "/postgres/db/app.dump" and res["restored"] == ["/postgres%2Fdb%2Fapp.dump"]
+    # A snapshot asked for by id: the path it holds.
+    fake = FakeRestic(version="0.18.0", snapshots=snapshots)
+    res = run(rs.restore_action, dict(base, snapshot="aaaaaaaa"), fake)
+    assert not res.failed and fake.pipes[-1][0][-3:] == ["dump", "a" * 64, "/postgres/db/app.dump"]
+    # Neither name anywhere: the message names both.
+    fake = FakeRestic(version="0.18.0", snapshots=(0, "[]\n", ""))
+    res = run(rs.restore_action, base, fake)
+    assert res.failed and "/postgres%2Fdb%2Fapp.dump" in res["msg"] and "/postgres/db/app.dump" in res["msg"]
+
+
+def test_command_failures_are_read_from_restics_stderr():
+    assert rs.command_exit(FAILED_018) == 3 and rs.command_stderr(FAILED_018) == "oops"
+    assert rs.command_exit("Fatal: command failed: signal: killed") == -1
+    assert rs.command_exit("subprocess bash: fine\n") is None
 
 
 # --- restic_forget ------------------------------------------------------------------------------

@@ -56,3 +56,12 @@ def test_run_args_have_the_systemd_and_ssh_flags():
     assert joined.count("--cap-add") == 2
     assert args[-1] == "img:1"
     assert f"{sandbox.LABEL}=1" in args
+
+
+def test_a_server_of_another_image_is_not_reused():
+    """`make sandbox DEBIAN=trixie` with the name of a Debian 12 server must not converge the Debian 12 one."""
+    info = {"Config": {"Image": "shp-test/server:latest", "Labels": {sandbox.LABEL: "1"}}}
+    assert sandbox.reuse_problem(info, "shp-x", "shp-test/server:latest") is None
+    assert sandbox.reuse_problem(None, "shp-x", "shp-test/server:trixie") is None
+    problem = sandbox.reuse_problem(info, "shp-x", "shp-test/server:trixie")
+    assert "runs shp-test/server:latest, not shp-test/server:trixie" in problem and "destroy" in problem

@@ -172,6 +172,21 @@ def test_backup_rows_check_every_dump_of_every_instance():
                        "actual": "failed: password: wrong password", "ok": False}]
 
 
+def test_backup_rows_find_dumps_restic_0_18_0_saved_under_their_flat_names():
+    """Debian 13's restic 0.18.0 saves postgres/amn-db/x.dump as postgres%2Famn-db%2Fx.dump (restic issue 5324); a
+    host upgraded from Debian 12 has both, and the newest of either counts."""
+    info = {"groups": [
+        group(["databases", "db", "amn-db"], "/postgres/amn-db/globals.sql", 50.0, "old"),
+        group(["databases", "db", "amn-db"], "/postgres%2Famn-db%2Fglobals.sql", 2.0, "new"),
+        group(["databases", "db", "amn-db"], "/postgres%2Famn-db%2Fmarketplace.dump", 3.0, "m2"),
+    ]}
+    config = {"sets": {"databases": {"tags": ["databases"], "paths": [], "databases": [
+        {"name": "amn-db", "engine": "postgres", "databases": ["marketplace"]}]}}}
+    rows = by_item(vf.verify_backup_rows(config, info, 26))
+    assert rows["databases/amn-db"]["ok"], rows
+    assert rows["databases/amn-db"]["actual"].startswith("3.0h (m2"), rows
+
+
 def test_dump_files_match_the_backup_runner():
     from tests.unit.test_backup_runner import runner  # the backup role's host-side runner, which writes the dumps
 

@@ -11,8 +11,9 @@ It drives restic through the same client the restic_* modules use (plugins/modul
 installed next to this file as shp_restic.py), so the rules are the same: the repository password
 comes from a 0600 file, no secret is ever on a command line (database passwords travel in the
 environment of ``docker exec -e NAME`` only), a dump command that fails leaves no snapshot behind
-(restic 0.14 has no --stdin-from-command, so the dump is piped and a snapshot of a failed dump is
-forgotten), and unreadable files (restic exit code 3) are a warning listing them.
+(restic 0.17+ runs it with --stdin-from-command and makes none; restic 0.14 has no such option, so the
+dump is piped and a snapshot of a failed dump is forgotten: the client decides by the restic version on
+the host), and unreadable files (restic exit code 3) are a warning listing them.
 
 Dumps (each its own snapshot, tagged with the set, ``db`` and the instance, saved under a stable
 file name so ``restic dump`` and restic_restore find it):
