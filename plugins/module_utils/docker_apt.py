@@ -366,11 +366,13 @@ def package_plan(madison: dict[str, list[str]], status: dict[str, dict], wanted:
 
 def hold_plan(status: dict[str, dict], packages: list[str], hold: bool, released: list[str] | None = None,
               check_mode: bool = False) -> dict:
-    """The dpkg selections to change after the install: ``hold`` the PACKAGES not held yet (hold true), ``unhold``
-    the held ones (hold false). In check mode the release before the install was only predicted, so the packages it
-    named still read as held here although the run re-holds them: they count as not held."""
+    """The dpkg selections to change after the install: ``hold`` the PACKAGES not held yet (hold true). With hold
+    false the role takes no hold of its own and leaves the operator's as it found them: only the holds it RELEASED
+    to move the pinned version are taken again (``unhold`` stays empty; it is kept for the tasks' shape). In check
+    mode the release before the install was only predicted, so the packages it named still read as held here
+    although the run re-holds them: they count as not held."""
     released = released or []
     held = {p for p in packages if status.get(p, {}).get("want") == "hold" and not (check_mode and p in released)}
     if hold:
         return {"hold": [p for p in packages if p not in held], "unhold": []}
-    return {"hold": [], "unhold": [p for p in packages if p in held]}
+    return {"hold": [p for p in packages if p in released and p not in held], "unhold": []}

@@ -303,7 +303,14 @@ def test_hold_plan():
     st = da.parse_dpkg_status(status({"docker-ce": (V1, "hold"), "docker-ce-cli": (V1, "install"),
                                       "containerd.io": ("1.6.20-1", "install")}))
     assert da.hold_plan(st, pkgs, True) == {"hold": ["docker-ce-cli", "containerd.io"], "unhold": []}
-    assert da.hold_plan(st, pkgs, False) == {"hold": [], "unhold": ["docker-ce"]}
+    # hold false: the operator's own hold on docker-ce is left alone ...
+    assert da.hold_plan(st, pkgs, False) == {"hold": [], "unhold": []}
+    # ... and when the role released it to move the pin, it takes it again (in check mode: predicted as well).
+    after_upgrade = da.parse_dpkg_status(status({"docker-ce": (V2, "install"), "docker-ce-cli": (V2, "install"),
+                                                 "containerd.io": ("1.6.20-1", "install")}))
+    assert da.hold_plan(after_upgrade, pkgs, False, released=["docker-ce"]) == {"hold": ["docker-ce"], "unhold": []}
+    assert da.hold_plan(st, pkgs, False, released=["docker-ce"], check_mode=True) == {"hold": ["docker-ce"],
+                                                                                      "unhold": []}
     # Check mode after a predicted release: the run re-holds what it released.
     assert da.hold_plan(st, pkgs, True, released=["docker-ce"], check_mode=True)["hold"] == pkgs
     assert da.hold_plan(st, pkgs, True, released=["docker-ce"], check_mode=False)["hold"] == pkgs[1:]
