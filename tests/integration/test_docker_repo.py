@@ -38,7 +38,7 @@ import pytest
 
 from tests.conftest import ROOT, explain, run_tool, tool_env
 from tests.integration import docker_helpers as dh
-from tests.integration.test_sandbox import changed_tasks, recap
+from tests.integration.sandbox_helpers import changed_tasks, recap
 from tests.tools import docker_apt_repo
 
 pytestmark = [pytest.mark.integration]
