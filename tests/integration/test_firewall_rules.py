@@ -105,6 +105,7 @@ print(json.dumps(out))
 """
 EGRESS_OK = {"tcp_8080": True, "dns_udp_5353": "192.0.2.53", "dns_tcp_5353": "192.0.2.53"}
 
+
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check and res.returncode != 0:

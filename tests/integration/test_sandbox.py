@@ -40,6 +40,7 @@ from tests.unit.test_site_tags import documented_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
 
+
 @pytest.fixture(scope="module")
 def sandbox():
     """The amn sandbox, whose first converge (`make sandbox`) tests/integration/conftest.py started in the
