@@ -37,7 +37,7 @@ OUTPUT = ROOT / "tests" / "output"
 # that run throwaway servers of their own. Lane "main": everything else, static checks first.
 SERVER_LANES: dict[str, list[str]] = {
     "servers": [
-        "tests/molecule",
+        "tests/integration/test_firewall_ssh.py",
         "tests/integration/test_sandbox.py",
     ],
     "servers2": [
@@ -47,10 +47,17 @@ SERVER_LANES: dict[str, list[str]] = {
     ],
     # The amn site on Debian 13 in a lane of its own (its module's budget: 12 minutes with its converges).
     "servers3": [
-        "tests/integration/test_firewall_ssh.py",
+        "tests/molecule",
         "tests/integration/test_sandbox_trixie.py",
     ],
 }
+# The run is CPU-bound (two cores, four lanes), and its longest chain is lane "servers": the amn sandbox's first
+# converge, then its module's tests one after another on that one server. That lane's servers get a larger CPU weight
+# (SHP_SERVER_CPU_SHARES, read by tests/tools/sandbox.py) and the other lanes' own processes run niced, so the other
+# lanes fill the cores around it instead of stretching it.
+PRIORITY_LANE = "servers"
+PRIORITY_CPU_SHARES = 8192
+OTHER_LANES_NICE = 5
 LANES: dict[str, list[str]] = {
     **SERVER_LANES,
     "main": ["tests/lint", "tests/unit", "tests/integration",
@@ -119,7 +126,13 @@ def run(lanes: dict[str, list[str]]) -> int:
         junit = OUTPUT / f"junit-{name}.xml"
         junit.unlink(missing_ok=True)
         env = dict(os.environ, SHP_TEST_LANE=name, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, *PYTEST, f"--junitxml={junit}", *args], cwd=ROOT, env=env,
+        if name == PRIORITY_LANE:
+            env["SHP_SERVER_CPU_SHARES"] = str(PRIORITY_CPU_SHARES)
+        else:
+            env.pop("SHP_SERVER_CPU_SHARES", None)
+        # nice execs pytest, so the lane's pid (signals, wait) stays pytest's.
+        niced = [] if name == PRIORITY_LANE else ["nice", "-n", str(OTHER_LANES_NICE)]
+        proc = subprocess.Popen([*niced, sys.executable, *PYTEST, f"--junitxml={junit}", *args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 start_new_session=True)
         procs[name] = proc

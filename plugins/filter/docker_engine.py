@@ -69,7 +69,8 @@ def docker_engine_packages(apt_policy, source="debian", compose_method="auto", c
     or the parsed dict); LISTS_PRESENT whether apt has package lists (without them apt knows only what is installed:
     check mode on a fresh host); CLI_PRESENT whether the docker CLI (/usr/bin/docker) is on the host.
 
-    Returns {cli_package, cli_known, compose_method, compose_package, compose_version, compose_known, reason}:
+    Returns {cli_package, cli_known, compose_method, compose_package, compose_version, compose_installed,
+    compose_known, reason} (compose_installed: the Compose v2 package is installed, so apt need not run):
     - cli_package: the package to install for the docker CLI (docker-cli where the archive has it and the CLI is
       not there yet), else None; cli_known false when that cannot be told yet (no package lists, no CLI).
     - compose_method: package, pip, copy or none; ``auto`` is ``package`` where apt offers a Compose v2 package
@@ -91,7 +92,7 @@ def docker_engine_packages(apt_policy, source="debian", compose_method="auto", c
         raise AnsibleFilterError("docker_engine_packages: compose_fallback must be one of %s" % ", ".join(FALLBACKS))
     lists_present, cli_present = bool(lists_present), bool(cli_present)
     plan = {"cli_package": None, "cli_known": True, "compose_method": compose_method, "compose_package": None,
-            "compose_version": None, "compose_known": True, "reason": ""}
+            "compose_version": None, "compose_installed": False, "compose_known": True, "reason": ""}
 
     if source == "docker":
         # docker-ce-cli is one of the engine packages; Compose is Docker's plugin package.
@@ -109,7 +110,7 @@ def docker_engine_packages(apt_policy, source="debian", compose_method="auto", c
 
     found = _compose_v2(policy)
     if found:
-        plan["compose_package"], plan["compose_version"] = found[0], found[1]
+        plan["compose_package"], plan["compose_version"], plan["compose_installed"] = found
     if compose_method in ("auto", "package"):
         if found:
             plan["compose_method"] = "package"

@@ -186,12 +186,12 @@ def test_docker_repository_packages_follow_the_compose_method(method, companions
         *plan["names"], "iptables", "ca-certificates", "python3-docker"]
 
 
-def test_check_mode_without_answers_predicts_only_what_is_missing():
-    """Check mode where apt cannot answer (no package lists): dpkg's view decides what the run would install."""
-    def dpkg(pkg, abbrev):
-        return {"item": pkg, "stdout": f"{pkg} {abbrev}" if abbrev else "", "rc": 0 if abbrev else 1}
+def test_install_missing_is_what_dpkg_does_not_list_plus_the_docker_plan():
+    """apt runs only for this list; check mode where apt cannot answer (no package lists) predicts it."""
+    def dpkg(*lines):
+        return {"stdout": "".join(f"{line} \n" for line in lines), "rc": 0}
 
-    installed = {"results": [dpkg("iptables", "ii"), dpkg("ca-certificates", "ii"), dpkg("python3-docker", "ii")]}
+    installed = dpkg("iptables ii", "ca-certificates ii", "python3-docker ii")
     converged = {"missing": [], "changing": False}
     assert render("docker_engine__install_missing", docker_engine_source="docker",
                   docker_engine__dpkg_other=installed, docker_engine__docker_plan=converged) == []
@@ -200,10 +200,15 @@ def test_check_mode_without_answers_predicts_only_what_is_missing():
     assert render("docker_engine__install_missing", docker_engine_source="docker",
                   docker_engine__dpkg_other=installed, docker_engine__docker_plan=moved) == [
         "docker-compose-plugin", "docker-ce", "docker-ce-cli"]
-    # Debian's packages: the one dpkg does not list (rc status or unknown) is what the run installs.
-    debian = {"results": [dpkg("docker.io", "rc"), dpkg("iptables", "ii"), dpkg("ca-certificates", "hi"),
-                          dpkg("xz-utils", None), dpkg("python3-docker", "ii")]}
+    # Debian's packages: the ones dpkg does not list installed (rc status, or unknown: no line at all) are installed;
+    # a held package counts as installed.
+    debian = dpkg("docker.io rc", "iptables ii", "ca-certificates hi", "python3-docker ii")
     assert render("docker_engine__install_missing", docker_engine__dpkg_other=debian) == ["docker.io", "xz-utils"]
+    assert render("docker_engine__install_missing",
+                  docker_engine__dpkg_other=dpkg("docker.io ii", "iptables ii", "ca-certificates ii", "xz-utils ii",
+                                                 "python3-docker ii")) == []
+    assert render("docker_engine__other_packages", docker_engine_python_sdk=False,
+                  docker_engine_extra_packages=["jq"]) == ["docker.io", "iptables", "ca-certificates", "xz-utils", "jq"]
 
 
 def packages(policy, **kw):
