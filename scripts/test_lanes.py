@@ -45,19 +45,12 @@ SERVER_LANES: dict[str, list[str]] = {
         "tests/integration/test_docker_repo.py",
         "tests/integration/test_sandbox_okt.py",
     ],
-    # The amn site on Debian 13 in a lane of its own (its module's budget: 12 minutes with its converges).
+    # The molecule scenarios overlap the Debian 13 sandbox's first converge (its module: 12 minutes after it).
     "servers3": [
         "tests/molecule",
         "tests/integration/test_sandbox_trixie.py",
     ],
 }
-# The run is CPU-bound (two cores, four lanes), and its longest chain is lane "servers": the amn sandbox's first
-# converge, then its module's tests one after another on that one server. That lane's servers get a larger CPU weight
-# (SHP_SERVER_CPU_SHARES, read by tests/tools/sandbox.py) and the other lanes' own processes run niced, so the other
-# lanes fill the cores around it instead of stretching it.
-PRIORITY_LANE = "servers"
-PRIORITY_CPU_SHARES = 8192
-OTHER_LANES_NICE = 5
 LANES: dict[str, list[str]] = {
     **SERVER_LANES,
     "main": ["tests/lint", "tests/unit", "tests/integration",
@@ -126,15 +119,11 @@ def run(lanes: dict[str, list[str]]) -> int:
         junit = OUTPUT / f"junit-{name}.xml"
         junit.unlink(missing_ok=True)
         env = dict(os.environ, SHP_TEST_LANE=name, PYTHONUNBUFFERED="1")
-        if name == PRIORITY_LANE:
-            env["SHP_SERVER_CPU_SHARES"] = str(PRIORITY_CPU_SHARES)
-        else:
-            env.pop("SHP_SERVER_CPU_SHARES", None)
-        # nice execs pytest, so the lane's pid (signals, wait) stays pytest's.
-        niced = [] if name == PRIORITY_LANE else ["nice", "-n", str(OTHER_LANES_NICE)]
-        proc = subprocess.Popen([*niced, sys.executable, *PYTEST, f"--junitxml={junit}", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
+        # stdin: a /dev/null of the lane's own - O_NONBLOCK, which a child such as ssh may set on its stdin and
+        # ansible-core refuses, is a flag of the open file description, so lanes must not share one.
+        proc = subprocess.Popen([sys.executable, *PYTEST, f"--junitxml={junit}", *args], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, start_new_session=True)
         procs[name] = proc
         thread = threading.Thread(target=pump, args=(name, proc, OUTPUT / f"lane-{name}.log", lock), daemon=True)
         thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,9 +46,21 @@ def tool_env(**extra: str) -> dict[str, str]:
 
 
 def run_tool(args: list[str], *, timeout: float = 1800, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
-    """Run a command from the checkout and return it; output is captured for the assertion message."""
-    return subprocess.run(args, cwd=cwd, env=tool_env(**env), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    """Run a command from the checkout and return it; output is captured for the assertion message. Its stdin is a
+    /dev/null of its own (see stdin_blocking)."""
+    return subprocess.run(args, cwd=cwd, env=tool_env(**env), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(autouse=True)
+def stdin_blocking():
+    """ansible-core refuses to start on a non-blocking stdin ("Ansible requires blocking IO on stdin/stdout/stderr").
+    Every process of a test session shares one stdin open file description (the lanes of scripts/test_lanes.py one
+    each), and a child that sets O_NONBLOCK on it - ssh does for its session, and keeps it when it is killed - sets it
+    for all later ones: each test starts with it blocking again (run_tool also gives each tool a fresh /dev/null)."""
+    with contextlib.suppress(OSError):  # no stdin at all
+        os.set_blocking(0, True)
+    yield
 
 
 def explain(res: subprocess.CompletedProcess, tail: int = 12000) -> str:

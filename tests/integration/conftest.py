@@ -69,8 +69,8 @@ def start_early(key: str) -> None:
     env = tool_env(SERVER=bg.server_target, CHECK=bg.check_target, TARGET=bg.target, NAMEVAR=bg.name_var,
                    STATEVAR=bg.state_var, NAME=name, STATE=str(state), CHECKLOG=str(check_log),
                    MAKEARGS=" ".join(bg.make_args))
-    proc = subprocess.Popen(["bash", "-c", EARLY_SCRIPT], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(["bash", "-c", EARLY_SCRIPT], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=handle,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     EARLY[key] = {"name": name, "state": state, "proc": proc, "log": log, "handle": handle, "start": time.time(),
                   "check_log": check_log}
 

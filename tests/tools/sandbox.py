@@ -58,9 +58,8 @@ def bounding_caps(status_path: str = "/proc/self/status") -> list[str]:
 
 
 def run_args(name: str, image: str, ssh_port: int, pubkey: str, caps: list[str], *,
-             hostname: str | None = None, extra: list[str] | None = None, cpu_shares: int | None = None) -> list[str]:
-    """The ``docker run`` argument vector for a server container (pure, unit-tested). CPU_SHARES: the server's CPU
-    weight against the other containers when the cores are busy (Docker's default is 1024)."""
+             hostname: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The ``docker run`` argument vector for a server container (pure, unit-tested)."""
     args = [
         "docker", "run", "-d", "--name", name, "--hostname", hostname or name,
         "--label", f"{LABEL}=1",
@@ -73,22 +72,9 @@ def run_args(name: str, image: str, ssh_port: int, pubkey: str, caps: list[str],
     ]
     for cap in caps:
         args += ["--cap-add", cap]
-    if cpu_shares:
-        args += ["--cpu-shares", str(cpu_shares)]
     args += extra or []
     args.append(image)
     return args
-
-
-def cpu_shares_from_env() -> int | None:
-    """SHP_SERVER_CPU_SHARES (set by scripts/test_lanes.py for the lane on the run's critical path): the CPU weight
-    of the servers this process creates; unset or empty: Docker's default."""
-    value = os.environ.get("SHP_SERVER_CPU_SHARES", "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or not 2 <= int(value) <= 262144:
-        raise SystemExit(f"SHP_SERVER_CPU_SHARES must be an integer from 2 to 262144, not {value!r}")
-    return int(value)
 
 
 def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -187,8 +173,7 @@ def create(args: argparse.Namespace) -> int:
         while True:
             # An older daemon rejects capabilities newer than itself (Docker 20.10 knows no
             # CAP_BPF): drop the one it names and try again; nothing was created.
-            res = sh(*run_args(args.name, args.image, port, pubkey, caps, hostname=args.hostname,
-                               cpu_shares=cpu_shares_from_env()), check=False)
+            res = sh(*run_args(args.name, args.image, port, pubkey, caps, hostname=args.hostname), check=False)
             unknown = re.search(r'unknown capability: "?(?:CAP_)?([A-Z_]+)', res.stderr)
             if res.returncode == 0 or not unknown or unknown.group(1) not in caps:
                 break

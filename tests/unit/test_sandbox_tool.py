@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 
@@ -67,18 +65,3 @@ def test_a_server_of_another_image_is_not_reused():
     assert sandbox.reuse_problem(None, "shp-x", "shp-test/server:trixie") is None
     problem = sandbox.reuse_problem(info, "shp-x", "shp-test/server:trixie")
     assert "runs shp-test/server:latest, not shp-test/server:trixie" in problem and "destroy" in problem
-
-
-def test_cpu_weight_from_the_lane_runner(monkeypatch):
-    """scripts/test_lanes.py gives the servers of the lane on the run's critical path a larger CPU weight."""
-    assert "--cpu-shares" not in sandbox.run_args("shp-x", "img:1", 2200, "k", [])
-    args = sandbox.run_args("shp-x", "img:1", 2200, "k", [], cpu_shares=8192)
-    assert args[args.index("--cpu-shares") + 1] == "8192" and args[-1] == "img:1"
-    monkeypatch.delenv("SHP_SERVER_CPU_SHARES", raising=False)
-    assert sandbox.cpu_shares_from_env() is None
-    monkeypatch.setenv("SHP_SERVER_CPU_SHARES", "8192")
-    assert sandbox.cpu_shares_from_env() == 8192
-    for bad in ("lots", "1", "999999"):
-        monkeypatch.setenv("SHP_SERVER_CPU_SHARES", bad)
-        with pytest.raises(SystemExit, match="SHP_SERVER_CPU_SHARES"):
-            sandbox.cpu_shares_from_env()
