@@ -141,7 +141,7 @@ class Server:
         args = {"preload_tar": str(self.work / "httpapp.tar"), **extra}
         (self.work / "vars.json").write_text(json.dumps(args))
         res = run_tool(["ansible-playbook", "-i", str(self.work / "inventory.ini"), str(self.work / "play.yml"),
-                        "-e", f"@{self.work / 'vars.json'}", *flags], timeout=900)
+                        "-e", f"@{self.work / 'vars.json'}", *flags], timeout=1500)
         assert res.returncode == 0, explain(res)
         m = RECAP.search(res.stdout)
         assert m, explain(res)
