@@ -4,6 +4,8 @@ settles the CLI and Compose packages from the host's apt (plugins/filter/docker_
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
@@ -88,63 +90,42 @@ def test_log_opts_only_for_drivers_that_take_them():
 
 
 # --- the CLI and Compose packages, from what the host's apt offers (filter docker_engine_packages) -----------------
-# apt-cache policy docker.io docker-cli docker-compose-v2 docker-compose, as measured on the real hosts (2026-12);
-# a name apt does not know is not printed at all.
-BOOKWORM = """docker.io:
-  Installed: 20.10.24+dfsg1-1+deb12u1+b6
-  Candidate: 20.10.24+dfsg1-1+deb12u1+b6
-  Version table:
- *** 20.10.24+dfsg1-1+deb12u1+b6 500
-        500 http://mirror.example.test/debian bookworm/main amd64 Packages
-        100 /var/lib/dpkg/status
-docker-compose:
-  Installed: (none)
-  Candidate: 1.29.2-3
-  Version table:
-     1.29.2-3 500
-        500 http://mirror.example.test/debian bookworm/main amd64 Packages
-"""
+# apt-cache policy docker.io docker-cli docker-compose-v2 docker-compose, in the shape measured on the real hosts
+# (2026-12); a name apt does not know is not printed at all. The archive line names the mirror of this machine's own
+# apt sources (the filter reads only the Installed/Candidate lines).
+def _archive(suite: str) -> str:
+    apt_sources = importlib.import_module("tests.images.apt_sources")
+    try:
+        return apt_sources.mirrors_for(suite)[0]
+    except SystemExit:
+        return "file:/var/lib/apt/offline"
+
+
+def apt_policy(suite: str | None, packages: dict[str, tuple[str | None, str]]) -> str:
+    """{package: (installed or None, candidate)} -> apt-cache policy's text; SUITE None: apt has no package lists,
+    so it knows only what dpkg has installed."""
+    lines = []
+    for name, (installed, candidate) in packages.items():
+        lines += [f"{name}:", f"  Installed: {installed or '(none)'}", f"  Candidate: {candidate}", "  Version table:"]
+        mark, priority = (" ***", 100 if suite is None else 500) if installed else ("    ", 500)
+        lines.append(f"{mark} {candidate} {priority}")
+        if suite is not None:
+            lines.append(f"        500 {_archive(suite)} {suite}/main amd64 Packages")
+        if installed:
+            lines.append("        100 /var/lib/dpkg/status")
+    return "\n".join(lines) + "\n"
+
+
+DEBIAN13_ENGINE = "26.1.5+dfsg1-9+deb13u1+b1"
+BOOKWORM = apt_policy("bookworm", {"docker.io": ("20.10.24+dfsg1-1+deb12u1+b6", "20.10.24+dfsg1-1+deb12u1+b6"),
+                                   "docker-compose": (None, "1.29.2-3")})
 # Debian 13 right after docker.io was installed: the CLI and Compose v2 are packages of their own, not installed yet.
-TRIXIE_FRESH = """docker.io:
-  Installed: 26.1.5+dfsg1-9+deb13u1+b1
-  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
-  Version table:
- *** 26.1.5+dfsg1-9+deb13u1+b1 500
-        500 http://mirror.example.test/debian trixie/main amd64 Packages
-        100 /var/lib/dpkg/status
-docker-cli:
-  Installed: (none)
-  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
-  Version table:
-     26.1.5+dfsg1-9+deb13u1+b1 500
-        500 http://mirror.example.test/debian trixie/main amd64 Packages
-docker-compose:
-  Installed: (none)
-  Candidate: 2.26.1-4
-  Version table:
-     2.26.1-4 500
-        500 http://mirror.example.test/debian trixie/main amd64 Packages
-"""
+TRIXIE_FRESH = apt_policy("trixie", {"docker.io": (DEBIAN13_ENGINE, DEBIAN13_ENGINE),
+                                     "docker-cli": (None, DEBIAN13_ENGINE), "docker-compose": (None, "2.26.1-4")})
 # A converged Debian 13 host whose package lists were cleaned: apt knows only what dpkg has installed.
-TRIXIE_NO_LISTS = """docker.io:
-  Installed: 26.1.5+dfsg1-9+deb13u1+b1
-  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
-  Version table:
- *** 26.1.5+dfsg1-9+deb13u1+b1 100
-        100 /var/lib/dpkg/status
-docker-cli:
-  Installed: 26.1.5+dfsg1-9+deb13u1+b1
-  Candidate: 26.1.5+dfsg1-9+deb13u1+b1
-  Version table:
- *** 26.1.5+dfsg1-9+deb13u1+b1 100
-        100 /var/lib/dpkg/status
-docker-compose:
-  Installed: 2.26.1-4
-  Candidate: 2.26.1-4
-  Version table:
- *** 2.26.1-4 100
-        100 /var/lib/dpkg/status
-"""
+TRIXIE_NO_LISTS = apt_policy(None, {"docker.io": (DEBIAN13_ENGINE, DEBIAN13_ENGINE),
+                                    "docker-cli": (DEBIAN13_ENGINE, DEBIAN13_ENGINE),
+                                    "docker-compose": ("2.26.1-4", "2.26.1-4")})
 UBUNTU_NOBLE = """docker.io:
   Installed: (none)
   Candidate: 24.0.7-0ubuntu4.1
