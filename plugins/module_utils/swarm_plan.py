@@ -747,11 +747,11 @@ def build_stack(stack, definition, options, ipvs=False, ipvs_reason="", sources=
                                              networks)
         problems.extend(probs)
         translated.extend(rows)
-        if probs:
-            continue
-        svc, notes, probs = apply_defaults(name, svc, mode, opts)
-        problems.extend(probs)
+        svc, notes, more = apply_defaults(name, svc, mode, opts)
+        problems.extend(more)
         translated.extend(notes)
+        if probs or more:
+            continue
         for kind in ("configs", "secrets"):
             declared = set(definition.get(kind) or {}) | set(options.get(kind) or {})
             for ref in object_refs(svc, kind):

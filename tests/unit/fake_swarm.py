@@ -147,7 +147,7 @@ class FakeSwarm:
             doc = yaml.safe_load(fh)
         doc = sp.interpolate(doc, environ, set())
         for kind in ("configs", "secrets"):
-            for name, spec in (doc.get(kind) or {}).items():
+            for spec in (doc.get(kind) or {}).values():
                 if spec.get("external") and spec["name"] not in self.objects[kind]:
                     return 1, "", "service: %s not found" % spec["name"]
         wanted = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from ansible_collections.selfhosted.platform.plugins.module_utils import swarm_stack as ss
@@ -81,7 +82,7 @@ def test_first_deploy_creates_everything_secrets_on_stdin_only(tmp_path):
     # secrets and env values never on argv, never in the stack file; env reaches the CLI through its environment
     flat = " ".join(" ".join(c) for c in fake.calls)
     assert SECRET not in flat and DB_PASSWORD not in flat
-    text = open(res["stack_file"]).read()
+    text = Path(res["stack_file"]).read_text()
     assert SECRET not in text and DB_PASSWORD not in text and "${DB_PASSWORD}" in text
     assert stat.S_IMODE(os.stat(res["stack_file"]).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "shop" / ".env").st_mode) == 0o600
@@ -115,7 +116,7 @@ def test_check_diff_on_converged_and_after_a_change(tmp_path):
     make(tmp_path, fake).execute()
     res = make(tmp_path, fake, check=True, diff=True).execute()
     assert not res["changed"]
-    stack_text = open(tmp_path / "shop" / ss.STACK_FILE).read()
+    stack_text = (tmp_path / "shop" / ss.STACK_FILE).read_text()
     calls = len(fake.calls)
     res = make(tmp_path, fake, check=True, diff=True,
                definition=definition(web_image="shp-test/nginx:2", site="server { listen 81; }")).execute()
@@ -125,7 +126,7 @@ def test_check_diff_on_converged_and_after_a_change(tmp_path):
     assert plan["web"]["action"] == "update"
     assert {"image", "configs", "labels"} <= set(plan["web"]["fields"])
     assert len(fake.calls) == calls, "check mode ran a docker command"
-    assert open(tmp_path / "shop" / ss.STACK_FILE).read() == stack_text
+    assert (tmp_path / "shop" / ss.STACK_FILE).read_text() == stack_text
     after = res["diff"][1]["after"]
     assert "web                      update: image" in after and '"shp-test/nginx:2"' in after
     assert "shp-test/nginx:2" in res["diff"][0]["after"] and "shp-test/nginx:latest" in res["diff"][0]["before"]
@@ -317,7 +318,7 @@ def test_absent_removes_the_stack(tmp_path):
 
 def test_ipvs_rule():
     def probe(files):
-        return ss.ipvs_support(exists=lambda p: p in files, read=lambda p: files.get(p), release="6.1.0-1-amd64")
+        return ss.ipvs_support(exists=lambda p: p in files, read=files.get, release="6.1.0-1-amd64")
 
     assert probe({})[0] is False
     assert "no /proc/net/ip_vs" in probe({})[1]
