@@ -240,10 +240,8 @@ class SwarmStack:
         except sp.PlanError as exc:
             raise SwarmFailure("the definition cannot be deployed as a stack: %s" % "; ".join(exc.problems),
                                problems=exc.problems) from exc
-        for kind in ("configs", "secrets"):
-            if kind == "secrets":
-                contents = [o["content"].decode("utf-8", "replace") for o in built[kind].values() if o["content"]]
-                self.secrets = sorted(set(self.secrets) | {c for c in contents if c}, key=lambda v: (-len(v), v))
+        contents = {o["content"].decode("utf-8", "replace") for o in built["secrets"].values() if o["content"]}
+        self.secrets = sorted(set(self.secrets) | {c for c in contents if c}, key=lambda v: (-len(v), v))
         self.result.update(translated=built["translated"], endpoint_mode=built["endpoint_mode"],
                            endpoint_reason=built["endpoint_reason"])
         doc = sp.add_hash_labels(built["doc"])
@@ -258,8 +256,9 @@ class SwarmStack:
         env_text = render_env(self.env) if p.get("env") is not None else None
         objects = {"configs": built["configs"], "secrets": built["secrets"]}
         self.wanted = {kind: {o["name"] for o in objects[kind].values()} for kind in objects}
-        desired = {name: sp.desired_service(self.stack, name, svc, doc_i, objects,
-                                            self.env_files(doc_i, env_text), environ, self.project_dir)
+        env_files = self.env_files(doc_i, env_text)
+        desired = {name: sp.desired_service(self.stack, name, svc, doc_i, objects, env_files, environ,
+                                            self.project_dir)
                    for name, svc in doc_i["services"].items()}
 
         # the swarm: an active manager with quorum, nodes that can take the placement
