@@ -14,7 +14,7 @@ config change (the config's hashed name rotates, the old one is pruned, the new 
 image whose healthcheck fails) rolled back by Swarm, reported, the old release still serving; vip asked for on
 this IPVS-less kernel fails before deploying; a ``build:`` key refused naming the service.
 
-Wall times go to tests/output/swarm-stack-times.txt.
+Wall times are appended to tests/output/swarm-stack-times.txt.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import ROOT, explain, run_tool
 from tests.integration import docker_helpers as dh
+from tests.integration.sandbox_helpers import append_times
 
 pytestmark = [pytest.mark.integration]
 
@@ -47,9 +48,7 @@ BAD = "FROM shp-test/nginx:latest\nHEALTHCHECK --interval=1s --timeout=2s --retr
 
 def record(key: str, seconds: float) -> None:
     TIMES[key] = seconds
-    out = ROOT / "tests" / "output"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "swarm-stack-times.txt").write_text("".join(f"{k}: {v:.2f}s\n" for k, v in TIMES.items()))
+    append_times("swarm-stack-times.txt", **{key: f"{seconds:.2f}s"})
 
 
 class Node:

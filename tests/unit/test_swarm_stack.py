@@ -12,6 +12,7 @@ from ansible_collections.selfhosted.platform.plugins.module_utils import swarm_s
 from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli import EngineAPI
 
 from tests.unit.fake_swarm import FakeSwarm
+from tests.unit.test_compose_stack import Clock
 
 SECRET = "s3cr3t-Value!x"
 DB_PASSWORD = "pg-Pa55word-99"
@@ -39,17 +40,6 @@ def definition(web_image="shp-test/nginx:latest", site="server { listen 80; }", 
         "db": {"image": "shp-test/postgres:latest", "volumes": ["pgdata:/var/lib/postgresql/data"],
                "environment": {"POSTGRES_PASSWORD": "${DB_PASSWORD}"}},
     }, "volumes": {"pgdata": {}}, "configs": {"site": {"content": site}}}
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, s):
-        self.now += s
 
 
 def make(tmp_path, fake, check=False, diff=False, ipvs=False, **kw):
