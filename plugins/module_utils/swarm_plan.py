@@ -104,6 +104,10 @@ DEFAULT_ROLLBACK = {"parallelism": 1, "failure_action": "pause", "order": "start
 MONITOR_NO_HEALTHCHECK = 10.0  # seconds an updated task without a healthcheck must stay up
 MONITOR_MIN, MONITOR_MAX = 5.0, 60.0
 NS = 1000000000
+# What the daemon writes into a service spec for what the stack file leaves unset (measured on Engine 20.10).
+DEFAULT_MONITOR_NS = 5 * NS
+DEFAULT_RESTART_DELAY_NS = 5 * NS
+DEFAULT_STOP_GRACE_NS = 10 * NS
 
 
 class PlanError(ValueError):
@@ -934,7 +938,8 @@ def _update_norm(cfg):
     cfg = cfg or {}
     return {"parallelism": int(cfg.get("parallelism", 1) if cfg.get("parallelism") is not None else 1),
             "delay": _ns(cfg.get("delay")) or 0, "failure_action": cfg.get("failure_action") or "pause",
-            "monitor": _ns(cfg.get("monitor")) or 0, "max_failure_ratio": float(cfg.get("max_failure_ratio") or 0),
+            "monitor": _ns(cfg.get("monitor")) or DEFAULT_MONITOR_NS,
+            "max_failure_ratio": float(cfg.get("max_failure_ratio") or 0),
             "order": cfg.get("order") or "stop-first"}
 
 
@@ -951,10 +956,10 @@ def _health_norm(hc):
 
 
 def _restart_norm(rp):
-    if not rp:
-        return None
-    return {"condition": rp.get("condition") or "any", "delay": _ns(rp.get("delay")),
-            "max_attempts": int(rp.get("max_attempts") or 0), "window": _ns(rp.get("window"))}
+    rp = rp or {}
+    delay = _ns(rp.get("delay"))
+    return {"condition": rp.get("condition") or "any", "delay": DEFAULT_RESTART_DELAY_NS if delay is None else delay,
+            "max_attempts": int(rp.get("max_attempts") or 0), "window": _ns(rp.get("window")) or 0}
 
 
 def _resources_norm(res):
@@ -970,6 +975,15 @@ def _ports_norm(ports):
     return sorted(({"target": int(p["target"]), "published": int(p.get("published") or 0),
                     "protocol": p.get("protocol") or "tcp", "mode": p.get("mode") or "ingress"}
                    for p in ports or []), key=lambda p: (p["target"], p["protocol"], p["published"]))
+
+
+def _caps(caps):
+    """Capability names as the CLI writes them: upper case with the CAP_ prefix (ALL stays ALL), sorted."""
+    out = set()
+    for c in _as_list(caps):
+        name = str(c).strip().upper()
+        out.add(name if name == "ALL" or name.startswith("CAP_") else "CAP_" + name)
+    return sorted(out) or None
 
 
 def _logging_norm(log):
@@ -1024,14 +1038,14 @@ def desired_service(stack, name, svc, doc, objects, env_files, environ, project_
         "init": svc.get("init"),
         "tty": bool(svc.get("tty")),
         "stdin_open": bool(svc.get("stdin_open")),
-        "stop_grace_period": _ns(svc.get("stop_grace_period")),
+        "stop_grace_period": _ns(svc.get("stop_grace_period")) or DEFAULT_STOP_GRACE_NS,
         "stop_signal": svc.get("stop_signal") or None,
         "healthcheck": _health_norm(svc.get("healthcheck")),
         "mounts": desired_mounts(stack, svc, doc.get("volumes"), project_dir),
         "configs": _object_refs_norm(stack, svc, "configs", objects.get("configs") or {}),
         "secrets": _object_refs_norm(stack, svc, "secrets", objects.get("secrets") or {}),
-        "cap_add": sorted(str(c).upper() for c in _as_list(svc.get("cap_add"))) or None,
-        "cap_drop": sorted(str(c).upper() for c in _as_list(svc.get("cap_drop"))) or None,
+        "cap_add": _caps(svc.get("cap_add")),
+        "cap_drop": _caps(svc.get("cap_drop")),
         "hosts": _hosts_norm(svc.get("extra_hosts")) or None,
         "dns": [str(x) for x in _as_list(svc.get("dns"))] or None,
         "dns_search": [str(x) for x in _as_list(svc.get("dns_search"))] or None,
@@ -1061,7 +1075,8 @@ def _update_api(cfg):
         return _update_norm(None)
     return {"parallelism": int(cfg.get("Parallelism", 1) if cfg.get("Parallelism") is not None else 1),
             "delay": int(cfg.get("Delay") or 0), "failure_action": cfg.get("FailureAction") or "pause",
-            "monitor": int(cfg.get("Monitor") or 0), "max_failure_ratio": float(cfg.get("MaxFailureRatio") or 0),
+            "monitor": int(cfg.get("Monitor") or DEFAULT_MONITOR_NS),
+            "max_failure_ratio": float(cfg.get("MaxFailureRatio") or 0),
             "order": cfg.get("Order") or "stop-first"}
 
 
@@ -1130,14 +1145,14 @@ def current_service(spec, network_names):
         "init": cs.get("Init"),
         "tty": bool(cs.get("TTY")),
         "stdin_open": bool(cs.get("OpenStdin")),
-        "stop_grace_period": _ns_api(cs.get("StopGracePeriod")),
+        "stop_grace_period": _ns_api(cs.get("StopGracePeriod")) or DEFAULT_STOP_GRACE_NS,
         "stop_signal": cs.get("StopSignal") or None,
         "healthcheck": health,
         "mounts": sorted(mounts, key=lambda m: m["target"] or ""),
         "configs": refs(cs.get("Configs"), "ConfigName"),
         "secrets": refs(cs.get("Secrets"), "SecretName"),
-        "cap_add": sorted(cs.get("CapabilityAdd") or []) or None,
-        "cap_drop": sorted(cs.get("CapabilityDrop") or []) or None,
+        "cap_add": _caps(cs.get("CapabilityAdd")),
+        "cap_drop": _caps(cs.get("CapabilityDrop")),
         "hosts": list(cs.get("Hosts") or []) or None,
         "dns": list(dns.get("Nameservers") or []) or None,
         "dns_search": list(dns.get("Search") or []) or None,
@@ -1148,9 +1163,10 @@ def current_service(spec, network_names):
                                  "pids": int(lim.get("Pids") or 0)},
                       "reservations": {"cpus": int(rsv.get("NanoCPUs") or 0),
                                        "memory": int(rsv.get("MemoryBytes") or 0)}},
-        "restart_policy": None if not rp else {
-            "condition": rp.get("Condition") or "any", "delay": _ns_api(rp.get("Delay")),
-            "max_attempts": int(rp.get("MaxAttempts") or 0), "window": _ns_api(rp.get("Window"))},
+        "restart_policy": {
+            "condition": (rp or {}).get("Condition") or "any",
+            "delay": int((rp or {}).get("Delay", DEFAULT_RESTART_DELAY_NS) or 0),
+            "max_attempts": int((rp or {}).get("MaxAttempts") or 0), "window": int((rp or {}).get("Window") or 0)},
         "placement": {"constraints": sorted(placement.get("Constraints") or []),
                       "preferences": [(p.get("Spread") or {}).get("SpreadDescriptor")
                                       for p in placement.get("Preferences") or []],
@@ -1307,7 +1323,12 @@ def timestamp_seconds(text):
 
 
 def _same_spec(task, template):
-    return json.dumps(task.get("Spec") or {}, sort_keys=True) == json.dumps(template or {}, sort_keys=True)
+    """Whether a task runs the service's task template. The task's copy lacks ``Runtime`` (Engine 20.10)."""
+
+    def slim(spec):
+        return json.dumps({k: v for k, v in (spec or {}).items() if k != "Runtime"}, sort_keys=True)
+
+    return slim(task.get("Spec")) == slim(template)
 
 
 def service_state(service, tasks, since):
@@ -1348,9 +1369,14 @@ def service_state(service, tasks, since):
         when = timestamp_seconds(st.get("Timestamp"))
         if since is not None and when is not None and when < since:
             continue
-        if st.get("State") in FAILED_STATES or (st.get("State") == "complete" and not one_shot) or (
-                st.get("State") == "shutdown" and st.get("Err")):
+        attempted = not _same_spec(t, template) and t.get("DesiredState") != "running"
+        failed = st.get("State") in FAILED_STATES or (st.get("State") == "complete" and not one_shot) or bool(
+            st.get("Err"))
+        if attempted or failed:
+            # A task of a spec that is not the service's any more: after a rollback, the release that failed
+            # (Swarm shuts its tasks down; their state says how far they got).
             failing.append({"task": t.get("ID"), "slot": t.get("Slot"), "node": t.get("NodeID"),
+                            "image": ((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Image"),
                             "state": st.get("State"), "error": st.get("Err") or "",
                             "message": st.get("Message") or "",
                             "exit_code": (st.get("ContainerStatus") or {}).get("ExitCode"),
@@ -1381,13 +1407,14 @@ def wait_message(states, timeout, seconds, logs):
     for name, st in sorted(states.items()):
         if st["state"] == "converged":
             continue
-        errs = "; ".join("%s %s%s%s" % (f["state"], f["error"] or f["message"],
-                                        " (exit %s)" % f["exit_code"] if f.get("exit_code") not in (None, 0) else "",
-                                        "") for f in st["failing"][:3])
+        errs = "; ".join("task %s (%s): %s %s%s" % (
+            (f.get("task") or "?")[:12], f.get("image") or "?", f["state"], f["error"] or f["message"],
+            " (exit %s)" % f["exit_code"] if f.get("exit_code") not in (None, 0) else "") for f in st["failing"][:3])
+        notes = [n for n in st.get("notes") or [st.get("note")] if n]
         parts.append("%s: %s, %d/%d running%s%s%s" % (
             name, st["state"], st["running"], st["desired"],
             ", update %s" % st["update_state"] if st.get("update_state") else "",
-            ", %s" % st["note"] if st.get("note") else "", "; tasks: " + errs if errs else ""))
+            " (%s)" % "; ".join(notes) if notes else "", "; tasks: " + errs if errs else ""))
     text = "; ".join(parts)
     for name, lines in sorted((logs or {}).items()):
         if lines:

@@ -403,6 +403,7 @@ class SwarmStack:
         start = self.clock()
         deadline = start + (self.p.get("wait_timeout") or 300)
         polls = 0
+        notes = {}  # service -> the update status messages seen (the reason of a rollback shows only while it runs)
         while True:
             polls += 1
             services = self.services()
@@ -412,6 +413,10 @@ class SwarmStack:
                 name = sp.stack_service_name(self.stack, (s.get("Spec") or {}).get("Name") or "")
                 mine = [t for t in tasks if t.get("ServiceID") == s.get("ID")]
                 states[name] = sp.service_state(s, mine, since)
+                seen = notes.setdefault(name, [])
+                if states[name]["note"] and states[name]["note"] not in seen:
+                    seen.append(states[name]["note"])
+                states[name]["notes"] = seen
             settled = all(st["state"] in ("converged", "rolled_back", "paused") for st in states.values())
             now = self.clock()
             if settled or now >= deadline:
@@ -423,9 +428,9 @@ class SwarmStack:
         if not bad:
             return
         rolled = sorted(n for n, st in bad.items() if st["state"] in ("rolled_back", "rollback"))
-        logs = {n: self.log_tail(n) for n in sorted(bad)}
+        logs = {n: self.log_tail(n, st["failing"]) for n, st in sorted(bad.items())}
         self.result["failed_services"] = {n: {k: st[k] for k in ("state", "running", "desired", "update_state",
-                                                                  "failing", "note")} for n, st in bad.items()}
+                                                                  "failing", "notes")} for n, st in bad.items()}
         self.result["rolled_back"] = bool(rolled)
         self.result["rolled_back_services"] = rolled
         head = ("the update failed and Swarm rolled back %s" % ", ".join(rolled) if rolled else
@@ -433,9 +438,11 @@ class SwarmStack:
                 "services did not converge")
         raise SwarmFailure("%s: %s" % (head, sp.wait_message(states, self.p.get("wait_timeout"), 0, logs)))
 
-    def log_tail(self, name):
-        rc, out, err = self.docker(["service", "logs", "--tail", str(LOG_TAIL), "--no-trunc",
-                                    "%s_%s" % (self.stack, name)], check=False)
+    def log_tail(self, name, failing=()):
+        """The last lines the failing release logged: its latest failing task's (``docker service logs`` takes a task
+        id), else the service's."""
+        target = failing[0]["task"] if failing and failing[0].get("task") else "%s_%s" % (self.stack, name)
+        rc, out, err = self.docker(["service", "logs", "--tail", str(LOG_TAIL), "--no-trunc", target], check=False)
         if rc != 0:
             return ["(docker service logs failed: %s)" % (err or out).strip()]
         lines = [ln for ln in ((out or "") + (err or "")).splitlines() if ln.strip()]

@@ -94,7 +94,7 @@ class Node:
         assert load.returncode == 0 and save.returncode == 0, load.stderr
         record("setup: images loaded", time.monotonic() - t)
         self.sh(f"""
-addr=$(hostname -I | awk '{{print $1}}')
+addr=$(getent hosts "$(hostname)" | awk '{{print $1; exit}}')
 docker swarm init --advertise-addr "$addr" >/dev/null
 docker node update --label-add selfhosted.data=true "$(docker info --format '{{{{.Swarm.NodeID}}}}')" >/dev/null
 printf '%s' '{GOOD}' | docker build -q -t shp-swarm/web:good - >/dev/null

@@ -135,8 +135,12 @@ class FakeSwarm:
                              if o["Spec"]["Labels"].get(sp.NAMESPACE_LABEL) == stack]:
                     del self.objects[kind][name]
             return 0, "Removing stack\n", ""
-        if a[:2] == ["service", "logs"]:
-            return 0, self.logs.get(a[-1], ""), ""
+        if a[:2] == ["service", "logs"]:  # a service name or a task id
+            target = a[-1]
+            for t in self.tasks:
+                if t["ID"] == target:
+                    target = next(n for n, s in self.services.items() if s["ID"] == t["ServiceID"])
+            return 0, self.logs.get(target, ""), ""
         return 127, "", "fake: unknown command %s" % args
 
     def deploy(self, a, environ):

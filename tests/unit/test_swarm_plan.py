@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 from ansible_collections.selfhosted.platform.plugins.module_utils import container_defaults
@@ -364,8 +366,8 @@ def test_wait_message_names_services_errors_and_logs():
                                             "Message": "rollback completed"}),
                           [task("failed", desired="shutdown", Err="unhealthy container")], SINCE)
     text = sp.wait_message({"web": st}, 30, 0, {"web": ["line 1"]})
-    assert text.startswith("web: rolled_back, 0/1 running, update rollback_completed, rollback completed; tasks: "
-                           "failed unhealthy container")
+    assert text.startswith("web: rolled_back, 0/1 running, update rollback_completed (rollback completed); tasks: "
+                           "task t (a:2): failed unhealthy container")
     assert text.endswith("last 1 log lines of web:\n  line 1")
 
 
@@ -380,3 +382,97 @@ def test_desired_service_is_stable_under_key_order():
     a = sp.desired_service("st", "web", doc["services"]["web"], doc, objs, {}, {}, "/x")
     b = sp.desired_service("st", "web", doc2["services"]["web"], doc2, objs, {}, {}, "/x")
     assert a == b
+
+
+# -- against service specs captured from a real swarm (tests/unit/data/swarm/stack-shop.json) ------------------
+CAPTURED = json.loads((Path(__file__).parent / "data" / "swarm" / "stack-shop.json").read_text())
+
+
+def captured_plan(change=None, services=None):
+    """The plan of the captured stack's definition (ARGS, optionally changed) against the captured specs."""
+    args = copy.deepcopy(CAPTURED["args"])
+    if change:
+        change(args)
+    opts = dict(OPTS, secrets=args["secrets"], update_config=args.get("update_config"))
+    built = sp.build_stack(args["project_name"], args["definition"], opts, False, "captured", {}, args["env"])
+    doc = sp.interpolate(sp.add_hash_labels(built["doc"]), dict(args["env"]), set())
+    objects = {"configs": built["configs"], "secrets": built["secrets"]}
+    desired = {n: sp.desired_service("shop", n, s, doc, objects, {}, args["env"], args["project_dir"])
+               for n, s in doc["services"].items()}
+    netnames = {n["Id"]: n["Name"] for n in CAPTURED["networks"]}
+    current = {sp.stack_service_name("shop", s["Spec"]["Name"]): sp.current_service(s["Spec"], netnames)
+               for s in services or CAPTURED["services"]}
+    return {s["service"]: s for s in sp.plan("shop", desired, current)}, desired, current
+
+
+def test_captured_specs_are_what_the_definition_describes():
+    plan, desired, current = captured_plan()
+    assert {n: s["action"] for n, s in plan.items()} == {"cache": "unchanged", "web": "unchanged"}, \
+        {n: sp.field_changes(desired[n], current[n], s["fields"]) for n, s in plan.items()}
+    # GET /services answers without the defaults `docker service inspect` inserts (insertDefaults): an unset restart
+    # policy or stop grace period is absent, and the comparison reads absence as the default
+    specs = {s["Spec"]["Name"]: s["Spec"] for s in CAPTURED["services"]}
+    web, cache = specs["shop_web"], specs["shop_cache"]
+    assert "RestartPolicy" not in cache["TaskTemplate"]
+    assert "StopGracePeriod" not in web["TaskTemplate"]["ContainerSpec"]
+    assert current["cache"]["restart_policy"] == {"condition": "any", "delay": sp.DEFAULT_RESTART_DELAY_NS,
+                                                  "max_attempts": 0, "window": 0}
+    assert web["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "PublishMode": "host", "PublishedPort": 18080,
+                                             "TargetPort": 80}]
+
+
+@pytest.mark.parametrize(("change", "fields"), [
+    (lambda a: a["definition"]["services"]["web"].update(image="shp-swarm/web:2"), {"web": ["image", "labels"]}),
+    (lambda a: a["definition"]["configs"]["index"].update(content="hello v2\n"), {"web": ["configs"]}),
+    (lambda a: a["env"].update(API_TOKEN="other"), {"web": ["env"]}),
+    (lambda a: a["secrets"].update(api_key="other"), {"web": ["secrets"]}),
+    (lambda a: a["definition"]["services"]["cache"].update(deploy={"replicas": 2}),
+     {"cache": ["labels", "replicas"]}),
+    (lambda a: a["definition"]["services"]["web"].update(ports=["0.0.0.0:18081:80"]), {"web": ["labels", "ports"]}),
+    (lambda a: a["definition"]["services"]["cache"].update(mem_limit="64m"), {"cache": ["labels", "resources"]}),
+    (lambda a: a.update(update_config={"monitor": "20s"}),
+     {"web": ["labels", "update_config"], "cache": ["labels", "update_config"]}),
+])
+def test_changes_against_captured_specs_name_their_fields(change, fields):
+    plan, _desired, _current = captured_plan(change)
+    assert {n: s["fields"] for n, s in plan.items() if s["action"] == "update"} == fields
+
+
+def test_captured_tasks_converged_and_rolled_back():
+    since = sp.timestamp_seconds("2026-12-06T14:50:00Z")
+    for svc in CAPTURED["services"]:
+        tasks = [t for t in CAPTURED["tasks"] if t["ServiceID"] == svc["ID"]]
+        assert sp.service_state(svc, tasks, since)["state"] == "converged", svc["Spec"]["Name"]
+    rb = CAPTURED["rolled_back"]
+    web = next(s for s in rb["services"] if s["Spec"]["Name"] == "shop_web")
+    tasks = [t for t in rb["tasks"] if t["ServiceID"] == web["ID"]]
+    st = sp.service_state(web, tasks, sp.timestamp_seconds(rb["since"]))
+    assert st["state"] == "rolled_back" and st["running"] == 1
+    assert {f["image"] for f in st["failing"]} == {"shp-swarm/web:bad"}
+    # the same answer read before the deploy is history, not this deploy's rollback
+    assert sp.service_state(web, tasks, sp.timestamp_seconds("2026-12-06T15:00:00Z"))["state"] == "converged"
+
+
+def test_captured_nodes_quorum_and_placement():
+    assert sp.quorum_problem(CAPTURED["nodes"]) is None
+    doc = {"services": {"cache": {"deploy": {"placement": {"constraints": ["node.labels.selfhosted.data==true"]}}},
+                        "web": {"deploy": {"placement": {"constraints": ["node.hostname==db-9"]}}}}}
+    problems = sp.constraint_problems(doc, CAPTURED["nodes"])
+    assert len(problems) == 1 and problems[0].startswith("service web: placement constraint node.hostname==db-9")
+
+
+def test_captured_hardened_service_compares_equal():
+    """caps (written CAP_-prefixed and sorted), read_only, tmpfs mounts and the limits of a service with the
+    platform's hardened defaults, as Docker 20.10 stored them."""
+    args = CAPTURED["hardened"]["args"]
+    built = sp.build_stack("hard", args["definition"], dict(OPTS, ignore_keys=args["ignore_keys"]), False, "", {},
+                           {})
+    doc = sp.interpolate(sp.add_hash_labels(built["doc"]), {}, set())
+    want = sp.desired_service("hard", "web", doc["services"]["web"], doc, {"configs": {}, "secrets": {}}, {}, {},
+                              args["project_dir"])
+    netnames = {n["Id"]: n["Name"] for n in CAPTURED["networks"]}
+    have = sp.current_service(CAPTURED["hardened"]["services"][0]["Spec"], netnames)
+    assert sp.changed_fields(want, have) == []
+    assert have["cap_add"] == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"]
+    assert have["resources"]["limits"] == {"cpus": 1000000000, "memory": 268435456, "pids": 256}
+    assert [m["type"] for m in have["mounts"]] == ["tmpfs", "tmpfs", "tmpfs"] and have["read_only"]
