@@ -104,6 +104,7 @@ DEFAULT_ROLLBACK = {"parallelism": 1, "failure_action": "pause", "order": "start
 MONITOR_NO_HEALTHCHECK = 10.0  # seconds an updated task without a healthcheck must stay up
 MONITOR_MIN, MONITOR_MAX = 5.0, 60.0
 NS = 1000000000
+ONE_SHOT_CONDITIONS = ("none", "on-failure")  # restart conditions of services whose tasks end by design
 # What the daemon writes into a service spec for what the stack file leaves unset (measured on Engine 20.10).
 DEFAULT_MONITOR_NS = 5 * NS
 DEFAULT_RESTART_DELAY_NS = 5 * NS
@@ -628,13 +629,23 @@ def apply_defaults(name, svc, endpoint_mode, options):
     order = "stop-first" if (host_ports or stateful) else "start-first"
     why = ("host-mode published ports" if host_ports else "stateful") if order == "stop-first" else None
     monitor = go_duration(monitor_seconds(out))
+    # A one-shot service's task ends by design; Swarm's updater counts a task that ends during an update as a
+    # failure (measured: "early termination of task"), so rollback would undo every release of it.
+    one_shot = str((deploy.get("restart_policy") or {}).get("condition") or "any") in ONE_SHOT_CONDITIONS
+    one_shot = one_shot and "failure_action" not in (deploy.get("update_config") or {}) and \
+        (options.get("update_config") or {}).get("failure_action") is None
     for key, defaults, opt in (("update_config", DEFAULT_UPDATE, "update_config"),
                                ("rollback_config", DEFAULT_ROLLBACK, "rollback_config")):
         own = dict(deploy.get(key) or {})
         merged = dict(defaults, monitor=monitor, order=order)
+        if one_shot and key == "update_config":
+            merged["failure_action"] = "continue"
         merged.update({k: v for k, v in (options.get(opt) or {}).items() if v is not None})
         merged.update(own)
         deploy[key] = merged
+    if one_shot:
+        notes.append({"service": name, "key": "deploy.update_config.failure_action",
+                      "to": "continue (a one-shot service: Swarm counts its task ending as a failed update)"})
     if why:
         notes.append({"service": name, "key": "deploy.update_config.order",
                       "to": "stop-first (%s: two copies cannot run at once)" % why})
@@ -1298,7 +1309,6 @@ def quorum_problem(nodes):
 # ---------------------------------------------------------------------------------------------
 # the wait
 # ---------------------------------------------------------------------------------------------
-ONE_SHOT_CONDITIONS = ("none", "on-failure")
 FAILED_STATES = ("failed", "rejected", "orphaned")
 
 
@@ -1352,7 +1362,8 @@ def service_state(service, tasks, since):
     live = [t for t in tasks if t.get("DesiredState") in ("running", "complete")]
     current = [t for t in live if _same_spec(t, template)]
     running = [t for t in current if (t.get("Status") or {}).get("State") == "running"]
-    complete = [t for t in current if (t.get("Status") or {}).get("State") == "complete"]
+    # A one-shot task that finished is shut down by Swarm (desired state shutdown, state complete): it counts.
+    complete = [t for t in tasks if (t.get("Status") or {}).get("State") == "complete" and _same_spec(t, template)]
     if "Replicated" in mode:
         desired = int((mode["Replicated"] or {}).get("Replicas") or 0)
     elif "ReplicatedJob" in mode:

@@ -353,7 +353,7 @@ def test_service_state_lists_recent_failures_only():
 def test_one_shot_service_counts_completed_tasks():
     s = svc_entry(condition="none")
     s["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] = "none"
-    t = task("complete")
+    t = task("complete", desired="shutdown")  # as Docker 20.10 leaves a finished one-shot task
     t["Spec"]["RestartPolicy"]["Condition"] = "none"
     st = sp.service_state(s, [t], SINCE)
     assert st["state"] == "converged" and st["one_shot"] and st["failing"] == []
@@ -476,3 +476,14 @@ def test_captured_hardened_service_compares_equal():
     assert have["cap_add"] == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"]
     assert have["resources"]["limits"] == {"cpus": 1000000000, "memory": 268435456, "pids": 256}
     assert [m["type"] for m in have["mounts"]] == ["tmpfs", "tmpfs", "tmpfs"] and have["read_only"]
+
+
+def test_one_shot_services_update_without_rollback():
+    """Measured on Docker 20.10: a task that ends during an update counts as a failure of the update, so
+    failure_action rollback would undo every release of a one-shot service."""
+    res = one({"image": "migrate:1", "restart": "no"})
+    assert res["doc"]["services"]["web"]["deploy"]["update_config"]["failure_action"] == "continue"
+    assert "one-shot" in rows(res)[("web", "deploy.update_config.failure_action")]
+    own = one({"image": "migrate:1", "restart": "on-failure", "deploy": {"update_config": {"failure_action": "pause"}}})
+    assert own["doc"]["services"]["web"]["deploy"]["update_config"]["failure_action"] == "pause"
+    assert ("web", "deploy.update_config.failure_action") not in rows(own)

@@ -268,7 +268,8 @@ def test_one_shot_service_does_not_hang_the_wait(tmp_path):
         orig(svc, previous)
         for t in fake.tasks:
             if t["ServiceID"] == svc["ID"] and t["DesiredState"] == "running":
-                t["Status"]["State"] = "complete"
+                t["Status"]["State"] = "complete"  # Swarm then shuts a finished one-shot task down
+                t["DesiredState"] = "shutdown"
 
     fake.start_tasks = complete
     res = make(tmp_path, fake, definition=d, secrets=None, env=None).execute()
