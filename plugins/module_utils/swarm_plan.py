@@ -1397,7 +1397,8 @@ def service_state(service, tasks, since):
            "update_state": us.get("State") if recent else None, "one_shot": one_shot,
            "note": (us.get("Message") or "") if recent else ""}
     if state == "rollback_completed":
-        out["state"] = "rolled_back"
+        # settled once the previous release runs again
+        out["state"] = "rolled_back" if done >= desired and len(current) == len(live) else "rollback"
     elif state == "rollback_started":
         out["state"] = "rollback"
     elif state in ("paused", "rollback_paused"):

@@ -108,8 +108,8 @@ chmod 755 /usr/local/bin/docker
     def calls(self) -> list[str]:
         return [ln for ln in self.sh("cat /root/docker-calls.log 2>/dev/null || true").splitlines() if ln]
 
-    def task(self, args: dict, *flags: str) -> tuple[dict, float]:
-        """Run swarm_stack with ARGS over SSH; (result, wall seconds of ansible-playbook)."""
+    def task(self, args: dict, *flags: str, module: str = "selfhosted.platform.swarm_stack") -> tuple[dict, float]:
+        """Run swarm_stack (or MODULE) with ARGS over SSH; (result, wall seconds of ansible-playbook)."""
         self.runs += 1
         inv = self.state / "inventory.yml"
         inv.write_text(
@@ -120,7 +120,7 @@ chmod 755 /usr/local/bin/docker
             f"      ansible_ssh_common_args: -o UserKnownHostsFile={self.state / 'known_hosts'}"
             " -o StrictHostKeyChecking=yes\n")
         play = [{"hosts": "all", "gather_facts": False,
-                 "tasks": [{"name": "swarm_stack", "selfhosted.platform.swarm_stack": args, "register": "r",
+                 "tasks": [{"name": "swarm_stack", module: args, "register": "r",
                             "ignore_errors": True}]}]
         pb = self.state / f"play-{self.runs}.yml"
         pb.write_text(json.dumps(play))
@@ -224,6 +224,8 @@ def test_second_run_changes_nothing_and_runs_no_deploy(node, deployed):
     assert not res.get("failed"), res.get("msg")
     assert not res["changed"] and res["path"] == "fast-noop", res["plan"]
     assert res["cli_calls"] == 0 and node.calls()[before:] == []
+    _ping, floor = node.task({}, module="ansible.builtin.ping")
+    record("Ansible's dispatch floor (ping, ansible-playbook)", floor)
     res, secs = node.task(args(), "--check", "--diff")
     record("--check --diff on converged", secs)
     assert not res["changed"] and {s["action"] for s in res["plan"]} == {"unchanged"}
@@ -251,6 +253,7 @@ def test_config_change_rotates_and_prunes(node, deployed):
     res, secs = node.task(args(page="hello v2"))
     record("config rotation deploy (ansible-playbook)", secs)
     assert not res.get("failed"), res.get("msg")
+    record("config rotation: the module's wait", res["waited"]["seconds"])
     assert res["changed"] and res["configs"]["pruned"] == old
     new = node.objects("config")
     assert new == res["configs"]["created"] and new != old and new[0].startswith(f"{STACK}_index_")
@@ -260,17 +263,23 @@ def test_config_change_rotates_and_prunes(node, deployed):
 
 
 def test_bad_release_is_rolled_back_and_the_old_one_serves(node, deployed):
-    res, secs = node.task(args(page="hello v2", image="shp-swarm/web:bad"))
+    serving = node.page()
+    page = serving.removesuffix("\n")
+    assert page.startswith("hello v"), serving
+    res, secs = node.task(args(page=page, image="shp-swarm/web:bad"))
     record("bad release until rolled back (ansible-playbook)", secs)
     assert res.get("failed"), res
+    record("bad release: the module's wait", res["waited"]["seconds"])
     assert res["rolled_back"] is True and res["rolled_back_services"] == ["web"], res["msg"]
     assert "rolled back web" in res["msg"]
+    assert res["failed_services"]["web"]["running"] == 1, res["failed_services"]
+    assert {f["image"] for f in res["failed_services"]["web"]["failing"]} == {"shp-swarm/web:bad"}
     assert SECRET not in json.dumps(res)
     spec = json.loads(node.sh(f"docker service inspect {STACK}_web --format '{{{{json .Spec.Labels}}}}'"))
     assert spec["com.docker.stack.image"] == "shp-swarm/web:good"
-    dh.wait_until(lambda: node.page() == "hello v2", timeout=60, what="the old release serving again")
+    dh.wait_until(lambda: node.page() == serving, timeout=60, what="the old release serving again")
     # the definition is still the bad one: the next run tries it again rather than calling it converged
-    check, _secs = node.task(args(page="hello v2", image="shp-swarm/web:bad"), "--check")
+    check, _secs = node.task(args(page=page, image="shp-swarm/web:bad"), "--check")
     assert check["changed"] and {s["service"]: s["action"] for s in check["plan"]}["web"] == "update"
 
 

@@ -337,6 +337,8 @@ def test_service_state_reads_only_recent_update_status():
     assert sp.service_state(svc_entry(update=old), [task("running")], SINCE)["state"] == "converged"
     new = {"State": "rollback_completed", "StartedAt": "2026-12-06T10:00:06Z"}
     assert sp.service_state(svc_entry(update=new), [task("running")], SINCE)["state"] == "rolled_back"
+    # settled only once the previous release runs again
+    assert sp.service_state(svc_entry(update=new), [task("starting")], SINCE)["state"] == "rollback"
     updating = dict(new, State="updating")
     assert sp.service_state(svc_entry(update=updating), [task("running")], SINCE)["state"] == "pending"
 
@@ -364,9 +366,9 @@ def test_one_shot_service_counts_completed_tasks():
 def test_wait_message_names_services_errors_and_logs():
     st = sp.service_state(svc_entry(update={"State": "rollback_completed", "StartedAt": "2026-12-06T10:00:06Z",
                                             "Message": "rollback completed"}),
-                          [task("failed", desired="shutdown", Err="unhealthy container")], SINCE)
+                          [task("failed", desired="shutdown", Err="unhealthy container"), task("running")], SINCE)
     text = sp.wait_message({"web": st}, 30, 0, {"web": ["line 1"]})
-    assert text.startswith("web: rolled_back, 0/1 running, update rollback_completed (rollback completed); tasks: "
+    assert text.startswith("web: rolled_back, 1/1 running, update rollback_completed (rollback completed); tasks: "
                            "task t (a:2): failed unhealthy container")
     assert text.endswith("last 1 log lines of web:\n  line 1")
 
