@@ -430,8 +430,8 @@ def translate_service(name, svc, ignore_keys=(), networks_declared=()):
                               "pids_limit": ("limits", "pids"), "mem_reservation": ("reservations", "memory")}[key]
                     res = deploy.setdefault("resources", {}).setdefault(target[0], {})
                     new = _limit_value(target[1], value)
-                    if target[1] in res and _resource_norm(target[1], res[target[1]]) != _resource_norm(target[1],
-                                                                                                         new):
+                    if target[1] in res and \
+                            _resource_norm(target[1], res[target[1]]) != _resource_norm(target[1], new):
                         refuse(key, "%r conflicts with deploy.resources.%s.%s %r" % (
                             value, target[0], target[1], res[target[1]]))
                         continue
@@ -503,8 +503,8 @@ def translate_service(name, svc, ignore_keys=(), networks_declared=()):
         out[key] = value
     unknown = sorted(set(deploy) - DEPLOY_KEYS)
     for key in unknown:
-        problems.append("service %s: key deploy.%s: not a key of the stack file format %s" % (name, key,
-                                                                                             STACK_VERSION))
+        problems.append("service %s: key deploy.%s: not a key of the stack file format %s"
+                        % (name, key, STACK_VERSION))
     for cfg in ("update_config", "rollback_config"):
         bad = sorted(set(deploy.get(cfg) or {}) - UPDATE_KEYS)
         if bad:
@@ -1118,9 +1118,9 @@ def current_service(spec, network_names):
             f = r.get("File") or {}
             if not f:
                 continue  # runtime configs (credential specs)
+            mode = f.get("Mode") if f.get("Mode") is not None else 0o444
             out.append({"name": r.get(key), "target": f.get("Name"), "uid": str(f.get("UID") or "0"),
-                        "gid": str(f.get("GID") or "0"), "mode": int(f.get("Mode") if f.get("Mode") is not None
-                                                                    else 0o444)})
+                        "gid": str(f.get("GID") or "0"), "mode": int(mode)})
         return sorted(out, key=lambda x: (x["name"], x["target"]))
 
     res = task.get("Resources") or {}
@@ -1301,8 +1301,8 @@ def quorum_problem(nodes):
         return "the swarm lists no manager"
     reachable = [n for n in managers if (n.get("ManagerStatus") or {}).get("Reachability") == "reachable"]
     if len(reachable) * 2 <= len(managers):
-        return "only %d of %d managers are reachable (a quorum needs %d)" % (len(reachable), len(managers),
-                                                                            len(managers) // 2 + 1)
+        return "only %d of %d managers are reachable (a quorum needs %d)" % (
+            len(reachable), len(managers), len(managers) // 2 + 1)
     return None
 
 

@@ -429,8 +429,8 @@ class SwarmStack:
             return
         rolled = sorted(n for n, st in bad.items() if st["state"] in ("rolled_back", "rollback"))
         logs = {n: self.log_tail(n, st["failing"]) for n, st in sorted(bad.items())}
-        self.result["failed_services"] = {n: {k: st[k] for k in ("state", "running", "desired", "update_state",
-                                                                  "failing", "notes")} for n, st in bad.items()}
+        keys = ("state", "running", "desired", "update_state", "failing", "notes")
+        self.result["failed_services"] = {n: {k: st[k] for k in keys} for n, st in bad.items()}
         self.result["rolled_back"] = bool(rolled)
         self.result["rolled_back_services"] = rolled
         head = ("the update failed and Swarm rolled back %s" % ", ".join(rolled) if rolled else

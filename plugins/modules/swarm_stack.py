@@ -349,7 +349,7 @@ def main():
             stateful_services=dict(type="list", elements="str", default=[]),
             stateful_label=dict(type="str", default="selfhosted.data"),
             stateful_label_value=dict(type="str", default="true"),
-            ignore_keys=dict(type="list", elements="str", default=[]),
+            ignore_keys=dict(type="list", elements="str", default=[], no_log=False),
         ),
         required_if=[("state", "present", ("definition",))],
         supports_check_mode=True,

@@ -255,8 +255,8 @@ class FakeSwarm:
                 cs[kind.capitalize()] = sorted(refs, key=lambda r: r[key])
         res = n["resources"]
         task = {"ContainerSpec": cs, "Resources": {
-            "Limits": {k2: v for k2, v in (("NanoCPUs", res["limits"]["cpus"]), ("MemoryBytes",
-                                                                                   res["limits"]["memory"]),
+            "Limits": {k2: v for k2, v in (("NanoCPUs", res["limits"]["cpus"]),
+                                           ("MemoryBytes", res["limits"]["memory"]),
                                            ("Pids", res["limits"]["pids"])) if v},
             "Reservations": {}}, "Placement": {}, "Networks": [
                 {"Target": ids[net["name"]], "Aliases": net["aliases"]} for net in n["networks"]],
