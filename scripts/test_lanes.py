@@ -39,6 +39,7 @@ SERVER_LANES: dict[str, list[str]] = {
     "servers": [
         "tests/integration/test_firewall_ssh.py",
         "tests/integration/test_sandbox.py",
+        "tests/integration/test_swarm_stack.py",
     ],
     "servers2": [
         "tests/integration/test_firewall_rules.py",
