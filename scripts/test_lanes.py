@@ -46,8 +46,10 @@ SERVER_LANES: dict[str, list[str]] = {
         "tests/integration/test_sandbox_okt.py",
     ],
     # The amn site on Debian 13 in a lane of its own (its module's budget: 12 minutes with its converges).
+    # The 3-node Docker Swarm (test_swarm_cluster.py) here too: its background converge overlaps test_firewall_ssh.
     "servers3": [
         "tests/integration/test_firewall_ssh.py",
+        "tests/integration/test_swarm_cluster.py",
         "tests/integration/test_sandbox_trixie.py",
     ],
 }
