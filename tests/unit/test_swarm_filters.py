@@ -121,7 +121,7 @@ def base_template() -> str:
     for commit in commits:
         text = subprocess.run(["git", "show", f"{commit}:{TEMPLATE}"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout
-        if "esp" not in text:
+        if "-p esp" not in text:
             return text
     raise AssertionError(f"no commit of {TEMPLATE} without the swarm block")
 
@@ -130,7 +130,7 @@ def base_template() -> str:
 def test_the_docker_user_block_is_unchanged_on_a_host_that_is_no_swarm_node(family):
     before = render_block(family, base_template())
     assert render_block(family) == before
-    assert "esp" not in before and before.rstrip().endswith("COMMIT")
+    assert "-p esp" not in before and before.rstrip().endswith("COMMIT")
 
 
 def test_a_swarm_node_accepts_esp_from_the_nodes_only_and_keeps_its_docker_user_rules():
