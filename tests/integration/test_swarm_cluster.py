@@ -16,6 +16,8 @@ cluster of the session:
 4. The overlay network carries traffic between two nodes: a dnsrr service pinned by label to swarm-2, a client on
    swarm-3 (dnsrr: this kernel has no IPVS, so no VIP).
 5. A stopped worker (docker stop of its server) goes Down within a bounded time and comes back Ready after a start.
+6. A worker taken out of the inventory: reported and left alone without the guard; with it (once down) drained and
+   removed; back in the inventory (after `docker swarm leave` on it) the role joins it again with its labels.
 Wall times go to tests/output/swarm-times.txt.
 """
 
@@ -57,10 +59,10 @@ fi
 """
 
 
-def recaps(output: str) -> dict[str, dict[str, int]]:
+def recaps(output: str, hosts: tuple[str, ...] = HOSTS) -> dict[str, dict[str, int]]:
     found = {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
              for m in RECAP.finditer(output)}
-    assert set(found) == set(HOSTS), f"no PLAY RECAP for every node in:\n{output[-4000:]}"
+    assert set(found) == set(hosts), f"no PLAY RECAP for every node in:\n{output[-4000:]}"
     return found
 
 
@@ -280,3 +282,43 @@ def test_a_stopped_worker_goes_down_and_comes_back_ready(cluster):
     append_times(TIMES, **{"swarm worker stopped -> Down": f"{down_after:.1f}s",
                            "swarm worker started -> Ready": f"{ready_after:.1f}s",
                            "swarm test module wall time so far": f"{time.monotonic() - MODULE_START:.1f}s"})
+
+
+def test_a_node_that_left_the_inventory_is_reported_removed_behind_the_guard_and_joined_again(cluster, tmp_path):
+    name, state = converged(cluster)
+    worker = f"{name}-swarm-3"
+    started = time.monotonic()
+    # The inventory without swarm-3: a workers group of swarm-2 alone, given to the role by name.
+    extra = tmp_path / "without-swarm-3.yml"
+    extra.write_text("all:\n  children:\n    swarm_workers_left:\n      hosts:\n        swarm-2:\n")
+    without = f"PLAYBOOK_ARGS=-i {extra} --tags swarm -e swarm_workers_group=swarm_workers_left"
+
+    res, _ = make_swarm(name, state, "sandbox-swarm", without)
+    assert res.returncode == 0, explain(res)
+    assert all(v["changed"] == 0 for v in recaps(res.stdout, ("swarm-1", "swarm-2")).values()), res.stdout[-4000:]
+    assert f"swarm: {worker} (" in res.stdout and "Left as they are (swarm_remove_departed_nodes: false)" in \
+        res.stdout, res.stdout[-4000:]
+    assert nodes(state)[worker]["Spec"]["Availability"] == "active"
+
+    dh.docker("stop", "-t", "5", worker)
+    try:
+        dh.wait_until(lambda: nodes(state)[worker]["Status"]["State"] == "down", 90, interval=2,
+                      what=f"{worker} reported down")
+        res, _ = make_swarm(name, state, "sandbox-swarm", without + " -e swarm_remove_departed_nodes=true")
+        assert res.returncode == 0, explain(res)
+        assert recaps(res.stdout, ("swarm-1", "swarm-2"))["swarm-1"]["changed"] == 2, res.stdout[-6000:]  # drain, rm
+        assert worker not in nodes(state)
+    finally:
+        dh.docker("start", worker)
+    # Back in the inventory: the node still believes it is in the swarm; `docker swarm leave` is the step the role
+    # asks for (docs/swarm-cluster.md), then the role joins it again.
+    dh.wait_until(lambda: node(state, "swarm-3", "systemctl is-active docker").strip() == "active", 120, interval=2,
+                  what=f"dockerd on {worker}")
+    node(state, "swarm-3", "docker swarm leave --force >/dev/null 2>&1 || true")
+    res, _ = make_swarm(name, state, "sandbox-swarm", "PLAYBOOK_ARGS=--tags swarm")
+    assert res.returncode == 0, explain(res)
+    back = nodes(state)[worker]
+    assert (back["Status"]["State"], back["Spec"]["Role"], back["Spec"].get("Labels")) == (
+        "ready", "worker", {"tier": "data", "data": "true"}), back
+    append_times(TIMES, **{"swarm departed node: reported, removed, joined again": f"{time.monotonic() - started:.1f}s",
+                           "swarm test module wall time": f"{time.monotonic() - MODULE_START:.1f}s"})
