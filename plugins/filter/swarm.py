@@ -106,10 +106,13 @@ def _node_row(node):
     desc = node.get("Description") or {}
     status = node.get("Status") or {}
     mstatus = node.get("ManagerStatus") or {}
-    return {"id": node.get("ID", ""), "hostname": desc.get("Hostname", ""), "role": spec.get("Role", ""),
-            "availability": spec.get("Availability", ""), "state": status.get("State", ""),
-            "addr": status.get("Addr", ""), "reachability": mstatus.get("Reachability", ""),
-            "leader": bool(mstatus.get("Leader"))}
+    row = {"id": node.get("ID", ""), "hostname": desc.get("Hostname", ""), "role": spec.get("Role", ""),
+           "availability": spec.get("Availability", ""), "state": status.get("State", ""),
+           "addr": status.get("Addr", ""), "reachability": mstatus.get("Reachability", ""),
+           "leader": bool(mstatus.get("Leader"))}
+    # For the report: "host (id, worker, down, active)".
+    row["line"] = f"{row['hostname']} ({row['id']}, {row['role']}, {row['state']}, {row['availability']})"
+    return row
 
 
 def swarm_departed_plan(nodes, inventory_ids, inventory_addrs, remove=False):
