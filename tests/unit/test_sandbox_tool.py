@@ -70,8 +70,8 @@ def test_a_server_of_another_image_is_not_reused():
 
 
 def test_cluster_servers_are_named_after_their_inventory_hosts_on_a_network_of_their_own():
-    assert sandbox.cluster_names("shp-swarm", ["swarm-1", "swarm-2"]) == {"swarm-1": "shp-swarm-swarm-1",
-                                                                         "swarm-2": "shp-swarm-swarm-2"}
+    names = sandbox.cluster_names("shp-swarm", ["swarm-1", "swarm-2"])
+    assert names == {"swarm-1": "shp-swarm-swarm-1", "swarm-2": "shp-swarm-swarm-2"}
     with pytest.raises(SystemExit, match="lower-case letters"):
         sandbox.cluster_names("shp-swarm", ["Swarm_1"])
     args = sandbox.run_args("shp-swarm-swarm-1", "img:1", 2200, "ssh-ed25519 AAAA test", [],
