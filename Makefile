@@ -34,11 +34,18 @@ OKT_STANDINS := shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:
                 shp-test/socketproxy:latest shp-test/httpapp:latest shp-test/npm:latest shp-test/authelia:latest
 OKT := SANDBOX_NAME=$(OKT_SANDBOX_NAME) SANDBOX_STATE=$(OKT_SANDBOX_STATE) SANDBOX_INVENTORY=inventories/sandbox-okt \
        STANDINS="$(OKT_STANDINS)"
+# A three-node Docker Swarm (inventories/sandbox-swarm): servers <SWARM_SANDBOX_NAME>-swarm-1..3 on the network
+# <SWARM_SANDBOX_NAME>-net, their keys, ports and addresses under <SWARM_SANDBOX_STATE>/<host>/.
+SWARM_SANDBOX_NAME ?= shp-swarm$(DEBIAN_SUFFIX)
+SWARM_SANDBOX_STATE ?= $(ROOT)/.sandbox-swarm$(DEBIAN_SUFFIX)
+export SHP_SWARM_SANDBOX_STATE := $(SWARM_SANDBOX_STATE)
+SWARM_HOSTS := swarm-1 swarm-2 swarm-3
+SWARM_STANDINS := shp-test/httpapp:latest
 PLAYBOOK_ARGS ?=
 
 .PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-server sandbox-check \
         sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-server sandbox-okt-check sandbox-okt-verify \
-        sandbox-okt-destroy build clean
+        sandbox-okt-destroy sandbox-swarm sandbox-swarm-servers sandbox-swarm-check sandbox-swarm-destroy build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -98,6 +105,22 @@ sandbox-okt-verify: ## playbooks/verify.yml against the okt sandbox
 
 sandbox-okt-destroy: ## remove the okt sandbox server
 	@$(MAKE) --no-print-directory sandbox-destroy $(OKT)
+
+sandbox-swarm: sandbox-swarm-servers ## a 3-node Docker Swarm (1 manager, 2 workers) of sandbox servers, converged with playbooks/swarm.yml
+	ansible-playbook playbooks/swarm.yml -i inventories/sandbox-swarm $(PLAYBOOK_ARGS)
+
+sandbox-swarm-servers: setup ## create or reuse the swarm's 3 servers on one network, converge nothing
+	@python3 tests/tools/sandbox.py cluster-create --prefix $(SWARM_SANDBOX_NAME) --state-dir $(SWARM_SANDBOX_STATE) \
+	  --image $(SERVER_IMAGE) $(SWARM_HOSTS)
+	@mkdir -p $(SWARM_SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SWARM_SANDBOX_STATE)/bin/docker-compose
+	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/standins.tar $(SWARM_STANDINS)
+
+sandbox-swarm-check: ## --check --diff of playbooks/swarm.yml against the swarm sandbox (changes nothing)
+	ansible-playbook playbooks/swarm.yml -i inventories/sandbox-swarm --check --diff $(PLAYBOOK_ARGS)
+
+sandbox-swarm-destroy: ## remove the swarm sandbox's servers, their volumes, their network and .sandbox-swarm/
+	@python3 tests/tools/sandbox.py cluster-destroy --prefix $(SWARM_SANDBOX_NAME) --state-dir $(SWARM_SANDBOX_STATE) \
+	  --purge-state $(SWARM_HOSTS)
 
 .PHONY: bench
 bench: setup ## benchmark compose_stack vs raw Compose and docker_compose_v2 (docs/performance.md)

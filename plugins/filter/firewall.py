@@ -16,7 +16,8 @@ def _is_v6(src):
 def firewall_ufw_rules(settings):
     """The declared UFW rules, in order: admin SSH allows (first, before any rate limit), SSH from its sources on the
     SSH port and the port Ansible is connected through, the public ports (from the origin sources when set), the
-    further rules. Every comment carries the marker; a further rule's own comment follows it."""
+    further rules, the Docker Swarm cluster's ports from the nodes' addresses (``swarm_rules``, on swarm nodes).
+    Every comment carries the marker; a further rule's own comment follows it."""
     if not isinstance(settings, dict):
         raise AnsibleFilterError("firewall_ufw_rules: expects a dict of the role's settings")
     ipv6 = bool(settings.get("ipv6", True))
@@ -57,6 +58,12 @@ def firewall_ufw_rules(settings):
                     "from": src, "comment": MARKER + " rule" + (": %s" % own if own else ""),
                     # What releases before the marker comments wrote for this item.
                     "adopt_comments": [str(own)] if own else []})
+    # A Docker Swarm node: the cluster's ports from the nodes' addresses only (swarm_firewall_rules).
+    for item in settings.get("swarm_rules") or []:
+        src = str(item["from"])
+        if usable(src):
+            out.append({"action": "allow", "proto": str(item["proto"]), "port": str(item["port"]), "from": src,
+                        "comment": MARKER + " swarm"})
     return out
 
 

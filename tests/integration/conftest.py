@@ -1,7 +1,8 @@
 """Integration-test plumbing: the sandboxes' first converges (`make sandbox` for the amn site, `make sandbox-okt`
-for the okt site, `make sandbox DEBIAN=trixie` for the amn site on Debian 13; 4-10 minutes each, mostly spent waiting
-on apt, image loads and health gates inside the sandbox server), the Debian 12 ones preceded by `site.yml --check
---diff` on the fresh server (what the first converge will do), start in the background as soon as the session has
+for the okt site, `make sandbox DEBIAN=trixie` for the amn site on Debian 13, `make sandbox-swarm` for a three-node
+Docker Swarm; 4-10 minutes each, mostly spent waiting on apt, image loads and health gates inside the sandbox
+servers), the Debian 12 ones preceded by `--check --diff` on the fresh server(s) (what the first converge will do),
+start in the background as soon as the session has
 collected their test module, so they overlap the other tests instead of adding to the run. Their tests then wait
 for them (wait_early) and get the output and the wall time."""
 
@@ -30,6 +31,7 @@ class Background(NamedTuple):
     server_target: str  # make target that creates the server only
     check_target: str  # make target of `--check --diff` on the fresh server; "" runs none
     make_args: tuple[str, ...] = ()  # further make variables (the Debian release)
+    cluster_hosts: tuple[str, ...] = ()  # a cluster of servers <name>-<host> (sandbox.py cluster-create), not one
 
 
 BACKGROUND = {
@@ -41,6 +43,11 @@ BACKGROUND = {
     # code), and the module's own budget in CI is 12 minutes.
     "trixie": Background("tests/integration/test_sandbox_trixie.py", "sandbox", "SANDBOX_NAME", "SANDBOX_STATE",
                          "sandbox-server", "", ("DEBIAN=trixie",)),
+    # A three-node Docker Swarm (make sandbox-swarm): its fresh-cluster check predicts the init and the joins; both
+    # runs are verbose (-v), so the test can prove no join token reaches the output.
+    "swarm": Background("tests/integration/test_swarm_cluster.py", "sandbox-swarm", "SWARM_SANDBOX_NAME",
+                        "SWARM_SANDBOX_STATE", "sandbox-swarm-servers", "sandbox-swarm-check", ("PLAYBOOK_ARGS=-v",),
+                        ("swarm-1", "swarm-2", "swarm-3")),
 }
 EARLY: dict[str, dict] = {}
 
@@ -125,8 +132,13 @@ def destroy_early(key: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(early["proc"].pid, signal.SIGKILL)
         early["proc"].wait()
-    subprocess.run(["python3", str(ROOT / "tests/tools/sandbox.py"), "destroy", "--name", early["name"],
-                    "--state-dir", str(early["state"]), "--purge-state"], capture_output=True, check=False)
+    hosts = BACKGROUND[key].cluster_hosts
+    if hosts:
+        cmd = ["cluster-destroy", "--prefix", early["name"], "--state-dir", str(early["state"]), "--purge-state",
+               *hosts]
+    else:
+        cmd = ["destroy", "--name", early["name"], "--state-dir", str(early["state"]), "--purge-state"]
+    subprocess.run(["python3", str(ROOT / "tests/tools/sandbox.py"), *cmd], capture_output=True, check=False)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -8,7 +8,15 @@ integration tests. Only the Docker CLI and OpenSSH client are needed (stdlib Pyt
     sandbox.py create  --name shp-sandbox [--ssh-port 2222] [--state-dir .sandbox] [--image shp-test/server:trixie]
     sandbox.py destroy --name shp-sandbox [--state-dir .sandbox]
     sandbox.py export-images --output .sandbox/images/standins.tar IMAGE...
+    sandbox.py cluster-create  --prefix shp-swarm --state-dir .sandbox-swarm [--image ...] HOST...
+    sandbox.py cluster-destroy --prefix shp-swarm --state-dir .sandbox-swarm HOST...
     sandbox.py caps
+
+A cluster (``make sandbox-swarm``) is several servers on one Docker network of their own (``<prefix>-net``), created
+in parallel: server ``<prefix>-<HOST>`` per inventory host, its key, host keys, SSH port and its address on that
+network under ``<state-dir>/<HOST>/`` (inventories/sandbox-swarm reads them, as inventories/sandbox reads the one
+server's). The images the cluster needs are exported once (export-images) and loaded into every server by the
+docker_engine role, on all of them at once.
 
 The container flags are the ones BRIEF section 4 gives: host cgroup namespace with the cgroup
 tree mounted read-write, tmpfs on /run and /run/lock, seccomp unconfined, and every capability of
@@ -150,45 +158,60 @@ def reuse_problem(info: dict | None, name: str, image: str) -> str | None:
     return None
 
 
-def create(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).resolve()
+def create_server(name: str, state_dir: Path, image: str, *, ssh_port: int = 0, hostname: str | None = None,
+                  network: str | None = None) -> dict:
+    """Create (or reuse, starting it when stopped) the server NAME from IMAGE, wait for key login over SSH and
+    record its SSH port (and, on NETWORK, its address there) in STATE_DIR."""
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o700)
     pubkey = ensure_key(state_dir)
-    info = container_state(args.name)
+    info = container_state(name)
     if info and info["Config"]["Labels"].get(LABEL) != "1":
-        raise SystemExit(f"container {args.name} exists and is not a sandbox: refusing to touch it")
-    problem = reuse_problem(info, args.name, args.image)
+        raise SystemExit(f"container {name} exists and is not a sandbox: refusing to touch it")
+    problem = reuse_problem(info, name, image)
     if problem:
         raise SystemExit(problem)
     if info and not info["State"]["Running"]:
-        sh("docker", "start", args.name)
-        info = container_state(args.name)
+        sh("docker", "start", name)
+        info = container_state(name)
     if info:
         port = published_ssh_port(info)
         action = "reused"
     else:
-        port = args.ssh_port or free_port()
+        port = ssh_port or free_port()
         caps = bounding_caps()
+        extra = ["--network", network] if network else []
         while True:
             # An older daemon rejects capabilities newer than itself (Docker 20.10 knows no
             # CAP_BPF): drop the one it names and try again; nothing was created.
-            res = sh(*run_args(args.name, args.image, port, pubkey, caps, hostname=args.hostname), check=False)
+            res = sh(*run_args(name, image, port, pubkey, caps, hostname=hostname, extra=extra), check=False)
             unknown = re.search(r'unknown capability: "?(?:CAP_)?([A-Z_]+)', res.stderr)
             if res.returncode == 0 or not unknown or unknown.group(1) not in caps:
                 break
             caps.remove(unknown.group(1))
         if res.returncode != 0:
-            raise SystemExit(f"docker run {args.name} failed: {res.stderr.strip()}")
+            raise SystemExit(f"docker run {name} failed: {res.stderr.strip()}")
         action = "created"
+        info = container_state(name)
     wait_for_ssh(state_dir, port)
     (state_dir / "ssh_port").write_text(f"{port}\n")
-    print(json.dumps({"name": args.name, "action": action, "ssh_port": port,
-                      "key": str(state_dir / "id_ed25519"), "known_hosts": str(state_dir / "known_hosts")}))
+    out = {"name": name, "action": action, "ssh_port": port, "key": str(state_dir / "id_ed25519"),
+           "known_hosts": str(state_dir / "known_hosts")}
+    if network:
+        address = network_address(info, network)
+        (state_dir / "address").write_text(f"{address}\n")
+        out["address"] = address
+    return out
+
+
+def create(args: argparse.Namespace) -> int:
+    out = create_server(args.name, Path(args.state_dir).resolve(), args.image, ssh_port=args.ssh_port,
+                        hostname=args.hostname)
+    print(json.dumps(out))
     return 0
 
 
-def destroy(args: argparse.Namespace) -> int:
+def destroy(args: argparse.Namespace, quiet: bool = False) -> int:
     info = container_state(args.name)
     if info and info["Config"]["Labels"].get(LABEL) != "1":
         raise SystemExit(f"container {args.name} is not a sandbox: refusing to remove it")
@@ -197,7 +220,67 @@ def destroy(args: argparse.Namespace) -> int:
     sh("docker", "volume", "rm", "-f", f"{args.name}-docker", check=False)
     if args.state_dir and Path(args.state_dir).exists() and args.purge_state:
         shutil.rmtree(args.state_dir)
+    if quiet:
+        return int(bool(info))
     print(json.dumps({"name": args.name, "removed": bool(info)}))
+    return 0
+
+
+def network_address(info: dict, network: str) -> str:
+    """The server's IPv4 address on NETWORK (from docker container inspect)."""
+    addr = ((info.get("NetworkSettings") or {}).get("Networks") or {}).get(network, {}).get("IPAddress", "")
+    if not addr:
+        raise SystemExit(f"container {info.get('Name', '?').lstrip('/')} has no address on {network}")
+    return addr
+
+
+def cluster_names(prefix: str, hosts: list[str]) -> dict[str, str]:
+    """Inventory host -> server container name (pure, unit-tested)."""
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", host):
+            raise SystemExit(f"cluster host {host!r}: lower-case letters, digits and - only")
+    return {host: f"{prefix}-{host}" for host in hosts}
+
+
+def ensure_network(name: str) -> None:
+    """The cluster's own Docker network, labelled as a sandbox's (an existing one of another owner is refused)."""
+    res = sh("docker", "network", "inspect", name, check=False)
+    if res.returncode == 0:
+        if (json.loads(res.stdout)[0].get("Labels") or {}).get(LABEL) != "1":
+            raise SystemExit(f"network {name} exists and is not a sandbox's: refusing to use it")
+        return
+    sh("docker", "network", "create", "--label", f"{LABEL}=1", name)
+
+
+def cluster_create(args: argparse.Namespace) -> int:
+    """The servers of a cluster on one network, created (or reused) in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)
+    network = f"{args.prefix}-net"
+    ensure_network(network)
+    names = cluster_names(args.prefix, args.hosts)
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        futures = {host: pool.submit(create_server, name, state / host, args.image, hostname=name, network=network)
+                   for host, name in names.items()}
+        out = {host: fut.result() for host, fut in futures.items()}
+    print(json.dumps({"network": network, "servers": out}))
+    return 0
+
+
+def cluster_destroy(args: argparse.Namespace) -> int:
+    removed = {}
+    for host, name in cluster_names(args.prefix, args.hosts).items():
+        removed[host] = destroy(argparse.Namespace(name=name, state_dir=None, purge_state=False), quiet=True)
+    network = f"{args.prefix}-net"
+    res = sh("docker", "network", "inspect", network, check=False)
+    if res.returncode == 0 and (json.loads(res.stdout)[0].get("Labels") or {}).get(LABEL) == "1":
+        sh("docker", "network", "rm", network, check=False)
+    if args.purge_state and Path(args.state_dir).exists():
+        shutil.rmtree(args.state_dir)
+    print(json.dumps({"network": network, "removed": removed}))
     return 0
 
 
@@ -236,6 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("export-images")
     e.add_argument("--output", required=True, help="tarball to write")
     e.add_argument("images", nargs="+")
+    cc = sub.add_parser("cluster-create")
+    cc.add_argument("--prefix", required=True, help="servers are <prefix>-<host>, their network <prefix>-net")
+    cc.add_argument("--image", default=os.environ.get("SHP_SERVER_IMAGE", "shp-test/server:latest"))
+    cc.add_argument("--state-dir", required=True)
+    cc.add_argument("hosts", nargs="+", help="inventory host names")
+    cd = sub.add_parser("cluster-destroy")
+    cd.add_argument("--prefix", required=True)
+    cd.add_argument("--state-dir", required=True)
+    cd.add_argument("--purge-state", action="store_true")
+    cd.add_argument("hosts", nargs="+")
     sub.add_parser("caps")
     args = ap.parse_args(argv)
     if args.cmd == "create":
@@ -244,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         return destroy(args)
     if args.cmd == "export-images":
         return export_images(args)
+    if args.cmd == "cluster-create":
+        return cluster_create(args)
+    if args.cmd == "cluster-destroy":
+        return cluster_destroy(args)
     print(" ".join(bounding_caps()))
     return 0
 

@@ -33,7 +33,8 @@ VARS = trusted(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
 
 
 def render(name: str, distribution: str = "Debian", major: str = "12", **overrides):
-    variables = {**DEFAULTS, **VARS, **overrides,
+    variables = {**DEFAULTS, **VARS, "inventory_hostname": "node1.example.test",
+                 "groups": {"all": ["node1.example.test"]}, **overrides,
                  "ansible_facts": {"distribution": distribution, "distribution_major_version": major}}
     templar = Templar(loader=LOADER, variables=variables)
     return templar.template(VARS[name])
@@ -80,6 +81,23 @@ def test_daemon_json_with_every_option():
     assert cfg["userland-proxy"] is False
     assert cfg["live-restore"] is True  # docker_engine_daemon_options wins
     assert cfg["metrics-addr"] == "127.0.0.1:9323"
+
+
+def test_live_restore_is_off_on_swarm_nodes_by_default():
+    hosts = ["m1.example.test", "w1.example.test", "solo.example.test"]
+    groups = {"all": hosts, "swarm_managers": hosts[:1], "swarm_workers": hosts[1:2]}
+    seen = {h: render("docker_engine__daemon_config", inventory_hostname=h, groups=groups)["live-restore"]
+            for h in hosts}
+    assert seen == {"m1.example.test": False, "w1.example.test": False, "solo.example.test": True}
+    # Groups of other names, through the swarm role's variables.
+    groups = {"all": hosts, "cluster_a": hosts[2:]}
+    cfg = render("docker_engine__daemon_config", inventory_hostname="solo.example.test", groups=groups,
+                 swarm_managers_group="cluster_a")
+    assert cfg["live-restore"] is False
+    # Said outright in the inventory, it wins (docker_engine's assert then refuses it on a swarm node).
+    cfg = render("docker_engine__daemon_config", inventory_hostname="m1.example.test",
+                 groups={"swarm_managers": ["m1.example.test"]}, docker_engine_live_restore=True)
+    assert cfg["live-restore"] is True
 
 
 def test_log_opts_only_for_drivers_that_take_them():

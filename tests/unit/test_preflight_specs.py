@@ -25,6 +25,8 @@ FREE_FORM = {
     "app_stack_stacks[].services", "app_stack_stacks[].env", "app_stack_stacks[].volumes",
     "app_stack_stacks[].secrets", "app_stack_stacks[].configs", "authelia_extra_configuration", "backup_env",
     "backup_healthcheck_urls", "docker_engine_daemon_options",
+    # Docker labels: keys of the user's choosing, string values (the swarm role checks the values).
+    "swarm_node_labels", "swarm_networks[].labels",
 }
 
 

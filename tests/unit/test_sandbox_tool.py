@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -65,3 +67,18 @@ def test_a_server_of_another_image_is_not_reused():
     assert sandbox.reuse_problem(None, "shp-x", "shp-test/server:trixie") is None
     problem = sandbox.reuse_problem(info, "shp-x", "shp-test/server:trixie")
     assert "runs shp-test/server:latest, not shp-test/server:trixie" in problem and "destroy" in problem
+
+
+def test_cluster_servers_are_named_after_their_inventory_hosts_on_a_network_of_their_own():
+    names = sandbox.cluster_names("shp-swarm", ["swarm-1", "swarm-2"])
+    assert names == {"swarm-1": "shp-swarm-swarm-1", "swarm-2": "shp-swarm-swarm-2"}
+    with pytest.raises(SystemExit, match="lower-case letters"):
+        sandbox.cluster_names("shp-swarm", ["Swarm_1"])
+    args = sandbox.run_args("shp-swarm-swarm-1", "img:1", 2200, "ssh-ed25519 AAAA test", [],
+                            extra=["--network", "shp-swarm-net"])
+    assert args[-3:] == ["--network", "shp-swarm-net", "img:1"]
+    info = {"Name": "/shp-swarm-swarm-1",
+            "NetworkSettings": {"Networks": {"shp-swarm-net": {"IPAddress": "172.28.0.2"}}}}
+    assert sandbox.network_address(info, "shp-swarm-net") == "172.28.0.2"
+    with pytest.raises(SystemExit, match="has no address on bridge"):
+        sandbox.network_address(info, "bridge")

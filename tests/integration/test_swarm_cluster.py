@@ -1,0 +1,333 @@
+"""A three-node Docker Swarm (`make sandbox-swarm`: one manager, two workers; inventories/sandbox-swarm) of sandbox
+servers on one Docker network, formed by playbooks/swarm.yml (docker_engine, firewall, swarm).
+
+The servers, `--check --diff` on the fresh cluster and the first converge start in the background when the session
+collects this module (tests/integration/conftest.py, key "swarm"); both runs are verbose (-v). Then, on the one
+cluster of the session:
+1. The fresh-cluster check predicted what the first converge did (init, joins, node labels, the overlay network);
+   the first converge formed the cluster: 3 nodes Ready, labels and availability from the inventory, live-restore off
+   in every node's daemon.json and dockerd; no join token in either run's output.
+2. A second converge reports changed=0 (no token in its -v output either); `--check --diff` reports changed=0 and
+   changes nothing on any node.
+3. Firewall, probed from a container on the cluster's network that is not a node: 2377/tcp and 7946/tcp are closed
+   from it and open from a node; the UFW rules for 2377/7946/4789 name the nodes' addresses and nothing else. Through
+   docker_gwbridge: a task's port published in host mode on a public port (80) answers the outsider, one on an
+   undeclared port is filtered, and a container on the overlay network reaches the outsider.
+4. The overlay network carries traffic between two nodes: a dnsrr service pinned by label to swarm-2, a client on
+   swarm-3 (dnsrr: this kernel has no IPVS, so no VIP).
+5. A stopped worker (docker stop of its server) goes Down within a bounded time and comes back Ready after a start.
+6. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
+   inventory (after `docker swarm leave` on it) the role joins it again with its labels.
+Wall times go to tests/output/swarm-times.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import explain, run_tool
+from tests.integration import docker_helpers as dh
+from tests.integration.conftest import early_sandbox, fresh_check, wait_early
+from tests.integration.sandbox_helpers import append_times, changed_tasks, server
+
+pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
+
+HOSTS = ("swarm-1", "swarm-2", "swarm-3")
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+IMAGE = "shp-test/httpapp:latest"
+TIMES = "swarm-times.txt"
+MODULE_START = time.monotonic()
+
+# What a converge may touch, per node.
+SNAPSHOT = r"""
+set -e
+sha256sum /etc/docker/daemon.json /etc/ufw/user.rules /etc/ufw/after.rules
+systemctl show docker -p ActiveEnterTimestampMonotonic -p MainPID
+docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}'
+iptables -S | sort | sha256sum
+if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
+  docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}' | sort
+  docker node ls -q | xargs docker node inspect --format '{{.ID}} {{.Version.Index}} {{json .Spec}}' | sort
+  docker network ls --filter driver=overlay --format '{{.Name}} {{.ID}}' | sort
+fi
+"""
+
+
+def recaps(output: str, hosts: tuple[str, ...] = HOSTS) -> dict[str, dict[str, int]]:
+    found = {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
+             for m in RECAP.finditer(output)}
+    assert set(found) == set(hosts), f"no PLAY RECAP for every node in:\n{output[-4000:]}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """(name prefix, state dir) of the swarm sandbox whose servers, fresh-cluster check and first converge
+    tests/integration/conftest.py started in the background; destroyed with its network when the module is done."""
+    yield from early_sandbox("swarm")
+
+
+def node(state: Path, host: str, script: str) -> str:
+    return server(state / host, script)
+
+
+def swarm_playbook(state: Path, *args: str) -> subprocess.CompletedProcess:
+    """playbooks/swarm.yml straight, not through make: `make sandbox-swarm` first creates or reuses (and so starts)
+    the servers, which would start a worker the test stopped."""
+    return run_tool(["ansible-playbook", "playbooks/swarm.yml", "-i", "inventories/sandbox-swarm", *args],
+                    timeout=900, SHP_SWARM_SANDBOX_STATE=str(state))
+
+
+def make_swarm(name: str, state: Path, target: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    res = run_tool(["make", "--no-print-directory", target, f"SWARM_SANDBOX_NAME={name}",
+                    f"SWARM_SANDBOX_STATE={state}", *args], timeout=1200)
+    return res, time.monotonic() - start
+
+
+def converged(cluster) -> tuple[str, Path]:
+    name, state = cluster
+    if not (state / "converged").exists():
+        pytest.skip("the swarm sandbox did not converge")
+    return name, state
+
+
+def address(state: Path, host: str) -> str:
+    return (state / host / "address").read_text().strip()
+
+
+def join_tokens(state: Path) -> list[str]:
+    return node(state, "swarm-1", "docker swarm join-token -q worker; docker swarm join-token -q manager").split()
+
+
+def nodes(state: Path) -> dict[str, dict]:
+    """The swarm's nodes as the manager sees them, by hostname (the server container's name)."""
+    out = node(state, "swarm-1", "docker node ls -q | xargs docker node inspect")
+    return {n["Description"]["Hostname"]: n for n in json.loads(out)}
+
+
+def test_the_first_converge_forms_the_cluster_as_the_fresh_check_predicted(cluster):
+    name, state = cluster
+    first, took = wait_early("swarm")
+    assert first.returncode == 0, explain(first)
+    r = recaps(first.stdout)
+    assert all(v["failed"] == 0 and v["unreachable"] == 0 and v["changed"] > 0 for v in r.values()), r
+
+    seen = nodes(state)
+    assert set(seen) == {f"{name}-{h}" for h in HOSTS}, seen
+    by_host = {h: seen[f"{name}-{h}"] for h in HOSTS}
+    assert {h: n["Status"]["State"] for h, n in by_host.items()} == dict.fromkeys(HOSTS, "ready")
+    roles = {h: n["Spec"]["Role"] for h, n in by_host.items()}
+    assert roles == {"swarm-1": "manager", "swarm-2": "worker", "swarm-3": "worker"}
+    assert by_host["swarm-1"]["ManagerStatus"]["Leader"] is True
+    assert {h: n["Spec"]["Availability"] for h, n in by_host.items()} == dict.fromkeys(HOSTS, "active")
+    assert {h: n["Spec"].get("Labels") or {} for h, n in by_host.items()} == {
+        "swarm-1": {}, "swarm-2": {"tier": "app"}, "swarm-3": {"tier": "data", "data": "true"}}
+    # Each node's address is its address on the cluster's network (swarm_advertise_addr).
+    assert {h: n["Status"]["Addr"] for h, n in by_host.items()} == {h: address(state, h) for h in HOSTS}
+    for host in HOSTS:
+        out = node(state, host, "python3 -c \"import json; print(json.load(open('/etc/docker/daemon.json'))"
+                                "['live-restore'])\"; docker info --format '{{.LiveRestoreEnabled}}'")
+        assert out.split() == ["False", "false"], (host, out)
+    overlay = json.loads(node(state, "swarm-1", "docker network inspect shp-apps"))[0]
+    assert (overlay["Driver"], overlay["Scope"], overlay["Attachable"]) == ("overlay", "swarm", True)
+    assert overlay["IPAM"]["Config"][0]["Subnet"] == "10.231.0.0/24"
+
+    # No join token in the output, with -v (the background ran both runs verbose).
+    tokens = join_tokens(state)
+    assert len(tokens) == 2 and all(t.startswith("SWMTKN-") for t in tokens)
+    got = fresh_check("swarm")
+    assert got is not None, "the background job did not run the fresh-cluster check"
+    rc, check_out, check_took = got
+    for text in (first.stdout, check_out):
+        assert "SWMTKN" not in text and not any(t in text for t in tokens)
+    assert "ok: [swarm-2] =>" in first.stdout or "changed: [swarm-2] =>" in first.stdout, first.stdout[-3000:]
+
+    # The fresh-cluster check ran to the end and predicted every change of the first converge.
+    assert rc == 0, check_out[-12000:]
+    assert "...ignoring" not in check_out
+    predicted, handlers = changed_tasks(check_out)
+    real = changed_tasks(first.stdout)[0]
+    for task in ("selfhosted.platform.swarm : Init the swarm on the first manager",
+                 "selfhosted.platform.swarm : Join the swarm",
+                 "selfhosted.platform.swarm : Set the nodes' role, availability and labels",
+                 "selfhosted.platform.swarm : Create the overlay networks"):
+        assert task in real, (task, real)
+        assert task in predicted, (task, predicted)
+    missed = [t for t in real if t not in predicted and t not in handlers]
+    assert not missed, f"the first converge changed what the fresh-cluster check did not predict: {missed}"
+    (state / "converged").write_text("1\n")
+    append_times(TIMES, **{"swarm fresh-cluster --check --diff": f"{check_took:.1f}s",
+                           "swarm first converge (3 servers, background)": f"{took:.1f}s"})
+
+
+def test_second_converge_is_a_noop_and_check_diff_changes_nothing(cluster):
+    name, state = converged(cluster)
+    tokens = join_tokens(state)
+    second, took = make_swarm(name, state, "sandbox-swarm", "PLAYBOOK_ARGS=-v")
+    assert second.returncode == 0, explain(second)
+    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), second.stdout[-6000:]
+    assert "SWMTKN" not in second.stdout and not any(t in second.stdout for t in tokens)
+
+    before = {h: node(state, h, SNAPSHOT) for h in HOSTS}
+    check, check_took = make_swarm(name, state, "sandbox-swarm-check")
+    assert check.returncode == 0, explain(check)
+    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(check.stdout).values()), check.stdout[-6000:]
+    assert {h: node(state, h, SNAPSHOT) for h in HOSTS} == before, "--check changed a node"
+    append_times(TIMES, **{"swarm second converge (-v, changed=0)": f"{took:.1f}s",
+                           "swarm --check --diff on the converged cluster (changed=0)": f"{check_took:.1f}s"})
+
+
+@pytest.fixture(scope="module")
+def outsider(cluster):
+    """A container on the cluster's network that is not a node: the address the firewall must keep out (and an HTTP
+    listener on 8080 the nodes' containers reach out to)."""
+    name, _state = cluster
+    box = f"{name}-outsider"
+    dh.docker("rm", "-f", box, check=False)
+    dh.docker("run", "-d", "--name", box, "--network", f"{name}-net", "--label", "org.selfhosted.sandbox=1", IMAGE)
+    ip = dh.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", box).stdout.strip()
+    try:
+        yield box, ip
+    finally:
+        dh.docker("rm", "-f", box, check=False)
+
+
+def test_cluster_ports_answer_the_nodes_only_and_docker_user_keeps_working(cluster, outsider):
+    name, state = converged(cluster)
+    box, box_ip = outsider
+    mgr, w2 = address(state, "swarm-1"), address(state, "swarm-2")
+    seen = {("outsider", 2377): dh.probe_from(box, mgr, 2377), ("outsider", 7946): dh.probe_from(box, w2, 7946),
+            ("swarm-2", 2377): dh.probe_from(f"{name}-swarm-2", mgr, 2377),
+            ("swarm-3", 7946): dh.probe_from(f"{name}-swarm-3", w2, 7946),
+            ("outsider", 22): dh.probe_from(box, mgr, 22)}
+    assert seen == {("outsider", 2377): "filtered", ("outsider", 7946): "filtered", ("swarm-2", 2377): "open",
+                    ("swarm-3", 7946): "open", ("outsider", 22): "open"}, seen
+    # UDP cannot be told open from filtered by a probe: the rules themselves name the nodes and nothing else.
+    nodes_ips = sorted(address(state, h) for h in HOSTS)
+    for host in HOSTS:
+        rules = [ln for ln in node(state, host, "ufw show added").splitlines() if "selfhosted swarm" in ln]
+        ports = {("7946", "tcp"), ("7946", "udp"), ("4789", "udp")}
+        if host == "swarm-1":
+            ports.add(("2377", "tcp"))
+        want = {f"ufw allow from {ip} to any port {port} proto {proto} comment 'selfhosted swarm'"
+                for ip in nodes_ips for port, proto in ports}
+        assert set(rules) == want, (host, rules)
+        esp = node(state, host, "iptables -S ufw-after-input | grep -- '-p esp' || true")
+        assert sorted(re.findall(r"-s (\S+) -p esp -j ACCEPT", esp)) == [f"{ip}/32" for ip in nodes_ips], (host, esp)
+
+    # Through docker_gwbridge: host-mode ports of swarm tasks on swarm-2 - 80 is public, 8089 is declared nowhere.
+    node(state, "swarm-1", f"""
+docker service create --detach --quiet --no-resolve-image --name shp-pub80 --constraint node.labels.tier==app \
+  --publish mode=host,target=8080,published=80 --endpoint-mode dnsrr {IMAGE} >/dev/null
+docker service create --detach --quiet --no-resolve-image --name shp-pub8089 --constraint node.labels.tier==app \
+  --publish mode=host,target=8080,published=8089 --endpoint-mode dnsrr {IMAGE} >/dev/null
+""")
+    try:
+        dh.wait_until(lambda: "ok ok" in node(state, "swarm-2", "curl -fsS -o /dev/null http://127.0.0.1:80/health "
+                                              "&& echo -n 'ok ' ; curl -fsS -o /dev/null "
+                                              "http://127.0.0.1:8089/health && echo ok; true"),
+                      120, interval=2, what="the host-mode tasks on swarm-2")
+        assert dh.probe_from(box, w2, 80) == "open"
+        assert dh.probe_from(box, w2, 8089) == "filtered"
+        # A container on the overlay network leaves through docker_gwbridge and reaches the outsider.
+        out = node(state, "swarm-3", f"docker run --rm --network shp-apps --entrypoint python3 {IMAGE} -c "
+                                     f"\"import urllib.request; print(urllib.request.urlopen("
+                                     f"'http://{box_ip}:8080/health', timeout=5).status)\"")
+        assert out.strip() == "200", out
+    finally:
+        node(state, "swarm-1", "docker service rm shp-pub80 shp-pub8089 >/dev/null 2>&1 || true")
+
+
+def test_the_overlay_network_carries_traffic_between_two_nodes(cluster):
+    name, state = converged(cluster)
+    node(state, "swarm-1", f"docker service create --detach --quiet --no-resolve-image --name shp-ov "
+                           f"--network shp-apps --endpoint-mode dnsrr --constraint node.labels.tier==app {IMAGE}")
+    try:
+        def answer():
+            out = node(state, "swarm-3", f"docker run --rm --network shp-apps --entrypoint python3 {IMAGE} -c "
+                                         "\"import socket, urllib.request; "
+                                         "print(socket.gethostbyname('shp-ov'), urllib.request.urlopen("
+                                         "'http://shp-ov:8080/health', timeout=5).status)\" 2>&1 || true")
+            return out if out.strip().endswith(" 200") else None
+
+        out = dh.wait_until(answer, 120, interval=3, what="the dnsrr service on swarm-2 from swarm-3")
+        task_node = node(state, "swarm-1", "docker service ps shp-ov --filter desired-state=running "
+                                           "--format '{{.Node}}'").strip()
+        assert task_node == f"{name}-swarm-2", task_node  # pinned by the label the inventory gave swarm-2
+        assert out.split()[0].startswith("10.231.0."), out
+    finally:
+        node(state, "swarm-1", "docker service rm shp-ov >/dev/null 2>&1 || true")
+
+
+def test_a_stopped_worker_goes_down_and_comes_back_ready(cluster):
+    name, state = converged(cluster)
+    worker = f"{name}-swarm-3"
+    addr_before = address(state, "swarm-3")
+
+    def status() -> str:
+        return nodes(state)[worker]["Status"]["State"]
+
+    dh.docker("stop", "-t", "5", worker)
+    stopped = time.monotonic()
+    try:
+        dh.wait_until(lambda: status() == "down", 90, interval=2, what=f"{worker} reported down")
+        down_after = time.monotonic() - stopped
+    finally:
+        dh.docker("start", worker)
+    started = time.monotonic()
+    dh.wait_until(lambda: status() == "ready", 180, interval=3, what=f"{worker} ready again")
+    ready_after = time.monotonic() - started
+    ip = dh.docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{name}-net\").IPAddress}}}}",
+                   worker).stdout.strip()
+    assert ip == addr_before, f"{worker} came back with another address ({ip}, was {addr_before})"
+    assert down_after < 60, down_after
+    append_times(TIMES, **{"swarm worker stopped -> Down": f"{down_after:.1f}s",
+                           "swarm worker started -> Ready": f"{ready_after:.1f}s",
+                           "swarm test module wall time so far": f"{time.monotonic() - MODULE_START:.1f}s"})
+
+
+def test_a_node_that_left_the_inventory_is_removed_behind_the_guard_and_joined_again(cluster, tmp_path):
+    """The guard's "false" side (reported, left alone) is unit-tested (tests/unit/test_swarm_filters.py); here the
+    real removal: a worker taken out of the inventory and down is drained and removed with
+    swarm_remove_departed_nodes, and joined again by the role when it is back in the inventory."""
+    name, state = converged(cluster)
+    worker = f"{name}-swarm-3"
+    started = time.monotonic()
+    # The inventory without swarm-3: a workers group of swarm-2 alone, given to the role by name.
+    extra = tmp_path / "without-swarm-3.yml"
+    extra.write_text("all:\n  children:\n    swarm_workers_left:\n      hosts:\n        swarm-2:\n")
+    without = ("-i", str(extra), "--tags", "swarm", "-e", "swarm_workers_group=swarm_workers_left",
+               "-e", "swarm_remove_departed_nodes=true")
+    dh.docker("stop", "-t", "5", worker)
+    try:
+        dh.wait_until(lambda: nodes(state)[worker]["Status"]["State"] == "down", 90, interval=2,
+                      what=f"{worker} reported down")
+        listing = node(state, "swarm-1", "docker node ls")
+        res = swarm_playbook(state, *without)
+        assert res.returncode == 0, explain(res)
+        assert "in the swarm and in neither swarm_managers nor swarm_workers_left" in res.stdout, res.stdout[-4000:]
+        # drained and removed (Docker removes only a node that is down)
+        assert recaps(res.stdout, ("swarm-1", "swarm-2"))["swarm-1"]["changed"] == 2, (listing, res.stdout[-6000:])
+        assert worker not in nodes(state)
+    finally:
+        dh.docker("start", worker)
+    # Back in the inventory: the node still believes it is in the swarm; `docker swarm leave` on it is the step the
+    # role asks for (docs/swarm-cluster.md), then the role joins it again, with its labels.
+    dh.wait_until(lambda: node(state, "swarm-3", "systemctl is-active docker").strip() == "active", 120, interval=2,
+                  what=f"dockerd on {worker}")
+    node(state, "swarm-3", "docker swarm leave --force >/dev/null 2>&1 || true")
+    res = swarm_playbook(state, "--tags", "swarm")
+    assert res.returncode == 0, explain(res)
+    back = nodes(state)[worker]
+    assert (back["Status"]["State"], back["Spec"]["Role"], back["Spec"].get("Labels")) == (
+        "ready", "worker", {"tier": "data", "data": "true"}), back
+    append_times(TIMES, **{"swarm departed node: removed behind the guard, joined again":
+                           f"{time.monotonic() - started:.1f}s",
+                           "swarm test module wall time": f"{time.monotonic() - MODULE_START:.1f}s"})
