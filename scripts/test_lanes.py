@@ -39,12 +39,12 @@ SERVER_LANES: dict[str, list[str]] = {
     "servers": [
         "tests/integration/test_firewall_ssh.py",
         "tests/integration/test_sandbox.py",
-        "tests/integration/test_swarm_stack.py",
     ],
     "servers2": [
         "tests/integration/test_firewall_rules.py",
         "tests/integration/test_docker_repo.py",
         "tests/integration/test_sandbox_okt.py",
+        "tests/integration/test_swarm_stack.py",
     ],
     # The molecule scenario, the 3-node Docker Swarm and the amn site on Debian 13: the two sandboxes' first converges
     # start in the background when the lane has collected them and overlap the molecule scenario.
