@@ -45,7 +45,8 @@ PLAYBOOK_ARGS ?=
 
 .PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-server sandbox-check \
         sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-server sandbox-okt-check sandbox-okt-verify \
-        sandbox-okt-destroy sandbox-swarm sandbox-swarm-servers sandbox-swarm-check sandbox-swarm-destroy build clean
+        sandbox-okt-destroy sandbox-swarm sandbox-swarm-servers sandbox-swarm-check sandbox-swarm-site \
+        sandbox-swarm-site-check sandbox-swarm-destroy build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -114,9 +115,17 @@ sandbox-swarm-servers: setup ## create or reuse the swarm's 3 servers on one net
 	  --image $(SERVER_IMAGE) $(SWARM_HOSTS)
 	@mkdir -p $(SWARM_SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SWARM_SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/standins.tar $(SWARM_STANDINS)
+	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/router.tar shp-test/nginx:latest
+	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/data.tar shp-test/postgres:latest
 
 sandbox-swarm-check: ## --check --diff of playbooks/swarm.yml against the swarm sandbox (changes nothing)
 	ansible-playbook playbooks/swarm.yml -i inventories/sandbox-swarm --check --diff $(PLAYBOOK_ARGS)
+
+sandbox-swarm-site: ## site.yml on the swarm sandbox: the site (data tier, stacks, router, backups) across its nodes
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-swarm $(PLAYBOOK_ARGS)
+
+sandbox-swarm-site-check: ## --check --diff of site.yml against the swarm sandbox (changes nothing)
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-swarm --check --diff $(PLAYBOOK_ARGS)
 
 sandbox-swarm-destroy: ## remove the swarm sandbox's servers, their volumes, their network and .sandbox-swarm/
 	@python3 tests/tools/sandbox.py cluster-destroy --prefix $(SWARM_SANDBOX_NAME) --state-dir $(SWARM_SANDBOX_STATE) \

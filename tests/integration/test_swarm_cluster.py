@@ -18,6 +18,10 @@ cluster of the session:
 5. A stopped worker (docker stop of its server) goes Down within a bounded time and comes back Ready after a start.
 6. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
    inventory (after `docker swarm leave` on it) the role joins it again with its labels.
+7. site.yml on the same cluster (inventories/sandbox-swarm's site, docs/swarm-site.md): a first converge, a second one
+   changed=0, `--check --diff` changed=0 and nothing changed on any node; the router on the manager answers through
+   the app (by its service name), which reaches the database instance (by its alias); the instance runs on the node
+   labelled data=true with its data there and nowhere else; a backup on that node and a live restore there.
 Wall times go to tests/output/swarm-times.txt.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -331,3 +336,128 @@ def test_a_node_that_left_the_inventory_is_removed_behind_the_guard_and_joined_a
     append_times(TIMES, **{"swarm departed node: removed behind the guard, joined again":
                            f"{time.monotonic() - started:.1f}s",
                            "swarm test module wall time": f"{time.monotonic() - MODULE_START:.1f}s"})
+
+
+# ---------------------------------------------------------------------------------------------
+# site.yml on the cluster (docs/swarm-site.md)
+# ---------------------------------------------------------------------------------------------
+# What a site converge may touch, per node: the services (spec versions), configs and secrets, the data directories,
+# the secrets and configuration files the roles keep, the units.
+SITE_SNAPSHOT = r"""
+set -e
+ls -la --time-style=+%s /mnt/data /etc/selfhosted/secrets 2>/dev/null | sort || true
+find /etc/selfhosted /opt/selfhosted /etc/systemd/system -type f -path '*selfhosted*' 2>/dev/null \
+  | sort | xargs -r sha256sum 2>/dev/null || true
+if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
+  docker service ls -q | xargs -r docker service inspect --format '{{.Spec.Name}} {{.Version.Index}}' | sort
+  docker config ls --format '{{.Name}}' | sort
+  docker secret ls --format '{{.Name}}' | sort
+fi
+docker ps --format '{{.Names}} {{.Image}} {{.CreatedAt}}' | sort
+"""
+SITE_HOSTS = HOSTS
+
+
+def site_playbook(state: Path, *args: str, playbook: str = "site.yml") -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    res = run_tool(["ansible-playbook", f"playbooks/{playbook}", "-i", "inventories/sandbox-swarm", *args],
+                   timeout=1800, SHP_SWARM_SANDBOX_STATE=str(state))
+    return res, time.monotonic() - start
+
+
+def site_converged(cluster) -> tuple[str, Path]:
+    name, state = converged(cluster)
+    if not (state / "site-converged").exists():
+        pytest.skip("site.yml did not converge the swarm sandbox")
+    return name, state
+
+
+def test_site_yml_converges_the_site_across_the_nodes_then_is_a_noop_and_check_changes_nothing(cluster):
+    state = converged(cluster)[1]
+    first, took = site_playbook(state)
+    assert first.returncode == 0, explain(first)
+    r = recaps(first.stdout)
+    assert all(v["failed"] == 0 and v["unreachable"] == 0 for v in r.values()), r
+    assert r["swarm-1"]["changed"] > 0 and r["swarm-3"]["changed"] > 0, r  # the deployer and the data node
+    # Watchtower is said to be left out, not silently skipped
+    assert "Watchtower is not deployed on a Docker Swarm cluster" in first.stdout, first.stdout[-4000:]
+    (state / "site-converged").write_text("1\n")
+
+    second, took2 = site_playbook(state)
+    assert second.returncode == 0, explain(second)
+    changed = changed_tasks(second.stdout)[0]
+    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), (
+        changed, second.stdout[-6000:])
+
+    before = {h: node(state, h, SITE_SNAPSHOT) for h in SITE_HOSTS}
+    check, took3 = site_playbook(state, "--check", "--diff")
+    assert check.returncode == 0, explain(check)
+    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(check.stdout).values()), (
+        changed_tasks(check.stdout)[0], check.stdout[-6000:])
+    assert {h: node(state, h, SITE_SNAPSHOT) for h in SITE_HOSTS} == before, "--check changed a node"
+    append_times(TIMES, **{"site.yml first converge on the swarm (3 nodes)": f"{took:.1f}s",
+                           "site.yml second converge on the swarm (changed=0)": f"{took2:.1f}s",
+                           "site.yml --check --diff on the swarm (changed=0)": f"{took3:.1f}s"})
+
+
+def test_the_router_on_the_manager_reaches_the_app_by_service_name_and_the_app_the_database(cluster):
+    name, state = site_converged(cluster)
+
+    def answer():
+        out = node(state, "swarm-1", "curl -sS -m 5 http://127.0.0.1:80/check || true")
+        return out if '"ok": true' in out else None
+
+    # proxy (swarm-1, host-mode port 80) -> shop_web (anywhere, by its service name) -> swarm-db (swarm-3, by alias)
+    out = dh.wait_until(answer, 90, interval=3, what="the router's answer through the app")
+    assert '"postgres": {"ok": true' in out, out
+    assert node(state, "swarm-1", "curl -fsS -m 5 http://127.0.0.1:80/").strip() == "shop 1"
+    svc = json.loads(node(state, "swarm-1", "docker service inspect router_nginx"))[0]
+    assert svc["Spec"]["Mode"] == {"Global": {}}, svc["Spec"]["Mode"]
+    assert svc["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == ["node.role==manager"]
+    assert [(p["PublishedPort"], p["PublishMode"]) for p in svc["Spec"]["EndpointSpec"]["Ports"]] == [(80, "host")]
+    where = node(state, "swarm-1", "docker service ps router_nginx --filter desired-state=running "
+                                   "--format '{{.Node}}'").split()
+    assert where == [f"{name}-swarm-1"], where
+
+
+def test_the_data_tier_instance_runs_on_its_labelled_node_with_its_data_there(cluster):
+    name, state = site_converged(cluster)
+    where = node(state, "swarm-1", "docker service ps swarm-db_postgres --filter desired-state=running "
+                                   "--format '{{.Node}}'").split()
+    assert where == [f"{name}-swarm-3"], where
+    svc = json.loads(node(state, "swarm-1", "docker service inspect swarm-db_postgres"))[0]
+    assert svc["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == [f"node.hostname=={name}-swarm-3"]
+    secrets = [s["SecretName"] for s in svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []]
+    assert len(secrets) == 1 and secrets[0].startswith("swarm-db_superuser_"), secrets
+    assert node(state, "swarm-3", "stat -c '%U:%G %a' /mnt/data/swarm-db; test -f /mnt/data/swarm-db/PG_VERSION "
+                                  "&& echo data-here").split() == ["999:999", "700", "data-here"]
+    for other in ("swarm-1", "swarm-2"):
+        assert node(state, other, "ls /mnt/data/swarm-db /etc/selfhosted/secrets/swarm-db 2>&1 | wc -l; "
+                                  "test -e /mnt/data/swarm-db && echo here || echo absent").split()[-1] == "absent"
+
+
+def psql(state: Path, sql: str) -> str:
+    """SQL as the superuser in the database shop of the instance's task on swarm-3 (over TCP, with its password)."""
+    return node(state, "swarm-3", "c=$(docker ps -q --filter label=com.docker.swarm.service.name=swarm-db_postgres)\n"
+                "PGPASSWORD=\"$(cat /etc/selfhosted/secrets/swarm-db/superuser)\" docker exec -e PGPASSWORD \"$c\" "
+                "sh -c 'psql -h \"$(hostname -i | cut -d\" \" -f1)\" -U postgres -d shop -Atc \"$1\"' sh "
+                + shlex.quote(sql))
+
+
+def test_a_backup_and_a_live_restore_of_the_instance_work_on_its_node(cluster):
+    state = site_converged(cluster)[1]
+    started = time.monotonic()
+    psql(state, "CREATE TABLE drill (v text); INSERT INTO drill VALUES ('1')")
+    out = node(state, "swarm-3", "systemctl start selfhosted-backup@databases.service; "
+                                 "systemctl show -p Result --value selfhosted-backup@databases.service; "
+                                 "journalctl -u selfhosted-backup@databases.service --no-pager -n 20")
+    assert out.startswith("success"), out
+    assert "saved swarm-db/shop as postgres/swarm-db/shop.dump" in out, out
+    psql(state, "DROP TABLE drill")
+    res, _took = site_playbook(state, "--limit", "swarm-3", "-e", "restore_instance=swarm-db", "-e",
+                               "restore_database=shop", "-e", "restore_confirm=swarm-db/shop", playbook="restore.yml")
+    assert res.returncode == 0, explain(res)
+    assert psql(state, "SELECT v FROM drill").strip() == "1"
+    append_times(TIMES, **{"swarm site: backup on the data node + live restore there":
+                           f"{time.monotonic() - started:.1f}s",
+                           "swarm test module wall time (with the site)": f"{time.monotonic() - MODULE_START:.1f}s"})
