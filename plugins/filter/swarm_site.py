@@ -64,4 +64,4 @@ def swarm_instances_on_node(instances, placement, node):
 class FilterModule:
     def filters(self):
         return {f.__name__: _wrap(f) for f in (swarm_site_hosts, swarm_site_plan, swarm_definition,
-                                                swarm_backup_sets, swarm_instances_on_node)}
+                                               swarm_backup_sets, swarm_instances_on_node)}

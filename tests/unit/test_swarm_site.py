@@ -144,8 +144,8 @@ def test_a_data_tier_definition_is_pinned_and_its_mounts_translated():
 
 def test_only_the_services_on_a_stacks_data_are_pinned():
     stack = {"services": {"api": {"image": "a", "volumes": ["/mnt/data/shop/uploads:/up"]},
-                          "worker": {"image": "a", "volumes": [{"type": "bind", "source": "/mnt/data/shop/x",
-                                                                 "target": "/x"}]},
+                          "worker": {"image": "a", "volumes": [
+                              {"type": "bind", "source": "/mnt/data/shop/x", "target": "/x"}]},
                           "web": {"image": "a", "volumes": ["/mnt/data/shopping:/s", "cache:/c"]}}}
     got = site.swarm_definition(stack, pin="n3", pin_mounts_under="/mnt/data/shop")
     pinned = {n for n, s in got["services"].items() if s.get("deploy")}
@@ -155,8 +155,8 @@ def test_only_the_services_on_a_stacks_data_are_pinned():
 
 
 def test_the_router_runs_on_every_manager_with_host_mode_ports():
-    router = {"services": {"nginx": {"image": "nginx", "ports": ["80:80", "0.0.0.0:443:443/tcp",
-                                                                  {"target": 8080, "published": 8080}]}}}
+    ports = ["80:80", "0.0.0.0:443:443/tcp", {"target": 8080, "published": 8080}]
+    router = {"services": {"nginx": {"image": "nginx", "ports": ports}}}
     got = site.swarm_definition(router, host_ports=True, global_constraint="node.role==manager")
     svc = got["services"]["nginx"]
     assert svc["ports"] == [{"target": 80, "published": 80, "protocol": "tcp", "mode": "host"},
