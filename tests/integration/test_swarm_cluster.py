@@ -345,7 +345,7 @@ def test_a_node_that_left_the_inventory_is_removed_behind_the_guard_and_joined_a
 # the secrets and configuration files the roles keep, the units.
 SITE_SNAPSHOT = r"""
 set -e
-ls -la --time-style=+%s /mnt/data /etc/selfhosted/secrets 2>/dev/null | sort || true
+find /mnt/data /etc/selfhosted -maxdepth 2 -printf '%p %u %g %m\n' 2>/dev/null | sort || true
 find /etc/selfhosted /opt/selfhosted /etc/systemd/system -type f -path '*selfhosted*' 2>/dev/null \
   | sort | xargs -r sha256sum 2>/dev/null || true
 if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
