@@ -429,7 +429,7 @@ def test_the_data_tier_instance_runs_on_its_labelled_node_with_its_data_there(cl
     assert svc["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == [f"node.hostname=={name}-swarm-3"]
     secrets = [s["SecretName"] for s in svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []]
     assert len(secrets) == 1 and secrets[0].startswith("swarm-db_superuser_"), secrets
-    assert node(state, "swarm-3", "stat -c '%U:%G %a' /mnt/data/swarm-db; test -f /mnt/data/swarm-db/PG_VERSION "
+    assert node(state, "swarm-3", "stat -c '%u:%g %a' /mnt/data/swarm-db; test -f /mnt/data/swarm-db/PG_VERSION "
                                   "&& echo data-here").split() == ["999:999", "700", "data-here"]
     for other in ("swarm-1", "swarm-2"):
         assert node(state, other, "ls /mnt/data/swarm-db /etc/selfhosted/secrets/swarm-db 2>&1 | wc -l; "
