@@ -41,12 +41,14 @@ SWARM_SANDBOX_STATE ?= $(ROOT)/.sandbox-swarm$(DEBIAN_SUFFIX)
 export SHP_SWARM_SANDBOX_STATE := $(SWARM_SANDBOX_STATE)
 SWARM_HOSTS := swarm-1 swarm-2 swarm-3
 SWARM_STANDINS := shp-test/httpapp:latest
+# The nmt twin's domain (inventories/sandbox-nmt/group_vars/all/main.yml, nmt_domain).
+NMT_SANDBOX_DOMAIN := nmt-sandbox.example.test
 PLAYBOOK_ARGS ?=
 
 .PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-server sandbox-check \
         sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-server sandbox-okt-check sandbox-okt-verify \
         sandbox-okt-destroy sandbox-swarm sandbox-swarm-servers sandbox-swarm-check sandbox-swarm-site \
-        sandbox-swarm-site-check sandbox-swarm-destroy build clean
+        sandbox-swarm-site-check sandbox-swarm-destroy sandbox-nmt sandbox-nmt-tls sandbox-nmt-check build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -126,6 +128,15 @@ sandbox-swarm-site: ## site.yml on the swarm sandbox: the site (data tier, stack
 
 sandbox-swarm-site-check: ## --check --diff of site.yml against the swarm sandbox (changes nothing)
 	ansible-playbook playbooks/site.yml -i inventories/sandbox-swarm --check --diff $(PLAYBOOK_ARGS)
+
+sandbox-nmt-tls: ## the nmt twin's certificates from a local CA under <swarm sandbox state>/nmt-tls (kept when present)
+	@tests/tools/local_ca.sh $(SWARM_SANDBOX_STATE)/nmt-tls backend.$(NMT_SANDBOX_DOMAIN) backend.stage.$(NMT_SANDBOX_DOMAIN)
+
+sandbox-nmt: sandbox-swarm-servers sandbox-nmt-tls ## seed 004's nmt site (inventories/sandbox-nmt) on the swarm sandbox: one site per swarm
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-nmt $(PLAYBOOK_ARGS)
+
+sandbox-nmt-check: ## --check --diff of the nmt twin on the swarm sandbox (changes nothing)
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-nmt --check --diff $(PLAYBOOK_ARGS)
 
 sandbox-swarm-destroy: ## remove the swarm sandbox's servers, their volumes, their network and .sandbox-swarm/
 	@python3 tests/tools/sandbox.py cluster-destroy --prefix $(SWARM_SANDBOX_NAME) --state-dir $(SWARM_SANDBOX_STATE) \

@@ -16,6 +16,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.selfhosted.platform.plugins.module_utils.docker_cis import AuditError, check_waivers
+from ansible_collections.selfhosted.platform.plugins.module_utils.nginx_router import problems as router_problems
 from ansible_collections.selfhosted.platform.plugins.module_utils.socket_proxy import METHODS, named_problems
 from ansible_collections.selfhosted.platform.plugins.module_utils.swarm_site import SiteError, is_cluster, site_plan
 
@@ -239,6 +240,11 @@ def site_problems(roles, values):
             "proxy jails (firewall_fail2ban_proxy_logs: []) and restrict the origin to the CDN with "
             "firewall_origin_sources (e.g. [cloudflare]); banning at the CDN is not offered"
             % values.get("proxy_nginx_real_ip_header", "CF-Connecting-IP"))
+    if "proxy" in roles and values.get("proxy_mode", "nginx") == "nginx":
+        # The router's routes, name-based sites and their certificates (what its role asserts before it writes).
+        # A router with no route at all is left to the role: the preflight never required routes.
+        problems.extend(router_problems(values.get("proxy_nginx_routes"), values.get("proxy_nginx_sites"),
+                                        values.get("proxy_nginx_ports"), require_routes=False))
     return problems
 
 

@@ -22,15 +22,25 @@ cluster of the session:
    changed=0, `--check --diff` changed=0 and nothing changed on any node; the router on the manager answers through
    the app (by its service name), which reaches the database instance (by its alias); the instance runs on the node
    labelled data=true with its data there and nowhere else; a backup on that node and a live restore there.
+8. Seed 004's nmt site (inventories/sandbox-nmt, docs/platform-nmt.md) replaces that site on the same cluster: its
+   first converge (the backend at 1 replica); backend.<domain> and backend.stage.<domain> answer over TLS through the
+   router (the certificate checked against the twin's local CA), each from its own stack and database; plain HTTP is
+   redirected and an unknown name gets no certificate; the seed's resources, RAM disks and a start-first health-gated
+   update are in the service spec. Then the inventory's 2 replicas: a client polling through the router sees no failed
+   request while the backend scales, and a second converge reports changed=0.
 Wall times go to tests/output/swarm-times.txt.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shlex
+import socket
+import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -461,3 +471,164 @@ def test_a_backup_and_a_live_restore_of_the_instance_work_on_its_node(cluster):
     append_times(TIMES, **{"swarm site: backup on the data node + live restore there":
                            f"{time.monotonic() - started:.1f}s",
                            "swarm test module wall time (with the site)": f"{time.monotonic() - MODULE_START:.1f}s"})
+
+
+# ---------------------------------------------------------------------------------------------
+# seed 004's nmt site on the same cluster (inventories/sandbox-nmt, docs/platform-nmt.md)
+# ---------------------------------------------------------------------------------------------
+NMT_DOMAIN = "nmt-sandbox.example.test"
+NMT_NAMES = {"prod": f"backend.{NMT_DOMAIN}", "stage": f"backend.stage.{NMT_DOMAIN}"}
+GIB = 1024 ** 3
+
+
+def nmt_playbook(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    res = run_tool(["ansible-playbook", "playbooks/site.yml", "-i", "inventories/sandbox-nmt", *args],
+                   timeout=1800, SHP_SWARM_SANDBOX_STATE=str(state))
+    return res, time.monotonic() - start
+
+
+class _PinnedTLS(http.client.HTTPSConnection):
+    """HTTPS to ADDRESS for the host name NAME (SNI and certificate check against NAME): curl --resolve in Python."""
+
+    def __init__(self, address: str, name: str, cafile: Path, timeout: float = 5.0):
+        super().__init__(name, 443, context=ssl.create_default_context(cafile=str(cafile)), timeout=timeout)
+        self._address = address
+
+    def connect(self):
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def tls_get(state: Path, name: str, path: str = "/") -> tuple[int, str]:
+    conn = _PinnedTLS(address(state, "swarm-1"), name, state / "nmt-tls" / "ca.crt")
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def service(state: Path, name: str) -> dict:
+    return json.loads(node(state, "swarm-1", f"docker service inspect {name}"))[0]
+
+
+def running_on(state: Path, name: str) -> list[str]:
+    return sorted(node(state, "swarm-1", f"docker service ps {name} --filter desired-state=running "
+                                         "--format '{{.Node}} {{.CurrentState}}'").splitlines())
+
+
+@pytest.fixture(scope="module")
+def nmt(cluster):
+    """The nmt twin converged once on the session's cluster, the backend at the seed's 1 replica (the inventory says 2:
+    the next converge scales it). One site per swarm: the sandbox-swarm site's app and database stacks go first; its
+    router (the same project) is reconfigured by this site."""
+    name, state = converged(cluster)
+    node(state, "swarm-1", "docker stack rm shop swarm-db >/dev/null 2>&1 || true")
+    dh.wait_until(lambda: not node(state, "swarm-1", "docker service ls -q --filter name=shop_ "
+                                                     "--filter name=swarm-db_").strip(),
+                  120, interval=2, what="the sandbox-swarm site's stacks removed")
+    ca = run_tool(["make", "--no-print-directory", "sandbox-nmt-tls", f"SWARM_SANDBOX_STATE={state}"], timeout=120)
+    assert ca.returncode == 0, explain(ca)
+    first, took = nmt_playbook(state, "-e", '{"nmt_prod_replicas": 1}')
+    (state / "nmt-first.log").write_text(first.stdout + first.stderr)
+    yield name, state, first, took
+
+
+def test_the_nmt_twin_converges_and_both_hostnames_answer_over_tls_through_the_router(nmt):
+    name, state, first, took = nmt
+    assert first.returncode == 0, explain(first)
+    assert all(v["failed"] == 0 and v["unreachable"] == 0 for v in recaps(first.stdout).values()), first.stdout[-6000:]
+    (state / "nmt-converged").write_text("1\n")
+
+    # Both names through the router on the manager (host-mode 443), the certificate checked against the local CA.
+    def answer(host):
+        got = tls_get(state, host)
+        return got if got[0] == 200 else None
+
+    for env, host in NMT_NAMES.items():
+        status, body = dh.wait_until(lambda h=host: answer(h), 120, interval=3, what=f"https://{host}/ via the router")
+        assert body.strip() == f"nmt-{env} latest", (host, body)
+        # backend -> its own database (by the instance's alias, over its own network)
+        status, body = tls_get(state, host, "/check")
+        assert status == 200 and '"postgres": {"ok": true' in body, (host, status, body)
+    # Plain HTTP is redirected; a name no site serves gets no certificate at all.
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve",
+                          f"{NMT_NAMES['prod']}:80:{address(state, 'swarm-1')}", f"http://{NMT_NAMES['prod']}/x"],
+                         check=False, capture_output=True, text=True, timeout=30)
+    assert out.stdout == f"301 https://{NMT_NAMES['prod']}/x", out
+    with pytest.raises(ssl.SSLError):
+        tls_get(state, f"other.{NMT_DOMAIN}")
+
+    # The seed's resources, RAM disks and a health-gated start-first update, as Swarm holds them.
+    spec = service(state, "nmt-prod_backend")["Spec"]
+    task = spec["TaskTemplate"]
+    assert task["Resources"]["Reservations"] == {"NanoCPUs": 10 ** 9, "MemoryBytes": 2 * GIB}, task["Resources"]
+    limits = task["Resources"]["Limits"]
+    assert (limits["NanoCPUs"], limits["MemoryBytes"]) == (2 * 10 ** 9, 4 * GIB), limits
+    tmpfs = {m["Target"]: m["TmpfsOptions"]["SizeBytes"] for m in task["ContainerSpec"]["Mounts"]
+             if m["Type"] == "tmpfs"}
+    assert tmpfs == {"/chrome-data": 2 * GIB, "/tmp": 1 * GIB}, tmpfs
+    assert task["ContainerSpec"]["Healthcheck"]["Test"][:2] == ["CMD", "curl"]
+    assert (spec["UpdateConfig"]["Order"], spec["UpdateConfig"]["FailureAction"]) == ("start-first", "rollback")
+    assert spec["UpdateConfig"]["Monitor"] > 0
+    assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+    assert spec["EndpointSpec"]["Mode"] == "dnsrr"  # this kernel has no IPVS
+
+    # prod and stage are separate stacks, each with its own database on the data node, on networks of their own.
+    for db in ("nmt-prod-db", "nmt-stage-db"):
+        assert [n.split()[0] for n in running_on(state, f"{db}_postgres")] == [f"{name}-swarm-3"], db
+    stage_nets = {n["Target"] for n in service(state, "nmt-stage_backend")["Spec"]["TaskTemplate"]["Networks"]}
+    prod_nets = {n["Target"] for n in task["Networks"]}
+    ids = dict(line.split() for line in node(state, "swarm-1", "docker network ls --filter driver=overlay "
+                                                               "--format '{{.Name}} {{.ID}}'").splitlines())
+    assert ids["nmt-prod-data"] in {i[:12] for i in prod_nets} and ids["nmt-prod-data"] not in {
+        i[:12] for i in stage_nets}, (prod_nets, stage_nets, ids)
+    # The router: global on the managers, 80 and 443 in host mode, the certificates mounted read-only.
+    router = service(state, "router_nginx")["Spec"]
+    assert sorted((p["PublishedPort"], p["PublishMode"]) for p in router["EndpointSpec"]["Ports"]) == [
+        (80, "host"), (443, "host")]
+    keys = node(state, "swarm-1", "stat -c '%n %u:%g %a' /opt/selfhosted/stacks/router/tls/*.key").splitlines()
+    assert len(keys) == 2 and all(k.endswith(" 0:101 640") for k in keys), keys
+    append_times(TIMES, **{"nmt twin: first converge (replicas 1)": f"{took:.1f}s"})
+
+
+def test_the_nmt_backend_scales_to_two_replicas_without_a_failed_request_then_the_site_is_a_noop(nmt):
+    _name, state, _first, _took = nmt
+    if not (state / "nmt-converged").exists():
+        pytest.skip("the nmt twin did not converge")
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                results.append(tls_get(state, NMT_NAMES["prod"], "/"))
+            except OSError as exc:  # a refused or reset connection is a failed request
+                results.append((0, f"{exc.__class__.__name__}: {exc}"))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        time.sleep(2)
+        scaled, took = nmt_playbook(state)  # the inventory's 2 replicas
+        dh.wait_until(lambda: len([t for t in running_on(state, "nmt-prod_backend") if "Running" in t]) == 2, 120,
+                      interval=2, what="two running backend tasks")
+        time.sleep(10)  # the router now also sends requests to the new task
+    finally:
+        stop.set()
+        poller.join(30)
+    assert scaled.returncode == 0, explain(scaled)
+    failed = [r for r in results if r[0] != 200 or r[1].strip() != "nmt-prod latest"]
+    assert len(results) > 50 and not failed, (len(results), failed[:10])
+    assert service(state, "nmt-prod_backend")["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+
+    second, took2 = nmt_playbook(state)
+    assert second.returncode == 0, explain(second)
+    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), (
+        changed_tasks(second.stdout)[0], second.stdout[-6000:])
+    append_times(TIMES, **{"nmt twin: scaled 1 -> 2 replicas (converge, polling client)":
+                           f"{took:.1f}s, {len(results)} requests, 0 failed",
+                           "nmt twin: second converge (changed=0)": f"{took2:.1f}s"})

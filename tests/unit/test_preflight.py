@@ -112,6 +112,10 @@ def test_every_inventory_passes_for_every_host_without_a_false_positive(tmp_path
         (tmp_path / host).mkdir()
         (tmp_path / host / "ssh_port").write_text(f"{2222 + n}\n")
         (tmp_path / host / "address").write_text(f"192.0.2.{10 + n}\n")
+    # The nmt twin's certificates (inventories/sandbox-nmt): from a local CA in the same state directory.
+    ca = run_tool([str(ROOT / "tests/tools/local_ca.sh"), str(tmp_path / "nmt-tls"), "backend.nmt-sandbox.example.test",
+                   "backend.stage.nmt-sandbox.example.test"], timeout=60)
+    assert ca.returncode == 0, explain(ca)
     res = run_tool(["ansible-playbook", str(SITE), "-i", str(ROOT / "inventories" / inventory), "--tags", "preflight",
                     "--vault-password-file", str(ROOT / "inventories/vault-password.example.txt")],
                    timeout=300, HOME=str(tmp_path), SHP_SANDBOX_STATE=str(tmp_path),
