@@ -12,6 +12,8 @@ from ansible_collections.selfhosted.platform.plugins.filter.swarm_site import Fi
 from ansible_collections.selfhosted.platform.plugins.module_utils import data_tier as dt
 from ansible_collections.selfhosted.platform.plugins.module_utils import swarm_site as site
 
+from tests.conftest import ROOT
+
 FILTERS = FilterModule().filters()
 CLUSTER = {"all": ["swarm-1", "swarm-2", "swarm-3", "web-9"], "ungrouped": ["web-9"],
            "swarm_managers": ["swarm-1"], "swarm_workers": ["swarm-2", "swarm-3"]}
@@ -283,3 +285,22 @@ def test_a_live_redis_restore_is_refused_on_a_swarm():
         "belongs to Swarm (service cache_redis); not supported on a swarm yet"]
     plain = dt.instance_record({"name": "cache", "engine": "redis"})
     assert dt.restore_problems(request, plain, ["cache"]) == []
+
+
+def test_a_delegated_task_reaches_the_node_it_is_delegated_to():
+    """Connection variables are templated, under delegate_to, with the delegating host's inventory_hostname: each
+    node's must name its own files without it (a deploy delegated to the manager reached the worker again)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(ROOT / "inventories" / "sandbox-swarm")])
+    manager = VariableManager(loader=loader, inventory=inventory)
+    for name in ("swarm-1", "swarm-2", "swarm-3"):
+        variables = manager.get_vars(host=inventory.get_host(name))
+        variables["inventory_hostname"] = "swarm-3" if name != "swarm-3" else "swarm-1"  # the delegating host
+        templar = Templar(loader, variables=variables)
+        node_dir = templar.template(variables["sandbox_node_dir"])
+        assert node_dir.endswith(f"/{name}"), (name, node_dir)
