@@ -107,14 +107,16 @@ class HardeningError(ValueError):
     """Bad options or a service the defaults cannot be applied to; the message names the option."""
 
 
-def _plain_copy(value):
+def plain_copy(value):
     """VALUE's dicts and lists copied (as plain dicts and lists), the leaves shared. Not copy.deepcopy: a service
     handed over by a role is Ansible's lazily templated container, whose deep copy re-wraps every level and was most
-    of the controller's time in this filter (a py-spy profile of a converge)."""
+    of the controller's time in this filter (a py-spy profile of a converge), and copies the templar's plugin loaders:
+    a value templated inside it with a filter plugin (``combine``) then fails to load that filter ("'dict' object is
+    not callable", ansible-core 2.21). The other filters that copy a role's definitions use it too."""
     if isinstance(value, Mapping):
-        return {key: _plain_copy(item) for key, item in value.items()}
+        return {key: plain_copy(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain_copy(item) for item in value]
+        return [plain_copy(item) for item in value]
     return value
 
 
@@ -256,7 +258,7 @@ def harden(service, profile="app", options=None, where="service_defaults", user=
     if not isinstance(service, dict):
         raise HardeningError("%s: a service must be a dict, got %r" % (name, service))
     opts = settle(profile, options, where)
-    svc = _plain_copy(service)
+    svc = plain_copy(service)
     if not opts["enabled"]:
         return svc
     prof = PROFILES[opts["profile"]]

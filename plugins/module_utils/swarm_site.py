@@ -23,8 +23,9 @@ Pure functions, no I/O, no Ansible imports (the filter plugin swarm_site.py expo
 
 from __future__ import annotations
 
-import copy
 import re
+
+from ansible_collections.selfhosted.platform.plugins.module_utils.container_defaults import plain_copy
 
 MANAGERS_GROUP = "swarm_managers"
 WORKERS_GROUP = "swarm_workers"
@@ -255,7 +256,7 @@ def swarm_definition(definition, pin=None, pin_services=None, pin_mounts_under=N
     ``shm_size`` becomes a tmpfs on /dev/shm of that size."""
     if not isinstance(definition, dict) or not isinstance(definition.get("services"), dict):
         raise SiteError("swarm_definition: expects a compose definition with a services dict")
-    doc = copy.deepcopy(definition)
+    doc = plain_copy(definition)
     for name, svc in doc["services"].items():
         where = "service %s" % name
         if svc.get("tmpfs"):
