@@ -7,6 +7,8 @@ hands a container's files to the host's ids through ``host_uid`` / ``host_gid`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhosted.platform.plugins.module_utils import container_defaults, userns
 
@@ -36,12 +38,22 @@ def host_gid(value, mapping=None, name="group"):
     return _host(value, mapping, "gid", name)
 
 
+def _plain(value):
+    """VALUE as plain dicts and lists, read item by item: a role variable arrives as a lazily templated container,
+    whose items are templated as they are read (copying it whole does not template them in the play's context)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(value[key]) for key in value}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def userns_definition(definition, mapping=None):
     """A Compose DEFINITION whose services that need the host's namespaces get userns_mode host under MAPPING."""
-    if not isinstance(definition, dict):
+    if not isinstance(definition, Mapping):
         raise AnsibleFilterError("userns_definition: expected a Compose definition (a dict), got %r" % (definition,))
     try:
-        return container_defaults.with_userns_definition(definition, mapping)
+        return container_defaults.with_userns_definition(_plain(definition), _plain(mapping))
     except container_defaults.HardeningError as exc:
         raise AnsibleFilterError("userns_definition: %s" % exc) from exc
 

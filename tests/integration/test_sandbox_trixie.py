@@ -187,7 +187,7 @@ def test_userns_remapping_is_on_and_every_layer_hands_its_files_to_the_shifted_o
     took = time.monotonic() - started
     assert res.returncode == 0, explain(res)
     assert changed_tasks(res.stdout)[0] == [
-        "selfhosted.platform.app_stack : Hand the data directories of amn to the remapped owners"], explain(res)
+        "selfhosted.platform.app_stack : Hand the remapped owners the data directories of amn"], explain(res)
     owners = server(state, "stat -c '%n %u:%g' /mnt/data/amn/uploads/old /mnt/data/amn/uploads/old/deep "
                            "/mnt/data/amn/uploads/old/deep/f")
     assert owners.split() == ["/mnt/data/amn/uploads/old", f"{base + 1001}:{base + 1001}",
