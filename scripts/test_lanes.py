@@ -2,11 +2,11 @@
 
 Most of the run's wall time is spent waiting - on a sandbox server's apt and health gates, on containers that start,
 on dockerd inside throwaway servers - while the machine's cores sit idle (a serial run used about a quarter of two
-cores). The sandbox servers' tests, the molecule scenarios and the other tests that run throwaway servers form two
-lanes; lint, sanity, unit and the other integration tests the third. Each lane is its own pytest session (session
-fixtures, the sandboxes' background converges in tests/integration/conftest.py and their clean-up stay per session);
-nothing is shared between lanes but the Docker Engine and the test images, and every test prefixes its resources'
-names, so lanes do not collide.
+cores). The sandbox servers' tests, the molecule scenario and the other tests that run throwaway servers form three
+lanes (SERVER_LANES); lint, sanity, unit and the other integration tests the fourth. Each lane is its own pytest
+session (session fixtures, the sandboxes' background converges in tests/integration/conftest.py and their clean-up
+stay per session); nothing is shared between lanes but the Docker Engine and the test images, and every test
+prefixes its resources' names, so lanes do not collide.
 
 Output: every line of a lane is printed as it comes, prefixed with the lane's name, and kept in
 tests/output/lane-<name>.log; tests/output/junit-<name>.xml per lane and tests/output/junit.xml merged. The last line
@@ -39,12 +39,12 @@ SERVER_LANES: dict[str, list[str]] = {
     "servers": [
         "tests/integration/test_firewall_ssh.py",
         "tests/integration/test_sandbox.py",
-        "tests/integration/test_swarm_stack.py",
     ],
     "servers2": [
         "tests/integration/test_firewall_rules.py",
         "tests/integration/test_docker_repo.py",
         "tests/integration/test_sandbox_okt.py",
+        "tests/integration/test_swarm_stack.py",
     ],
     # The molecule scenario, the 3-node Docker Swarm and the amn site on Debian 13: the two sandboxes' first converges
     # start in the background when the lane has collected them and overlap the molecule scenario.

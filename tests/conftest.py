@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,9 +48,42 @@ def tool_env(**extra: str) -> dict[str, str]:
 
 def run_tool(args: list[str], *, timeout: float = 1800, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     """Run a command from the checkout and return it; output is captured for the assertion message. Its stdin is a
-    /dev/null of its own (see stdin_blocking)."""
-    return subprocess.run(args, cwd=cwd, env=tool_env(**env), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    /dev/null of its own (see stdin_blocking).
+
+    The tool runs in a process group of its own, and a timeout (or an interrupt) ends the whole group - molecule's
+    or make's ansible-playbook children included, which a plain subprocess.run timeout leaves running (an orphaned
+    converge went on for half an hour after its test had failed). A timeout returns exit code 124, as timeout(1)
+    does, with the output so far and a last line saying so."""
+    proc = subprocess.Popen(args, cwd=cwd, env=tool_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = end_group(proc)
+        return subprocess.CompletedProcess(args, 124, out, f"{err}\n[run_tool] timed out after {timeout:.0f}s")
+    except BaseException:
+        end_group(proc)
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+TERM_GRACE = 30.0  # seconds a timed-out tool's process group has between SIGTERM and SIGKILL
+
+
+def end_group(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM to the process group of run_tool's tool, SIGKILL after TERM_GRACE seconds; what it wrote so far."""
+    for sig, grace in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            out, err = proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; members that ignored SIGTERM are not.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return out or "", err or ""
+    return "", ""
 
 
 @pytest.fixture(autouse=True)

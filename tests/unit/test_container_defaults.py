@@ -336,3 +336,20 @@ def test_every_inventorys_services_take_the_defaults(inventory):
         image = inst.get("image") or (found.get("data_tier_images") or {}).get(inst["engine"]) or inst["engine"]
         svc = cd.harden({"image": image}, inst["engine"], opts)
         assert svc["read_only"] is True and svc["user"], (inventory, inst["name"])
+
+
+def test_a_lazy_container_is_copied_plain_without_a_deep_copy_and_left_untouched():
+    """Roles hand the filter Ansible's lazily templated containers (dict subclasses whose deep copy re-wraps every
+    level): the result is plain dicts and lists, built without deep-copying them, and the input keeps its values."""
+
+    class Lazy(dict):
+        def __deepcopy__(self, memo):
+            raise AssertionError("deep-copied")
+
+    caps = ["CHOWN"]
+    service = Lazy({"image": "shp-test/httpapp:latest", "cap_add": caps, "environment": Lazy({"A": "1"})})
+    out = cd.harden(service, "app")
+    assert not isinstance(out, Lazy) and not isinstance(out["environment"], Lazy)
+    assert out["environment"] == {"A": "1"}
+    out["cap_add"].append("SETUID")
+    assert caps == ["CHOWN"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SERVER = "shp-mol-firewall"
+SERVER = "shp-mol-platform"
 IMAGE = "shp-test/httpapp:latest"
 # host port -> what a client outside the server must see. "open": connection accepted; "refused": the
 # firewall lets it through but nothing listens (RST); "filtered": dropped (timeout).
