@@ -166,13 +166,23 @@ def userns_args(userns_remap: str) -> list[str]:
     return ["--security-opt", USERNS_OPT] if userns_remap else []
 
 
+def unmasked(info: dict) -> bool:
+    """Whether the container INFO runs with an unmasked /proc. The Engine does not keep ``systempaths=unconfined`` in
+    HostConfig.SecurityOpt: it records the option as empty MaskedPaths and ReadonlyPaths (a container made without it
+    has both filled)."""
+    host = info.get("HostConfig") or {}
+    if USERNS_OPT in (host.get("SecurityOpt") or []):
+        return True
+    return host.get("MaskedPaths") == [] and host.get("ReadonlyPaths") == []
+
+
 def reuse_problem(info: dict | None, name: str, image: str, userns_remap: str = "") -> str | None:
     """Why the existing container INFO cannot be reused as a server from IMAGE (another image: a Debian 12 server
     is not a Debian 13 one; one with a masked /proc for user-namespace remapping), or None."""
     if info and info["Config"].get("Image") != image:
         return (f"sandbox {name} runs {info['Config'].get('Image')}, not {image}: destroy it first "
                 f"(sandbox.py destroy --name {name}, or make sandbox-destroy with the same DEBIAN)")
-    if info and userns_remap and USERNS_OPT not in ((info.get("HostConfig") or {}).get("SecurityOpt") or []):
+    if info and userns_remap and not unmasked(info):
         return (f"sandbox {name} was made without {USERNS_OPT}, which user-namespace remapping needs: destroy it "
                 f"first (sandbox.py destroy --name {name}, or make sandbox-destroy with the same DEBIAN)")
     return None

@@ -89,12 +89,15 @@ def test_a_server_for_userns_remapping_unmasks_proc_and_a_masked_one_is_not_reus
     user namespace's proc mount over a masked one: "mount proc:/proc ... operation not permitted")."""
     assert sandbox.userns_args("") == []
     assert sandbox.userns_args("default") == ["--security-opt", "systempaths=unconfined"]
-    masked = {"Config": {"Image": "shp-test/server:trixie"}, "HostConfig": {"SecurityOpt": ["seccomp=unconfined"]}}
+    # what the Engine records (20.10 and later): the option itself is not in SecurityOpt, the paths are emptied
+    masked = {"Config": {"Image": "shp-test/server:trixie"},
+              "HostConfig": {"SecurityOpt": ["seccomp=unconfined"], "MaskedPaths": ["/proc/kcore", "/proc/keys"],
+                             "ReadonlyPaths": ["/proc/bus", "/proc/sys"]}}
     assert sandbox.reuse_problem(masked, "shp-x", "shp-test/server:trixie") is None
     problem = sandbox.reuse_problem(masked, "shp-x", "shp-test/server:trixie", "default")
     assert "without systempaths=unconfined" in problem and "destroy" in problem
     unmasked = {"Config": {"Image": "shp-test/server:trixie"},
-                "HostConfig": {"SecurityOpt": ["seccomp=unconfined", "systempaths=unconfined"]}}
+                "HostConfig": {"SecurityOpt": ["seccomp=unconfined"], "MaskedPaths": [], "ReadonlyPaths": []}}
     assert sandbox.reuse_problem(unmasked, "shp-x", "shp-test/server:trixie", "default") is None
 
 
