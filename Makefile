@@ -25,6 +25,9 @@ SANDBOX_NAME ?= shp-sandbox$(DEBIAN_SUFFIX)
 SANDBOX_STATE ?= $(ROOT)/.sandbox$(DEBIAN_SUFFIX)
 export SHP_SANDBOX_STATE := $(SANDBOX_STATE)
 SANDBOX_INVENTORY ?= inventories/sandbox
+# Docker's user-namespace remapping on the sandbox server (docker_engine_userns_remap, e.g. default): the server is made
+# for it and the value recorded in its state directory, where inventories/sandbox reads it. Empty: off.
+SANDBOX_USERNS_REMAP ?=
 STANDINS ?= shp-test/postgres:latest shp-test/mariadb:latest shp-test/redis:latest shp-test/watchtower:latest \
             shp-test/socketproxy:latest shp-test/nginx:latest shp-test/httpapp:latest
 # The "0kt" platform (seed 003, reduced copy) gets a sandbox server of its own.
@@ -81,7 +84,8 @@ sandbox: sandbox-server ## create or reuse the sandbox server and converge playb
 	ansible-playbook playbooks/site.yml -i $(SANDBOX_INVENTORY) $(PLAYBOOK_ARGS)
 
 sandbox-server: setup ## create or reuse the sandbox server (and what site.yml copies to it), converge nothing
-	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE) --image $(SERVER_IMAGE)
+	@python3 tests/tools/sandbox.py create --name $(SANDBOX_NAME) --state-dir $(SANDBOX_STATE) --image $(SERVER_IMAGE) \
+	  $(if $(SANDBOX_USERNS_REMAP),--userns-remap $(SANDBOX_USERNS_REMAP))
 	@mkdir -p $(SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SANDBOX_STATE)/images/standins.tar $(STANDINS)
 

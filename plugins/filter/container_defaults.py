@@ -9,12 +9,13 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhosted.platform.plugins.module_utils import container_defaults
 
 
-def hardened_service(service, profile, options=None, name="service_defaults", user=None):
+def hardened_service(service, profile, options=None, name="service_defaults", user=None, userns=None):
     """SERVICE with the hardened defaults of PROFILE it does not set itself; OPTIONS (named NAME in errors) turn
-    them off or set their values; USER is the unprivileged user the caller knows the image runs as."""
+    them off or set their values; USER is the unprivileged user the caller knows the image runs as; USERNS the
+    engine's user-namespace mapping (docker_engine__userns: userns_mode host where the service needs it)."""
     try:
         return container_defaults.harden(service, profile, options, where=name, user=user or None,
-                                         name="%s (%s service)" % (name, profile))
+                                         name="%s (%s service)" % (name, profile), userns=userns)
     except container_defaults.HardeningError as exc:
         raise AnsibleFilterError("hardened_service: %s" % exc) from exc
 

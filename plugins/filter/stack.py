@@ -24,7 +24,7 @@ def _labels_dict(labels):
 
 
 def compose_definition(stack, networks=None, watchtower_label=WATCHTOWER_LABEL, service_defaults=None,
-                       defaults_name="app_stack_service_defaults"):
+                       defaults_name="app_stack_service_defaults", userns=None):
     """Build the compose document of ``stack`` (a dict with ``services`` and optional ``networks``).
 
     - ``watchtower: true`` on a service becomes the Watchtower opt-in label (``false`` or absent: no label,
@@ -35,6 +35,8 @@ def compose_definition(stack, networks=None, watchtower_label=WATCHTOWER_LABEL, 
       unless its options name another): SERVICE_DEFAULTS (the role's options, named DEFAULTS_NAME in errors), then
       the stack's ``service_defaults``, then the service's own ``service_defaults`` (an extension key, removed);
       the service's own compose keys always win.
+    - With the engine's user-namespace remapping (USERNS, the fact docker_engine__userns), a service that needs the
+      host's namespaces (privileged, network_mode host, the Docker socket, ...) gets ``userns_mode: host``.
     """
     if not isinstance(stack, dict) or not isinstance(stack.get("services"), dict) or not stack["services"]:
         raise AnsibleFilterError("compose_definition: the stack needs a non-empty 'services' dict")
@@ -58,7 +60,8 @@ def compose_definition(stack, networks=None, watchtower_label=WATCHTOWER_LABEL, 
         try:
             svc_opts = container_defaults.check_options(svc.pop("service_defaults", None), where + ".service_defaults")
             svc = container_defaults.harden(svc, "app", dict(role_opts, **dict(stack_opts, **svc_opts)),
-                                            where="%s / %s.service_defaults" % (defaults_name, where), name=where)
+                                            where="%s / %s.service_defaults" % (defaults_name, where), name=where,
+                                            userns=userns)
         except container_defaults.HardeningError as exc:
             raise AnsibleFilterError("compose_definition: %s" % exc) from exc
         labels = _labels_dict(svc.get("labels"))

@@ -36,12 +36,13 @@ def swarm_site_plan(groups, hostvars, instances=None, stacks=None, swarm_network
     if not isinstance(hostvars, Mapping):
         raise AnsibleFilterError("swarm_site_plan: expects hostvars")
     managers, workers = site.cluster_nodes(groups, managers_group or None, workers_group or None)
-    labels = {}
+    labels, userns = {}, {}
     for node in managers + workers:
         hv = hostvars.get(node) if node in hostvars else None
         labels[node] = (hv.get("swarm_node_labels") if hv is not None else None) or {}
+        userns[node] = (hv.get("docker_engine_userns_remap") if hv is not None else None) or ""
     return site.site_plan(groups, labels, instances, stacks, swarm_networks, layers, managers_group or None,
-                          workers_group or None, data_label, shared_network, proxy_networks, proxy_mode)
+                          workers_group or None, data_label, shared_network, proxy_networks, proxy_mode, userns)
 
 
 def swarm_definition(definition, pin=None, pin_services=None, pin_mounts_under=None, drop_secrets=(),

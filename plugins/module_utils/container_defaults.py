@@ -13,7 +13,10 @@ Nginx Proxy Manager, Authelia - goes through :func:`harden`, which adds what the
   - the image's unprivileged user (``non_root``), where the image supports being started as it;
   - a PIDs, a memory and a CPU limit (``pids_limit``, ``memory``, ``cpus``; in ``deploy.resources.limits``);
   - published ports without a host address bound to 127.0.0.1 (``loopback_ports``): a port is public only when the
-    inventory says so with an address (``0.0.0.0:8080:80``).
+    inventory says so with an address (``0.0.0.0:8080:80``);
+  - on a host with user-namespace remapping (docker_engine_userns_remap), ``userns_mode: host`` for a service that
+    needs the host's namespaces (:func:`with_userns`, applied whatever the options say: dockerd refuses such a
+    service in a remapped namespace).
 
 A service's own keys always win: ``read_only: false``, its own ``user``, ``cap_drop``, ``pids_limit``, ``mem_limit``
 or ``deploy.resources.limits`` are kept as they are; ``security_opt``, ``cap_add`` and ``tmpfs`` are merged (its own
@@ -32,6 +35,7 @@ import re
 from collections.abc import Mapping
 
 from ansible_collections.selfhosted.platform.plugins.module_utils import data_tier
+from ansible_collections.selfhosted.platform.plugins.module_utils import userns as userns_utils
 
 # ---------------------------------------------------------------------------------------------
 # Profiles: what each image family needs. "user" is the unprivileged user the image can be started as ("image": the
@@ -249,16 +253,17 @@ def loopback_port(entry, where="ports"):
 # ---------------------------------------------------------------------------------------------
 # The service
 # ---------------------------------------------------------------------------------------------
-def harden(service, profile="app", options=None, where="service_defaults", user=None, name="service"):
+def harden(service, profile="app", options=None, where="service_defaults", user=None, name="service", userns=None):
     """SERVICE (a compose service dict) with the defaults of PROFILE that it does not set itself.
 
     OPTIONS (validated, named WHERE in errors) turn defaults off or set their values; USER is the caller's
     unprivileged user for the image (the data tier passes the uid:gid of its contract), used with ``non_root``
-    unless OPTIONS name one. NAME names the service in errors about its own keys. The input is not changed."""
+    unless OPTIONS name one. NAME names the service in errors about its own keys. USERNS is the engine's
+    user-namespace mapping (the fact docker_engine__userns; :func:`with_userns`). The input is not changed."""
     if not isinstance(service, dict):
         raise HardeningError("%s: a service must be a dict, got %r" % (name, service))
     opts = settle(profile, options, where)
-    svc = plain_copy(service)
+    svc = with_userns(service, userns, name)
     if not opts["enabled"]:
         return svc
     prof = PROFILES[opts["profile"]]
@@ -330,6 +335,52 @@ def harden(service, profile="app", options=None, where="service_defaults", user=
         ports = _as_list(svc["ports"], "%s.ports" % name, "port mappings")
         svc["ports"] = [loopback_port(p, "%s.ports[%d]" % (name, i)) for i, p in enumerate(ports)]
     return svc
+
+
+# What makes dockerd refuse a container in a remapped user namespace ("cannot share the host's network namespace when
+# user namespaces are enabled", "privileged mode is incompatible with user namespaces", the host's PID namespace), and
+# the Docker socket: its group on the host is not mapped into the namespace, so a mounted socket cannot be used.
+HOST_MODES = ("network_mode", "pid", "ipc", "uts")
+SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+
+
+def _volume_source(volume):
+    if isinstance(volume, dict):
+        return str(volume.get("source") or "") if volume.get("type", "bind") == "bind" else ""
+    return str(volume).split(":", 1)[0] if ":" in str(volume) else ""
+
+
+def host_namespaces(service):
+    """Why SERVICE needs the host's user namespace (a list of reasons, [] when it does not): privileged, the host's
+    network, PID, IPC or UTS namespace, or the Docker socket mounted."""
+    svc = service or {}
+    why = ["privileged"] if svc.get("privileged") is True else []
+    why += ["%s: host" % key for key in HOST_MODES if str(svc.get(key) or "") == "host"]
+    why += ["mounts %s" % src for src in (_volume_source(v) for v in svc.get("volumes") or [])
+            if src in SOCKETS or src.endswith("/docker.sock")]
+    return why
+
+
+def with_userns(service, userns=None, name="service"):
+    """SERVICE (copied) with ``userns_mode: host`` when the engine remaps user namespaces (USERNS, the fact
+    docker_engine__userns) and the service needs the host's namespaces (:func:`host_namespaces`); a ``userns_mode`` of
+    its own is kept. Remapping off: the service as it is."""
+    svc = plain_copy(service)
+    try:
+        enabled = userns_utils.mapping(userns)[0]
+    except userns_utils.UsernsError as exc:
+        raise HardeningError("%s: %s" % (name, exc)) from exc
+    if enabled and "userns_mode" not in svc and host_namespaces(svc):
+        svc["userns_mode"] = "host"
+    return svc
+
+
+def with_userns_definition(definition, userns=None):
+    """A Compose DEFINITION whose every service went through :func:`with_userns`."""
+    doc = plain_copy(definition)
+    services = doc.get("services") or {}
+    doc["services"] = {n: with_userns(s, userns, n) if isinstance(s, dict) else s for n, s in services.items()}
+    return doc
 
 
 def _is_root(user):

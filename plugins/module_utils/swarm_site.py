@@ -99,7 +99,7 @@ def _networks_of_instance(inst, shared_network):
 
 def site_plan(groups, node_labels=None, instances=None, stacks=None, swarm_networks=None, layers=None,
               managers_group=None, workers_group=None, data_label="data", shared_network="data-shared",
-              proxy_networks=None, proxy_mode="nginx"):
+              proxy_networks=None, proxy_mode="nginx", userns_nodes=None):
     """Where everything lives on the cluster, and every problem at once.
 
     groups         -- the inventory's groups
@@ -107,6 +107,7 @@ def site_plan(groups, node_labels=None, instances=None, stacks=None, swarm_netwo
     instances      -- data_tier_instances; stacks -- app_stack_stacks
     swarm_networks -- the swarm role's overlay networks (names or {name: ...} items)
     layers         -- the enabled layers' roles (data_tier, app_stack, authelia, proxy, watchtower, backup)
+    userns_nodes   -- {node: docker_engine_userns_remap} of the nodes that set it
 
     Returns {cluster, managers, workers, deployer, placement {instance: node}, stack_nodes {stack: node},
     data_nodes, notes, problems}. Without swarm nodes: cluster false and nothing else to say."""
@@ -147,6 +148,12 @@ def site_plan(groups, node_labels=None, instances=None, stacks=None, swarm_netwo
                             "an overlay network the swarm role creates - add {name: %s} to swarm_networks"
                             % (user, net, net))
 
+    remapped = sorted(n for n, value in (userns_nodes or {}).items() if value and n in nodes)
+    if remapped:
+        problems.append("docker_engine_userns_remap: set on %s, a node of the swarm: Swarm services cannot keep the "
+                        "host's user namespace (no userns_mode), and the site's layers on a swarm do not hand the "
+                        "nodes' files to remapped owners - leave it unset on swarm nodes (docs/security.md)"
+                        % ", ".join(remapped))
     if "data_tier" in layers:
         for inst in instances or []:
             if not isinstance(inst, dict):

@@ -165,12 +165,16 @@ def playbook(state: Path, name: str, *args: str) -> subprocess.CompletedProcess:
                     SHP_SANDBOX_STATE=str(state))
 
 
-def backup_restore_drill(state: Path, reconverge: bool = True, guards: bool = True) -> dict[str, float]:
+def backup_restore_drill(state: Path, reconverge: bool = True, guards: bool = True,
+                         restored_owner: str = "") -> dict[str, float]:
     """Known rows in Postgres and MariaDB, files in the uploads dir and keys in Redis -> the systemd backup units
     -> the data directories destroyed -> restore.yml -> identical row counts, checksums and keys. A failed dump
     leaves no snapshot of it behind: restic 0.17+ (read on the server) makes none, an older one's is forgotten.
     With GUARDS, restore.yml's refusals (no or a wrong confirmation) and a scratch restore; with RECONVERGE,
-    site.yml is a no-op afterwards. Returns the wall times of the backup and the restores."""
+    site.yml is a no-op afterwards. The uploads are written owned by 1001:1001 (the app's uid); with
+    RESTORED_OWNER (uid:gid) every restored upload, and the uploads directory, must be owned by it afterwards (a host
+    with user-namespace remapping: files saved with the unshifted ids come back shifted). Returns the wall times of
+    the backup and the restores."""
     times = {}
     # What the role installed: private secrets, four timers, an initialised repository.
     out = server(state, "stat -c '%n %a %U' /etc/selfhosted/backup /etc/selfhosted/backup/password "
@@ -256,6 +260,9 @@ def backup_restore_drill(state: Path, reconverge: bool = True, guards: bool = Tr
         assert res.returncode == 0, explain(res)
     times["restore"] = time.monotonic() - start
     assert server(state, FINGERPRINTS) == before
+    if restored_owner:
+        owners = server(state, "find /mnt/data/amn/uploads -printf '%U:%G\\n' | sort | uniq -c")
+        assert owners.split()[1:] == [restored_owner] and len(owners.splitlines()) == 1, owners
     # Redis: exactly the snapshot's keys (TTL included), AOF on again, and the task waited for the restarted
     # instance: it is healthy now, started after the restore began.
     assert server(state, REDIS_KEYS) == redis_before

@@ -2,6 +2,12 @@
 a Debian 13 sandbox server (shp-test/server:trixie), whose first converge tests/integration/conftest.py starts in the
 background when the session begins.
 
+The Debian 13 server is also the one sandbox converged with Docker's user-namespace remapping on
+(docker_engine_userns_remap: default, CIS 2.9: `make sandbox DEBIAN=trixie SANDBOX_USERNS_REMAP=default`, which
+tests/integration/conftest.py runs): every check below holds with remapping on, and one test proves the mapping
+itself - daemon.json and `docker info`, a data-tier container's processes and its data directory at base+uid on the
+host, data written with the unshifted ids moved by a converge, the security audit's 2.9 PASS.
+
 Debian 13 is another platform underneath: Debian's docker.io 26.1 without its CLI (docker-cli is a package of its
 own), Compose v2 as Debian's docker-compose 2.26.1 (the plugin in /usr/libexec/docker/cli-plugins), iptables over
 nf_tables, restic 0.18 (exit codes 10/11/12, --stdin-from-command), OpenSSH 10, systemd 257. The module proves the
@@ -33,6 +39,7 @@ from tests.integration.sandbox_helpers import (
     server,
     wait_all_healthy,
 )
+from tests.integration.test_sandbox import report_of, report_rows, security_rows
 from tests.secret_sweep import ProcessSampler, sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.sandbox]
@@ -118,6 +125,94 @@ def test_make_sandbox_debian_trixie_converges_then_is_idempotent_and_check_is_ho
               "trixie --check --diff": f"{t_check:.1f}s (changed=0)"})
 
 
+def userns_base(state: Path) -> int:
+    """The start of dockremap's range in the server's /etc/subuid (the mapping's uid base)."""
+    line = server(state, "grep '^dockremap:' /etc/subuid").strip()
+    assert line.count(":") == 2, line
+    return int(line.split(":")[1])
+
+
+def test_userns_remapping_is_on_and_every_layer_hands_its_files_to_the_shifted_owners(trixie):
+    """daemon.json has userns-remap, `docker info` the userns security option and the storage under
+    /var/lib/docker/<base>.<base>; a data-tier container's processes run as base+999 on the host (ps on the server)
+    and its data directory, secret and the other layers' files are owned by base+uid; the socket proxy alone keeps the
+    host's user namespace. Data written with the unshifted ids (a host converged before the remapping) is moved by the
+    next converge. The security section of verify.yml reports 2.9 PASS, without a waiver."""
+    state = converged(trixie)
+    wait_all_healthy(state)
+    base = userns_base(state)
+    assert base >= 100000
+    out = server(state, """
+        echo "remap=$(python3 -c 'import json; print(json.load(open("/etc/docker/daemon.json")).get("userns-remap"))')"
+        echo "subgid=$(grep '^dockremap:' /etc/subgid)"
+        echo "secopts=$(docker info --format '{{json .SecurityOptions}}')"
+        echo "root=$(docker info --format '{{.DockerRootDir}}')"
+        pid=$(docker inspect -f '{{.State.Pid}}' amn-db-postgres-1)
+        echo "main=$(ps -o uid= -p "$pid" | tr -d ' ')"
+        echo "postgres=$(ps -C postgres -o uid= | sort -u | tr -d ' ' | paste -sd,)"
+        echo "inside=$(docker exec amn-db-postgres-1 id -u)"
+        echo "datadir=$(stat -c '%u:%g %a' /mnt/data/amn-db)"
+        echo "pgdata=$(find /mnt/data/amn-db -printf '%u\n' | sort -u | paste -sd,)"
+        echo "secret=$(stat -c '%u %a' /etc/selfhosted/secrets/amn-db/superuser)"
+        echo "redisconf=$(stat -c '%u:%g %a' /etc/selfhosted/secrets/amn-redis/redis.conf)"
+        echo "uploads=$(stat -c '%u:%g' /mnt/data/amn/uploads)"
+        echo "logs=$(stat -c '%u:%g' /mnt/data/amn/nginx-logs)"
+        echo "wtconfig=$(stat -c '%u:%g %a' /etc/selfhosted/watchtower/config.json)"
+        echo "proxy=$(docker inspect -f '{{.HostConfig.UsernsMode}}' watchtower-socket-proxy-1)"
+        echo "backend=$(docker inspect -f '{{.HostConfig.UsernsMode}}' amn-backend-1)"
+        """)
+    facts = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert facts["remap"] == "default", out
+    assert facts["subgid"] == f"dockremap:{base}:65536", out
+    assert '"name=userns"' in facts["secopts"], out
+    assert facts["root"] == f"/var/lib/docker/{base}.{base}", out
+    # postgres runs as 999 in the container, base+999 on the host - every process of both Postgres instances.
+    assert facts["inside"] == "999", out
+    assert facts["main"] == str(base + 999) and facts["postgres"] == str(base + 999), out
+    assert facts["datadir"] == f"{base + 999}:{base + 999} 700", out
+    assert facts["pgdata"] == str(base + 999), out
+    assert facts["secret"] == f"{base + 999} 400", out
+    assert facts["redisconf"] == f"{base + 999}:{base} 400", out
+    assert facts["uploads"] == f"{base + 1001}:{base + 1001}", out
+    assert facts["logs"] == f"{base + 101}:{base + 101}", out
+    assert facts["wtconfig"] == f"{base + 65534}:{base + 65534} 600", out
+    assert facts["proxy"] == "host" and facts["backend"] == "", out
+
+    # A host converged before the remapping: its data is owned by the unshifted ids. The next converge of the layer
+    # moves it (the migration, docs/security.md), once.
+    server(state, "set -e; mkdir -p /mnt/data/amn/uploads/old/deep; echo x > /mnt/data/amn/uploads/old/deep/f; "
+                  "chown -R 1001:1001 /mnt/data/amn/uploads/old; chown 0:0 /mnt/data/amn/uploads/old/deep/f")
+    started = time.monotonic()
+    res = playbook(state, "site.yml", "--tags", "app_stack")
+    took = time.monotonic() - started
+    assert res.returncode == 0, explain(res)
+    assert changed_tasks(res.stdout)[0] == [
+        "selfhosted.platform.app_stack : Hand the remapped owners the data directories of amn"], explain(res)
+    owners = server(state, "stat -c '%n %u:%g' /mnt/data/amn/uploads/old /mnt/data/amn/uploads/old/deep "
+                           "/mnt/data/amn/uploads/old/deep/f")
+    assert owners.split() == ["/mnt/data/amn/uploads/old", f"{base + 1001}:{base + 1001}",
+                              "/mnt/data/amn/uploads/old/deep", f"{base + 1001}:{base + 1001}",
+                              "/mnt/data/amn/uploads/old/deep/f", f"{base}:{base}"], owners
+    again = playbook(state, "site.yml", "--tags", "app_stack")
+    assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, explain(again)
+    server(state, "rm -rf /mnt/data/amn/uploads/old")
+
+    # The security audit: 2.9 passes on its own (the inventory waives it only when remapping is off), and the socket
+    # proxy's host user namespace (5.31) is the one waived exception.
+    started = time.monotonic()
+    res = playbook(state, "verify.yml", "-e", "verify_checks=security")
+    t_verify = time.monotonic() - started
+    assert res.returncode == 0, explain(res)
+    report = report_of(res)
+    (OUT / "trixie-userns-verify-report.txt").write_text(report)
+    cis = security_rows(report_rows(report))
+    assert cis["2.9"] == "PASS", report
+    assert cis["5.31"] == "WAIVED", report
+    assert set(cis.values()) <= {"PASS", "WAIVED"}, report
+    record(**{"trixie --tags app_stack moving unshifted data to the remapped owners": f"{took:.1f}s",
+              "trixie verify.yml security section (remapping on)": f"{t_verify:.1f}s"})
+
+
 def test_only_declared_ports_answer_and_docker_user_works_on_nftables(trixie):
     """From a client on the test host's Docker (not the admin address): SSH, and the amn router's 8083 (declared
     with docker: true), answer; a container port published on 0.0.0.0 but not declared, the loopback-only
@@ -156,7 +251,10 @@ def test_backup_restore_drill_loses_nothing_with_restic_0_18(trixie):
     state = converged(trixie)
     wait_all_healthy(state)
     # restore.yml's refusals and its scratch restore are the same playbook logic on any Debian (test_sandbox.py).
-    times = backup_restore_drill(state, reconverge=False, guards=False)
+    # With user-namespace remapping the drill's uploads, written with the app's unshifted uid 1001 (as files saved
+    # before the remapping was turned on), come back owned by base+1001: restore.yml shifts them.
+    base = userns_base(state)
+    times = backup_restore_drill(state, reconverge=False, guards=False, restored_owner=f"{base + 1001}:{base + 1001}")
     record(**{"trixie backup drill": f"backup_now {times['backup']:.1f}s, four restores {times['restore']:.1f}s"})
 
 

@@ -6,6 +6,7 @@ Used by ``make sandbox`` (the embedded default server), by the molecule scenario
 integration tests. Only the Docker CLI and OpenSSH client are needed (stdlib Python).
 
     sandbox.py create  --name shp-sandbox [--ssh-port 2222] [--state-dir .sandbox] [--image shp-test/server:trixie]
+                       [--userns-remap default]
     sandbox.py destroy --name shp-sandbox [--state-dir .sandbox]
     sandbox.py export-images --output .sandbox/images/standins.tar IMAGE...
     sandbox.py cluster-create  --prefix shp-swarm --state-dir .sandbox-swarm [--image ...] HOST...
@@ -23,6 +24,14 @@ tree mounted read-write, tmpfs on /run and /run/lock, seccomp unconfined, and ev
 the host's bounding set added one by one (``--privileged`` fails on these machines because
 CAP_SYS_RESOURCE is missing from the bounding set). Docker inside the server gets its own
 volume for /var/lib/docker (overlay2 cannot sit on the container's own overlay root).
+
+A server made for Docker's user-namespace remapping (``create --userns-remap VALUE``, ``make sandbox
+SANDBOX_USERNS_REMAP=default``) also gets ``--security-opt systempaths=unconfined``: the kernel lets a new user
+namespace mount proc only where the proc it can see is fully visible, and Docker masks parts of the server's own
+(/proc/keys, /proc/acpi, ...), so every remapped container inside would fail with "mount proc:/proc ... operation not
+permitted" (measured 2026-12 on this machine's kernel). A real server's /proc is not masked. VALUE is written to
+``<state-dir>/userns_remap``, where inventories/sandbox reads docker_engine_userns_remap; a server made without it
+keeps its masked /proc and cannot be reused for remapping.
 """
 
 from __future__ import annotations
@@ -149,26 +158,48 @@ def ensure_key(state_dir: Path) -> str:
     return (state_dir / "id_ed25519.pub").read_text().strip()
 
 
-def reuse_problem(info: dict | None, name: str, image: str) -> str | None:
+USERNS_OPT = "systempaths=unconfined"
+
+
+def userns_args(userns_remap: str) -> list[str]:
+    """The extra ``docker run`` flags of a server made for user-namespace remapping (none without it)."""
+    return ["--security-opt", USERNS_OPT] if userns_remap else []
+
+
+def unmasked(info: dict) -> bool:
+    """Whether the container INFO runs with an unmasked /proc. The Engine does not keep ``systempaths=unconfined`` in
+    HostConfig.SecurityOpt: it records the option as empty MaskedPaths and ReadonlyPaths (a container made without it
+    has both filled)."""
+    host = info.get("HostConfig") or {}
+    if USERNS_OPT in (host.get("SecurityOpt") or []):
+        return True
+    return host.get("MaskedPaths") == [] and host.get("ReadonlyPaths") == []
+
+
+def reuse_problem(info: dict | None, name: str, image: str, userns_remap: str = "") -> str | None:
     """Why the existing container INFO cannot be reused as a server from IMAGE (another image: a Debian 12 server
-    is not a Debian 13 one), or None."""
+    is not a Debian 13 one; one with a masked /proc for user-namespace remapping), or None."""
     if info and info["Config"].get("Image") != image:
         return (f"sandbox {name} runs {info['Config'].get('Image')}, not {image}: destroy it first "
                 f"(sandbox.py destroy --name {name}, or make sandbox-destroy with the same DEBIAN)")
+    if info and userns_remap and not unmasked(info):
+        return (f"sandbox {name} was made without {USERNS_OPT}, which user-namespace remapping needs: destroy it "
+                f"first (sandbox.py destroy --name {name}, or make sandbox-destroy with the same DEBIAN)")
     return None
 
 
 def create_server(name: str, state_dir: Path, image: str, *, ssh_port: int = 0, hostname: str | None = None,
-                  network: str | None = None) -> dict:
+                  network: str | None = None, userns_remap: str = "") -> dict:
     """Create (or reuse, starting it when stopped) the server NAME from IMAGE, wait for key login over SSH and
-    record its SSH port (and, on NETWORK, its address there) in STATE_DIR."""
+    record its SSH port (and, on NETWORK, its address there) in STATE_DIR; with USERNS_REMAP, a server that can run
+    Docker's user-namespace remapping, the value recorded in STATE_DIR/userns_remap."""
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o700)
     pubkey = ensure_key(state_dir)
     info = container_state(name)
     if info and info["Config"]["Labels"].get(LABEL) != "1":
         raise SystemExit(f"container {name} exists and is not a sandbox: refusing to touch it")
-    problem = reuse_problem(info, name, image)
+    problem = reuse_problem(info, name, image, userns_remap)
     if problem:
         raise SystemExit(problem)
     if info and not info["State"]["Running"]:
@@ -180,7 +211,7 @@ def create_server(name: str, state_dir: Path, image: str, *, ssh_port: int = 0, 
     else:
         port = ssh_port or free_port()
         caps = bounding_caps()
-        extra = ["--network", network] if network else []
+        extra = (["--network", network] if network else []) + userns_args(userns_remap)
         while True:
             # An older daemon rejects capabilities newer than itself (Docker 20.10 knows no
             # CAP_BPF): drop the one it names and try again; nothing was created.
@@ -195,6 +226,10 @@ def create_server(name: str, state_dir: Path, image: str, *, ssh_port: int = 0, 
         info = container_state(name)
     wait_for_ssh(state_dir, port)
     (state_dir / "ssh_port").write_text(f"{port}\n")
+    if userns_remap:
+        (state_dir / "userns_remap").write_text(f"{userns_remap}\n")
+    else:
+        (state_dir / "userns_remap").unlink(missing_ok=True)
     out = {"name": name, "action": action, "ssh_port": port, "key": str(state_dir / "id_ed25519"),
            "known_hosts": str(state_dir / "known_hosts")}
     if network:
@@ -206,7 +241,7 @@ def create_server(name: str, state_dir: Path, image: str, *, ssh_port: int = 0, 
 
 def create(args: argparse.Namespace) -> int:
     out = create_server(args.name, Path(args.state_dir).resolve(), args.image, ssh_port=args.ssh_port,
-                        hostname=args.hostname)
+                        hostname=args.hostname, userns_remap=args.userns_remap)
     print(json.dumps(out))
     return 0
 
@@ -312,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--image", default=os.environ.get("SHP_SERVER_IMAGE", "shp-test/server:latest"))
     c.add_argument("--ssh-port", type=int, default=int(os.environ.get("SHP_SANDBOX_SSH_PORT", "0")))
     c.add_argument("--state-dir", default=".sandbox")
+    c.add_argument("--userns-remap", default="",
+                   help="a server for Docker's user-namespace remapping (e.g. default), recorded in the state dir")
     d = sub.add_parser("destroy")
     d.add_argument("--name", default="shp-sandbox")
     d.add_argument("--state-dir", default=".sandbox")

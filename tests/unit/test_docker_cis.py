@@ -155,6 +155,20 @@ def test_daemon_defaults_of_a_plain_engine_warn_and_the_hardened_ones_pass():
     assert {i["id"] for i in hard["checks"] if i["status"] == "WARN"} == {"2.1", "2.9", "2.12"}
 
 
+def test_userns_remapping_passes_2_9_as_docker_info_reports_it():
+    """docker_engine_userns_remap: dockerd reports the userns security option (as `docker info` prints it on Debian
+    13's docker.io 26.1: "name=userns"); 2.9 passes on it, naming the daemon.json value."""
+    info = copy.deepcopy(INFO)
+    info["SecurityOptions"].append("name=userns")
+    result = docker_cis.audit(facts(daemon=dict(HARDENED_DAEMON, **{"userns-remap": "default"}), info=info),
+                              sections=(2,))
+    assert by_id(result)["2.9"]["status"] == "PASS"
+    assert by_id(result)["2.9"]["targets"][0]["detail"] == "userns-remap: default"
+    # daemon.json alone (a daemon not restarted yet) is not enough: the running engine decides
+    pending = docker_cis.audit(facts(daemon=dict(HARDENED_DAEMON, **{"userns-remap": "default"})), sections=(2,))
+    assert failing(pending, "2.9") == {"userns-remap": "userns-remap: off"}
+
+
 @pytest.mark.parametrize(("daemon", "info_change", "item", "detail"), [
     ({"log-level": "debug"}, {}, "2.3", "log-level: debug"),
     ({"iptables": False}, {}, "2.4", "iptables: false"),

@@ -82,3 +82,29 @@ def test_cluster_servers_are_named_after_their_inventory_hosts_on_a_network_of_t
     assert sandbox.network_address(info, "shp-swarm-net") == "172.28.0.2"
     with pytest.raises(SystemExit, match="has no address on bridge"):
         sandbox.network_address(info, "bridge")
+
+
+def test_a_server_for_userns_remapping_unmasks_proc_and_a_masked_one_is_not_reused():
+    """Docker's user-namespace remapping inside a server needs a fully visible /proc (the kernel refuses a new
+    user namespace's proc mount over a masked one: "mount proc:/proc ... operation not permitted")."""
+    assert sandbox.userns_args("") == []
+    assert sandbox.userns_args("default") == ["--security-opt", "systempaths=unconfined"]
+    # what the Engine records (20.10 and later): the option itself is not in SecurityOpt, the paths are emptied
+    masked = {"Config": {"Image": "shp-test/server:trixie"},
+              "HostConfig": {"SecurityOpt": ["seccomp=unconfined"], "MaskedPaths": ["/proc/kcore", "/proc/keys"],
+                             "ReadonlyPaths": ["/proc/bus", "/proc/sys"]}}
+    assert sandbox.reuse_problem(masked, "shp-x", "shp-test/server:trixie") is None
+    problem = sandbox.reuse_problem(masked, "shp-x", "shp-test/server:trixie", "default")
+    assert "without systempaths=unconfined" in problem and "destroy" in problem
+    unmasked = {"Config": {"Image": "shp-test/server:trixie"},
+                "HostConfig": {"SecurityOpt": ["seccomp=unconfined"], "MaskedPaths": [], "ReadonlyPaths": []}}
+    assert sandbox.reuse_problem(unmasked, "shp-x", "shp-test/server:trixie", "default") is None
+
+
+def test_the_debian_13_run_converges_with_userns_remapping():
+    """The trixie sandbox of the integration tests is the remapped one (no server of its own for it)."""
+    conftest = (ROOT / "tests" / "integration" / "conftest.py").read_text()
+    lines = [line for line in conftest.splitlines() if "SANDBOX_USERNS_REMAP" in line]
+    assert len(lines) == 1 and '("DEBIAN=trixie", "SANDBOX_USERNS_REMAP=default")' in lines[0], lines
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(if $(SANDBOX_USERNS_REMAP),--userns-remap $(SANDBOX_USERNS_REMAP))" in makefile

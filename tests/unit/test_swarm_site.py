@@ -120,6 +120,17 @@ def test_the_filter_reads_the_node_labels_from_hostvars():
     assert got["placement"] == {"pg": "swarm-3", "cache": "swarm-2"} and got["problems"] == []
 
 
+def test_user_namespace_remapping_on_a_swarm_node_is_refused_by_name():
+    hostvars = {h: {"swarm_node_labels": labels} for h, labels in LABELS.items()}
+    hostvars["swarm-3"]["docker_engine_userns_remap"] = "default"
+    hostvars["web-9"] = {"docker_engine_userns_remap": "default"}  # not a node: a single host may remap
+    got = FILTERS["swarm_site_plan"](CLUSTER, hostvars, INSTANCES, [], ["shp-apps"], ["data_tier"])
+    assert len(got["problems"]) == 1, got["problems"]
+    assert got["problems"][0].startswith("docker_engine_userns_remap: set on swarm-3, a node of the swarm"), got
+    hostvars["swarm-3"]["docker_engine_userns_remap"] = ""
+    assert FILTERS["swarm_site_plan"](CLUSTER, hostvars, INSTANCES, [], ["shp-apps"], ["data_tier"])["problems"] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # the roles' definitions as swarm_stack deploys them
 # ---------------------------------------------------------------------------------------------
