@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, explain, run_tool
+from tests.conftest import ROOT, explain, run_tool, swarm_sandbox_state
 
 VARS = ["app_stack_stacks", "data_tier_instances", "data_tier_images", "proxy_nginx_sites", "proxy_nginx_ports",
         "proxy_nginx_networks", "proxy_nginx_routes", "swarm_networks", "firewall_public_tcp_ports", "backup_sets",
@@ -41,25 +41,14 @@ def rendered(inventory: str, state: Path) -> dict:
     return out
 
 
-def state_dir(tmp: Path) -> Path:
-    for n, host in enumerate(("swarm-1", "swarm-2", "swarm-3"), start=1):
-        (tmp / host).mkdir()
-        (tmp / host / "ssh_port").write_text(f"{2222 + n}\n")
-        (tmp / host / "address").write_text(f"192.0.2.{10 + n}\n")
-    ca = run_tool([str(ROOT / "tests/tools/local_ca.sh"), str(tmp / "nmt-tls"), "backend.nmt-sandbox.example.test",
-                   "backend.stage.nmt-sandbox.example.test"], timeout=60)
-    assert ca.returncode == 0, explain(ca)
-    return tmp
-
-
 @pytest.fixture(scope="module")
 def nmt(tmp_path_factory):
-    return rendered("nmt", state_dir(tmp_path_factory.mktemp("nmt")))
+    return rendered("nmt", swarm_sandbox_state(tmp_path_factory.mktemp("nmt")))
 
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
-    return rendered("sandbox-nmt", state_dir(tmp_path_factory.mktemp("twin")))
+    return rendered("sandbox-nmt", swarm_sandbox_state(tmp_path_factory.mktemp("twin")))
 
 
 def test_three_swarm_nodes_on_documentation_addresses_one_labelled_for_the_data(nmt):
