@@ -510,6 +510,33 @@ def tls_get(state: Path, name: str, path: str = "/") -> tuple[int, str]:
         conn.close()
 
 
+ROUTER_DIAGNOSIS = r"""
+docker service ps router_nginx --no-trunc --format '{{.Node}} {{.CurrentState}} {{.Error}}' 2>&1 | head -5
+docker service inspect router_nginx --format '{{json .Endpoint.Ports}}' 2>&1
+for c in $(docker ps -aq --filter label=com.docker.swarm.service.name=router_nginx | head -2); do
+  docker ps -a --filter id=$c --format '{{.ID}} {{.Status}} {{.Ports}}'; docker logs --tail 15 $c 2>&1
+done
+ls -la /opt/selfhosted/stacks/router/tls 2>&1
+grep -nE 'listen|server_name|ssl_cert' /opt/selfhosted/stacks/router/conf.d/default.conf 2>&1 | head -30
+iptables -t nat -S 2>&1 | grep -E 'dport (80|443)'
+ss -ltn 2>&1 | grep -E ':(80|443) '
+curl -sk -m 5 -o /dev/null -w 'inside 443: %{http_code}\n' --resolve NAME:443:127.0.0.1 https://NAME/ 2>&1
+curl -s -m 5 -o /dev/null -w 'inside 80: %{http_code}\n' http://127.0.0.1/nginx-health 2>&1
+"""
+
+
+def router_diagnosis(state: Path) -> str:
+    """What the router on swarm-1 is doing, for a failure's message."""
+    try:
+        out = node(state, "swarm-1", ROUTER_DIAGNOSIS.replace("NAME", NMT_NAMES["prod"]))
+    except AssertionError as exc:
+        out = f"(swarm-1 did not answer: {exc})"
+    host80 = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                             f"http://{address(state, 'swarm-1')}/nginx-health"],
+                            check=False, capture_output=True, text=True, timeout=30)
+    return f"\n{out}\nfrom the test host, port 80: {host80.stdout} {host80.stderr}"
+
+
 def service(state: Path, name: str) -> dict:
     return json.loads(node(state, "swarm-1", f"docker service inspect {name}"))[0]
 
@@ -532,7 +559,9 @@ def nmt(cluster):
     ca = run_tool(["make", "--no-print-directory", "sandbox-nmt-tls", f"SWARM_SANDBOX_STATE={state}"], timeout=120)
     assert ca.returncode == 0, explain(ca)
     first, took = nmt_playbook(state, "-e", '{"nmt_prod_replicas": 1}')
-    (state / "nmt-first.log").write_text(first.stdout + first.stderr)
+    out_dir = Path(__file__).resolve().parents[1] / "output"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "nmt-first-converge.log").write_text(first.stdout + first.stderr)  # kept after the cluster is gone
     yield name, state, first, took
 
 
@@ -548,7 +577,8 @@ def test_the_nmt_twin_converges_and_both_hostnames_answer_over_tls_through_the_r
         return got if got[0] == 200 else None
 
     for env, host in NMT_NAMES.items():
-        status, body = dh.wait_until(lambda h=host: answer(h), 120, interval=3, what=f"https://{host}/ via the router")
+        status, body = dh.wait_until(lambda h=host: answer(h), 120, interval=3, what=f"https://{host}/ via the router",
+                                     explain=lambda: router_diagnosis(state))
         assert body.strip() == f"nmt-{env} latest", (host, body)
         # backend -> its own database (by the instance's alias, over its own network)
         status, body = tls_get(state, host, "/check")
