@@ -90,8 +90,8 @@ def test_tls_for_both_backend_names_on_the_router(nmt):
     assert [s["server_names"] for s in sites] == [["backend.nmt.example.test"], ["backend.stage.nmt.example.test"]]
     assert all(s["tls"]["certificate"].startswith("-----BEGIN CERTIFICATE-----") for s in sites)
     assert all("PRIVATE KEY-----" in s["tls"]["key"] for s in sites)
-    assert [r["upstream"] for s in sites for r in s["routes"]] == ["http://nmt-prod_backend:8080",
-                                                                    "http://nmt-stage_backend:8080"]
+    upstreams = [r["upstream"] for s in sites for r in s["routes"]]
+    assert upstreams == ["http://nmt-prod_backend:8080", "http://nmt-stage_backend:8080"]
     assert all(r["resolve"] and r["websocket"] for s in sites for r in s["routes"])
     assert v["proxy_nginx_ports"] == ["80:80", "443:443"] and v["firewall_public_tcp_ports"] == [80, 443]
     assert v["proxy_nginx_routes"] == []
