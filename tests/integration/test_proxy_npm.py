@@ -209,8 +209,10 @@ def test_npm_mode_deploys_npm_with_loopback_admin_data_dirs_and_networks_and_sur
 
     first, out = converge(tmp_path, url, **env["vars"])
     assert first["rc"] == 0 and first["failed"] == 0, out
-    assert changed_tasks(out) == ["Create NPM's directories", DEPLOY_TASK, "Bootstrap the admin account",
-                                  "Declare the access lists", "Declare the proxy hosts"], out
+    # its data directories are a task of their own: they are the container's root's (shifted when the engine remaps)
+    assert changed_tasks(out) == ["Create NPM's directories", "Create NPM's data directories", DEPLOY_TASK,
+                                  "Bootstrap the admin account", "Declare the access lists",
+                                  "Declare the proxy hosts"], out
     assert PASSWORD not in out and USER_PASSWORD not in out
 
     box = npm_container(env["project"])
