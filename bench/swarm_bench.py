@@ -364,8 +364,9 @@ docker node update --label-add selfhosted.data=true "$(docker info --format '{{.
         kinds: dict[str, int] = {}
         for ln in lines:
             k = classify(ln)
-            if k in ("stack", "service") and len(ln.split()) > 1:
-                k = " ".join(ln.split()[:2])
+            if k in ("stack", "service", "config", "secret", "node"):  # with the subcommand: 'stack deploy'
+                words = ln.split()
+                k = " ".join(words[words.index(k):words.index(k) + 2])
             kinds[k] = kinds.get(k, 0) + 1
         r["docker_calls"] = len(lines)
         r["docker_calls_by_command"] = dict(sorted(kinds.items()))
