@@ -79,9 +79,12 @@ from compose_bench import (
     IMAGES,
     STACKS,
     BenchError,
+    Findings,
+    ansible_env,
     classify,
     iso_seconds,
     run,
+    run_and_report,
     stack_definition,
     timed,
 )
@@ -156,7 +159,7 @@ print(json.dumps(out))
 """
 
 
-class SwarmBench:
+class SwarmBench(Findings):
     def __init__(self, repeat: int, update_repeat: int, wait_timeout: int, keep: bool, *, raw_poll: float = 1.0,
                  only: str | None = None):
         self.repeat = repeat
@@ -295,17 +298,7 @@ docker node update --label-add selfhosted.data=true "$(docker info --format '{{.
 
     # -- ansible ------------------------------------------------------------------------------------
     def ansible_env(self) -> dict:
-        env = dict(os.environ)
-        env.update({
-            "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/local/bin:/usr/bin:/bin')}",
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".build" / "collections"),
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.tmp / "cp"),
-        })
-        return env
+        return ansible_env(ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.tmp / "cp"))
 
     def vars_file(self, stacks: list[dict]) -> Path:
         self.runs += 1
@@ -414,15 +407,6 @@ docker node update --label-add selfhosted.data=true "$(docker info --format '{{.
         return out
 
     # -- checks -------------------------------------------------------------------------------------
-    def warning(self, msg: str) -> None:
-        if msg not in self.warnings:
-            print("WARNING: " + msg, flush=True)
-            self.warnings.append(msg)
-
-    def problem(self, msg: str) -> None:
-        print("PROBLEM: " + msg, flush=True)
-        self.problems.append(msg)
-
     def expect_noop(self, label: str, r: dict, ours: bool) -> None:
         if r["changed"]:
             changed = json.dumps([i for i in r["items"] if i["changed"]])[-2000:]
@@ -546,12 +530,7 @@ docker node update --label-add selfhosted.data=true "$(docker info --format '{{.
             self.noop_phase(res)
         if self.only != "noop":
             self.update_phase(res)
-        res["problems"] = self.problems
-        res["warnings"] = self.warnings
-        self.load("end")
-        res["duration_s"] = time.perf_counter() - t0
-        res["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-        return res
+        return self.finish(res, t0)
 
     def noop_phase(self, res: dict) -> None:
         # 2. docker calls ------------------------------------------------------------------------------
@@ -751,38 +730,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     bench = SwarmBench(args.repeat, args.update_repeat, args.wait_timeout, args.keep, raw_poll=args.raw_poll,
                        only=args.only)
-    status = 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        res = bench.execute()
-        RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-        print()
-        print(table(res))
-        print(f"\nresults: {RESULTS.relative_to(ROOT)}")
-        status = 1 if res["problems"] else 0
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        status = 130
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        partial = dict(bench.results, problems=bench.problems, warnings=bench.warnings, error=str(exc))
-        RESULTS.write_text(json.dumps(partial, indent=2) + "\n")
-        print(f"partial results: {RESULTS.relative_to(ROOT)}", file=sys.stderr)
-        status = 1
-    finally:
-        if args.keep:
-            print(f"kept: server {bench.name}, temp dir {bench.tmp} (inventory.yml, SSH key); remove with "
-                  f"python3 tests/tools/sandbox.py destroy --name {bench.name} && rm -rf {bench.tmp}")
-        else:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            print("cleaning up ...", flush=True)
-            try:
-                bench.cleanup()
-            except (BenchError, subprocess.TimeoutExpired) as exc:
-                print(f"cleanup failed: {exc}", file=sys.stderr)
-                status = status or 1
-    return status
+
+    def kept() -> str:
+        return (f"kept: server {bench.name}, temp dir {bench.tmp} (inventory.yml, SSH key); remove with "
+                f"python3 tests/tools/sandbox.py destroy --name {bench.name} && rm -rf {bench.tmp}")
+
+    return run_and_report(bench, RESULTS, table, kept if args.keep else None)
 
 
 if __name__ == "__main__":
