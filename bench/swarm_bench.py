@@ -598,7 +598,6 @@ docker node update --label-add selfhosted.data=true "$(docker info --format '{{.
                            "raw_polls": raw["polls"], "raw_server_cpu_s": raw["server_cpu_s"],
                            "ours_wall_s": ours["wall_s"], "ours_task_s": ours["task_s"],
                            "ours_waited_s": waited.get("seconds"), "ours_polls": waited.get("polls"),
-                           "ours_events": waited.get("events"), "ours_wakeups": waited.get("wakeups"),
                            "ours_server_cpu_s": ours["server_cpu_s"],
                            "ratio_wall": ours["wall_s"] / raw["wall_s"],
                            "ratio_task_to_server": ours["task_s"] / raw["server_s"]})
@@ -705,9 +704,7 @@ def update_table(res: dict) -> list[str]:
         "   per round (first: ours wall / raw wall, ours task / raw server): " + "; ".join(
             f"{r['order'][0]}: {r['ours_wall_s']:.1f}/{r['raw_wall_s']:.1f}, {r['ours_task_s']:.1f}/"
             f"{r['raw_server_s']:.1f}" for r in up["rounds"]),
-        "   swarm_stack's wait: event streams " + ",".join(sorted({str(r.get("ours_events")) for r in up["rounds"]}))
-        + ", polls per round " + ",".join(str(r.get("ours_polls")) for r in up["rounds"])
-        + ", event wake-ups " + ",".join(str(r.get("ours_wakeups")) for r in up["rounds"]),
+        "   swarm_stack's wait: polls per round " + ",".join(str(r.get("ours_polls")) for r in up["rounds"]),
     ]
 
 
