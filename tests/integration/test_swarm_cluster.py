@@ -15,19 +15,22 @@ cluster of the session:
    undeclared port is filtered, and a container on the overlay network reaches the outsider.
 4. The overlay network carries traffic between two nodes: a dnsrr service pinned by label to swarm-2, a client on
    swarm-3 (dnsrr: this kernel has no IPVS, so no VIP).
-5. A stopped worker (docker stop of its server) goes Down within a bounded time and comes back Ready after a start.
-6. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
+5. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
    inventory (after `docker swarm leave` on it) the role joins it again with its labels.
-7. site.yml on the same cluster (inventories/sandbox-swarm's site, docs/swarm-site.md): a first converge, a second one
+6. site.yml on the same cluster (inventories/sandbox-swarm's site, docs/swarm-site.md): a first converge, a second one
    changed=0, `--check --diff` changed=0 and nothing changed on any node; the router on the manager answers through
    the app (by its service name), which reaches the database instance (by its alias); the instance runs on the node
    labelled data=true with its data there and nowhere else; a backup on that node and a live restore there.
-8. Seed 004's nmt site (inventories/sandbox-nmt, docs/platform-nmt.md) replaces that site on the same cluster: its
+7. Seed 004's nmt site (inventories/sandbox-nmt, docs/platform-nmt.md) replaces that site on the same cluster: its
    first converge (the backend at 1 replica); backend.<domain> and backend.stage.<domain> answer over TLS through the
    router (the certificate checked against the twin's local CA), each from its own stack and database; plain HTTP is
    redirected and an unknown name gets no certificate; the seed's resources, RAM disks and a start-first health-gated
    update are in the service spec. Then the inventory's 2 replicas: a client polling through the router sees no failed
    request while the backend scales, and a second converge reports changed=0.
+8. On the nmt twin: a bad release (a healthcheck that never passes) is rolled back by Swarm while a client polling
+   through the router sees no failed request; a stopped worker (docker stop of its server) goes Down within a bounded
+   time, its backend tasks run on the other nodes within a bounded time, the databases pinned to the data node are not
+   started elsewhere and come back there, with their data, when the node is Ready again.
 Wall times go to tests/output/swarm-times.txt.
 """
 
@@ -281,33 +284,6 @@ def test_the_overlay_network_carries_traffic_between_two_nodes(cluster):
         node(state, "swarm-1", "docker service rm shp-ov >/dev/null 2>&1 || true")
 
 
-def test_a_stopped_worker_goes_down_and_comes_back_ready(cluster):
-    name, state = converged(cluster)
-    worker = f"{name}-swarm-3"
-    addr_before = address(state, "swarm-3")
-
-    def status() -> str:
-        return nodes(state)[worker]["Status"]["State"]
-
-    dh.docker("stop", "-t", "5", worker)
-    stopped = time.monotonic()
-    try:
-        dh.wait_until(lambda: status() == "down", 90, interval=2, what=f"{worker} reported down")
-        down_after = time.monotonic() - stopped
-    finally:
-        dh.docker("start", worker)
-    started = time.monotonic()
-    dh.wait_until(lambda: status() == "ready", 180, interval=3, what=f"{worker} ready again")
-    ready_after = time.monotonic() - started
-    ip = dh.docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{name}-net\").IPAddress}}}}",
-                   worker).stdout.strip()
-    assert ip == addr_before, f"{worker} came back with another address ({ip}, was {addr_before})"
-    assert down_after < 60, down_after
-    append_times(TIMES, **{"swarm worker stopped -> Down": f"{down_after:.1f}s",
-                           "swarm worker started -> Ready": f"{ready_after:.1f}s",
-                           "swarm test module wall time so far": f"{time.monotonic() - MODULE_START:.1f}s"})
-
-
 def test_a_node_that_left_the_inventory_is_removed_behind_the_guard_and_joined_again(cluster, tmp_path):
     """The guard's "false" side (reported, left alone) is unit-tested (tests/unit/test_swarm_filters.py); here the
     real removal: a worker taken out of the inventory and down is drained and removed with
@@ -446,11 +422,12 @@ def test_the_data_tier_instance_runs_on_its_labelled_node_with_its_data_there(cl
                                   "test -e /mnt/data/swarm-db && echo here || echo absent").split()[-1] == "absent"
 
 
-def psql(state: Path, sql: str) -> str:
-    """SQL as the superuser in the database shop of the instance's task on swarm-3 (over TCP, with its password)."""
-    return node(state, "swarm-3", "c=$(docker ps -q --filter label=com.docker.swarm.service.name=swarm-db_postgres)\n"
-                "PGPASSWORD=\"$(cat /etc/selfhosted/secrets/swarm-db/superuser)\" docker exec -e PGPASSWORD \"$c\" "
-                "sh -c 'psql -h \"$(hostname -i | cut -d\" \" -f1)\" -U postgres -d shop -Atc \"$1\"' sh "
+def psql(state: Path, sql: str, instance: str = "swarm-db", database: str = "shop") -> str:
+    """SQL as the superuser in DATABASE of INSTANCE's task on swarm-3 (over TCP, with its password)."""
+    return node(state, "swarm-3", "c=$(docker ps -q --filter "
+                f"label=com.docker.swarm.service.name={instance}_postgres)\n"
+                f"PGPASSWORD=\"$(cat /etc/selfhosted/secrets/{instance}/superuser)\" docker exec -e PGPASSWORD \"$c\" "
+                f"sh -c 'psql -h \"$(hostname -i | cut -d\" \" -f1)\" -U postgres -d {database} -Atc \"$1\"' sh "
                 + shlex.quote(sql))
 
 
@@ -663,3 +640,169 @@ def test_the_nmt_backend_scales_to_two_replicas_without_a_failed_request_then_th
     append_times(TIMES, **{"nmt twin: scaled 1 -> 2 replicas (converge, polling client)":
                            f"{took:.1f}s, {len(results)} requests, 0 failed",
                            "nmt twin: second converge (changed=0)": f"{took2:.1f}s"})
+
+
+class Poller:
+    """A client asking https://backend.<domain>/ through the router every 50 ms, in a thread: every answer that is not
+    200 with the serving release's text is a failed request (a refused or reset connection too)."""
+
+    def __init__(self, state: Path, expect: str):
+        self.state, self.expect = state, expect
+        self.results: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.results.append(tls_get(self.state, NMT_NAMES["prod"], "/"))
+            except OSError as exc:
+                self.results.append((0, f"{exc.__class__.__name__}: {exc}"))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        time.sleep(2)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def failed(self) -> list[tuple[int, str]]:
+        return [r for r in self.results if r[0] != 200 or r[1].strip() != self.expect]
+
+
+# A release whose healthcheck never passes: the stand-in with /health answering 500 (tests/images/httpapp), built on
+# every node from the image preloaded there (no registry; selfhosted_swarm_resolve_image: never).
+BAD_RELEASE = ("printf 'FROM shp-test/httpapp:latest\\nENV HEALTH=unhealthy\\n' "
+               "| docker build -q -t shp-test/httpapp:bad - >/dev/null && echo built")
+
+
+def test_a_bad_nmt_release_is_rolled_back_while_a_client_through_the_router_sees_no_failed_request(nmt):
+    """The release CI would deploy (site.yml with a new tag), with a healthcheck that never passes: swarm_stack's
+    start-first update with failure_action rollback starts the new task next to the serving ones, the task never turns
+    healthy, Swarm rolls the service back and the run fails saying so; the router (upstreams resolved per request)
+    never sends a request to the unhealthy task."""
+    _name, state, _first, _took = nmt
+    if not (state / "nmt-converged").exists():
+        pytest.skip("the nmt twin did not converge")
+    for host in HOSTS:
+        assert node(state, host, BAD_RELEASE).strip() == "built", host
+    before = service(state, "nmt-prod_backend")
+    with Poller(state, "nmt-prod latest") as poller:
+        bad, took = nmt_playbook(state, "--tags", "data_tier,app_stack", "-e", "nmt_prod_tag=bad")
+        time.sleep(5)
+    assert bad.returncode != 0, explain(bad)
+    assert "rolled back backend" in bad.stdout or "rolled back nmt-prod_backend" in bad.stdout, bad.stdout[-6000:]
+    assert len(poller.results) > 50 and not poller.failed(), (len(poller.results), poller.failed()[:10])
+    after = service(state, "nmt-prod_backend")
+    image = after["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert image.startswith("shp-test/httpapp:latest"), image
+    assert after["Spec"]["Mode"] == before["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert after.get("UpdateStatus", {}).get("State") in ("rollback_completed", None), after.get("UpdateStatus")
+    running = [t for t in running_on(state, "nmt-prod_backend") if "Running" in t]
+    assert len(running) == 2, running
+
+    # The good release again: the next converge brings nothing new to the running service.
+    good, took2 = nmt_playbook(state, "--tags", "data_tier,app_stack")
+    assert good.returncode == 0, explain(good)
+    append_times(TIMES, **{"nmt twin: bad release until rolled back (converge, polling client)":
+                           f"{took:.1f}s, {len(poller.results)} requests, 0 failed",
+                           "nmt twin: the good release converged again (data_tier,app_stack)": f"{took2:.1f}s"})
+
+
+def stateless_on(state: Path, hostname: str) -> list[str]:
+    """The running tasks of the nmt backends (stateless, not pinned) on node HOSTNAME."""
+    out = node(state, "swarm-1", "for s in nmt-prod_backend nmt-stage_backend; do docker service ps $s "
+                                 "--filter desired-state=running --format \"$s {{.ID}} {{.Node}} {{.CurrentState}}\"; "
+                                 "done")
+    return [line for line in out.splitlines() if line.split()[2] == hostname and "Running" in line]
+
+
+def replicas_running(state: Path, svc: str) -> int:
+    return len([t for t in running_on(state, svc) if "Running" in t])
+
+
+def test_a_stopped_worker_s_stateless_tasks_are_rescheduled_and_the_pinned_databases_wait_for_their_node(nmt):
+    """A worker's server stopped (docker stop): Swarm reports it Down within a bounded time; the nmt backends' tasks
+    that ran there run on the other nodes within a bounded time (the site keeps answering over TLS); the databases,
+    pinned to the data node where their files are, are not started anywhere else and are back on that node, with their
+    data, once it is up again (Ready, same address). Stopped: the data node swarm-3; when it runs no backend task, the
+    worker that does (swarm-2) is stopped first for the rescheduling."""
+    name, state, _first, _took = nmt
+    if not (state / "nmt-converged").exists():
+        pytest.skip("the nmt twin did not converge")
+    times: dict[str, str] = {}
+
+    def status(host: str) -> str:
+        return nodes(state)[f"{name}-{host}"]["Status"]["State"]
+
+    def stop(host: str) -> float:
+        dh.docker("stop", "-t", "5", f"{name}-{host}")
+        stopped = time.monotonic()
+        dh.wait_until(lambda: status(host) == "down", 90, interval=2, what=f"{host} reported down")
+        return time.monotonic() - stopped
+
+    def start(host: str, addr: str) -> None:
+        dh.docker("start", f"{name}-{host}")
+        started = time.monotonic()
+        dh.wait_until(lambda: status(host) == "ready", 180, interval=3, what=f"{host} ready again")
+        times[f"nmt: {host} started -> Ready"] = f"{time.monotonic() - started:.1f}s"
+        assert address(state, host) == addr == dh.docker(
+            "inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{name}-net\").IPAddress}}}}",
+            f"{name}-{host}").stdout.strip(), f"{host} came back with another address"
+
+    def rescheduled(host: str) -> None:
+        """Every backend task that ran on HOST runs elsewhere within 90 s of HOST going down."""
+        gone = stateless_on(state, f"{name}-{host}")
+        assert gone, f"no backend task on {host}"
+        down_after = stop(host)
+        try:
+            since = time.monotonic()
+            dh.wait_until(lambda: replicas_running(state, "nmt-prod_backend") == 2
+                          and replicas_running(state, "nmt-stage_backend") == 1
+                          and not stateless_on(state, f"{name}-{host}"), 90, interval=2,
+                          what=f"the backend tasks of {host} running on the other nodes")
+            times[f"nmt: {host} stopped -> Down"] = f"{down_after:.1f}s"
+            times[f"nmt: {host} Down -> its {len(gone)} backend task(s) running elsewhere"] = \
+                f"{time.monotonic() - since:.1f}s"
+            for env, hostname in NMT_NAMES.items():
+                status_, body = tls_get(state, hostname)
+                assert (status_, body.strip()) == (200, f"nmt-{env} latest"), (hostname, status_, body)
+        finally:
+            if host != "swarm-3":
+                start(host, addresses[host])
+
+    psql(state, "CREATE TABLE IF NOT EXISTS stop_drill (v text); INSERT INTO stop_drill VALUES ('kept')",
+         "nmt-prod-db", "nmt")
+    addresses = {h: address(state, h) for h in ("swarm-2", "swarm-3")}
+    data_node = f"{name}-swarm-3"
+    if not stateless_on(state, data_node):
+        rescheduled("swarm-2")
+    try:
+        if stateless_on(state, data_node):
+            rescheduled("swarm-3")
+        else:
+            times["nmt: swarm-3 stopped -> Down"] = f"{stop('swarm-3'):.1f}s"
+        # The pinned databases: a replacement task waits for the data node (no suitable node), none runs elsewhere.
+        for db in ("nmt-prod-db_postgres", "nmt-stage-db_postgres"):
+            dh.wait_until(lambda d=db: "Pending" in node(state, "swarm-1", f"docker service ps {d} "
+                                                                        "--format '{{.CurrentState}}'"),
+                          60, interval=2, what=f"{db}'s replacement task pending")
+            assert all(t.split()[0] == data_node for t in running_on(state, db) if "Running" in t), running_on(
+                state, db)
+    finally:
+        start("swarm-3", addresses["swarm-3"])
+    since = time.monotonic()
+    for db in ("nmt-prod-db_postgres", "nmt-stage-db_postgres"):
+        dh.wait_until(lambda d=db: [t.split()[0] for t in running_on(state, d) if "Running" in t] == [data_node],
+                      180, interval=3, what=f"{db} running on {data_node} again")
+    times["nmt: swarm-3 Ready -> both databases running there again"] = f"{time.monotonic() - since:.1f}s"
+    # Their data came back with them: the row written before, and each backend reaching its database.
+    dh.wait_until(lambda: psql(state, "SELECT v FROM stop_drill", "nmt-prod-db", "nmt").strip() == "kept", 60,
+                  interval=3, what="the row written before the stop")
+    for hostname in NMT_NAMES.values():
+        dh.wait_until(lambda h=hostname: '"postgres": {"ok": true' in tls_get(state, h, "/check")[1], 120,
+                      interval=3, what=f"https://{hostname}/check reaching its database")
+    append_times(TIMES, **times)
