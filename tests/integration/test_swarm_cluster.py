@@ -7,30 +7,32 @@ cluster of the session:
 1. The fresh-cluster check predicted what the first converge did (init, joins, node labels, the overlay network);
    the first converge formed the cluster: 3 nodes Ready, labels and availability from the inventory, live-restore off
    in every node's daemon.json and dockerd; no join token in either run's output.
-2. A second converge reports changed=0 (no token in its -v output either); `--check --diff` reports changed=0 and
-   changes nothing on any node.
-3. Firewall, probed from a container on the cluster's network that is not a node: 2377/tcp and 7946/tcp are closed
+2. Firewall, probed from a container on the cluster's network that is not a node: 2377/tcp and 7946/tcp are closed
    from it and open from a node; the UFW rules for 2377/7946/4789 name the nodes' addresses and nothing else. Through
    docker_gwbridge: a task's port published in host mode on a public port (80) answers the outsider, one on an
    undeclared port is filtered, and a container on the overlay network reaches the outsider.
-4. The overlay network carries traffic between two nodes: a dnsrr service pinned by label to swarm-2, a client on
+3. The overlay network carries traffic between two nodes: a dnsrr service pinned by label to swarm-2, a client on
    swarm-3 (dnsrr: this kernel has no IPVS, so no VIP).
-5. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
+4. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
    inventory (after `docker swarm leave` on it) the role joins it again with its labels.
-6. site.yml on the same cluster (inventories/sandbox-swarm's site, docs/swarm-site.md): a first converge, a second one
-   changed=0, `--check --diff` changed=0 and nothing changed on any node; the router on the manager answers through
+5. site.yml on the same cluster (inventories/sandbox-swarm's site, docs/swarm-site.md; it runs the swarm role too, so
+   it also stands for playbooks/swarm.yml's second converge): a first converge, a second one changed=0 (-v, no join
+   token in it), `--check --diff` changed=0 and nothing changed on any node - the cluster (daemon.json, UFW, iptables,
+   node specs, overlay networks) nor the site; the router on the manager answers through
    the app (by its service name), which reaches the database instance (by its alias); the instance runs on the node
    labelled data=true with its data there and nowhere else; a backup on that node and a live restore there.
-7. Seed 004's nmt site (inventories/sandbox-nmt, docs/platform-nmt.md) replaces that site on the same cluster: its
+6. Seed 004's nmt site (inventories/sandbox-nmt, docs/platform-nmt.md) replaces that site on the same cluster: its
    first converge (the backend at 1 replica); backend.<domain> and backend.stage.<domain> answer over TLS through the
    router (the certificate checked against the twin's local CA), each from its own stack and database; plain HTTP is
    redirected and an unknown name gets no certificate; the seed's resources, RAM disks and a start-first health-gated
    update are in the service spec. Then the inventory's 2 replicas: a client polling through the router sees no failed
    request while the backend scales, and a second converge reports changed=0.
-8. On the nmt twin: a bad release (a healthcheck that never passes) is rolled back by Swarm while a client polling
+7. On the nmt twin: a bad release (a healthcheck that never passes) is rolled back by Swarm while a client polling
    through the router sees no failed request; a stopped worker (docker stop of its server) goes Down within a bounded
    time, its backend tasks run on the other nodes within a bounded time, the databases pinned to the data node are not
-   started elsewhere and come back there, with their data, when the node is Ready again.
+   started elsewhere and come back there, with their data, when the node is Ready again; bad input to swarm_stack on
+   the running stack (a constraint on an unknown node, a key Swarm cannot take, a secret without a value, a cluster
+   that has lost quorum) fails naming the cause with nothing on the cluster changed.
 Wall times go to tests/output/swarm-times.txt.
 """
 
@@ -185,23 +187,6 @@ def test_the_first_converge_forms_the_cluster_as_the_fresh_check_predicted(clust
                            "swarm first converge (3 servers, background)": f"{took:.1f}s"})
 
 
-def test_second_converge_is_a_noop_and_check_diff_changes_nothing(cluster):
-    name, state = converged(cluster)
-    tokens = join_tokens(state)
-    second, took = make_swarm(name, state, "sandbox-swarm", "PLAYBOOK_ARGS=-v")
-    assert second.returncode == 0, explain(second)
-    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), second.stdout[-6000:]
-    assert "SWMTKN" not in second.stdout and not any(t in second.stdout for t in tokens)
-
-    before = {h: node(state, h, SNAPSHOT) for h in HOSTS}
-    check, check_took = make_swarm(name, state, "sandbox-swarm-check")
-    assert check.returncode == 0, explain(check)
-    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(check.stdout).values()), check.stdout[-6000:]
-    assert {h: node(state, h, SNAPSHOT) for h in HOSTS} == before, "--check changed a node"
-    append_times(TIMES, **{"swarm second converge (-v, changed=0)": f"{took:.1f}s",
-                           "swarm --check --diff on the converged cluster (changed=0)": f"{check_took:.1f}s"})
-
-
 @pytest.fixture(scope="module")
 def outsider(cluster):
     """A container on the cluster's network that is not a node: the address the firewall must keep out (and an HTTP
@@ -341,6 +326,7 @@ if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; then
 fi
 docker ps --format '{{.Names}} {{.Image}} {{.CreatedAt}}' | sort
 """
+SITE_SNAPSHOT = SNAPSHOT + SITE_SNAPSHOT.removeprefix("\nset -e")
 SITE_HOSTS = HOSTS
 
 
@@ -369,8 +355,10 @@ def test_site_yml_converges_the_site_across_the_nodes_then_is_a_noop_and_check_c
     assert "Watchtower is not deployed on a Docker Swarm cluster" in first.stdout, first.stdout[-4000:]
     (state / "site-converged").write_text("1\n")
 
-    second, took2 = site_playbook(state)
+    tokens = join_tokens(state)
+    second, took2 = site_playbook(state, "-v")
     assert second.returncode == 0, explain(second)
+    assert "SWMTKN" not in second.stdout and not any(t in second.stdout for t in tokens)
     changed = changed_tasks(second.stdout)[0]
     assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), (
         changed, second.stdout[-6000:])
@@ -806,3 +794,86 @@ def test_a_stopped_worker_s_stateless_tasks_are_rescheduled_and_the_pinned_datab
         dh.wait_until(lambda h=hostname: '"postgres": {"ok": true' in tls_get(state, h, "/check")[1], 120,
                       interval=3, what=f"https://{hostname}/check reaching its database")
     append_times(TIMES, **times)
+
+
+# What bad input may not touch: every service's spec version, the configs and secrets, the stack's files on the
+# manager and the containers there.
+UNTOUCHED = r"""
+docker service ls -q | xargs -r docker service inspect --format '{{.Spec.Name}} {{.Version.Index}}' | sort
+docker config ls --format '{{.Name}}' | sort
+docker secret ls --format '{{.Name}}' | sort
+find /opt/selfhosted/stacks/nmt-prod -type f | sort | xargs -r sha256sum
+docker ps --format '{{.ID}} {{.Names}}' | sort
+"""
+
+
+def swarm_stack_on_manager(state: Path, tmp_path: Path, *cases: dict) -> list[dict]:
+    """Run swarm_stack once per CASE (its arguments) on swarm-1 through the twin's inventory; the results, in order."""
+    play = [{"hosts": "swarm-1", "gather_facts": False,
+             "tasks": [{"name": f"case {i}", "selfhosted.platform.swarm_stack": args, "ignore_errors": True}
+                       for i, args in enumerate(cases)]}]
+    pb = tmp_path / f"bad-input-{len(list(tmp_path.glob('bad-input-*')))}.yml"
+    pb.write_text(json.dumps(play))
+    res = run_tool(["ansible-playbook", "-i", "inventories/sandbox-nmt", "--limit", "swarm-1", str(pb)], timeout=600,
+                   SHP_SWARM_SANDBOX_STATE=str(state), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    assert res.stdout.strip().startswith("{"), explain(res)
+    return [t["hosts"]["swarm-1"] for t in json.loads(res.stdout)["plays"][0]["tasks"]]
+
+
+def test_bad_input_fails_before_anything_is_deployed_and_the_running_services_are_untouched(nmt, tmp_path):
+    """swarm_stack on the running nmt-prod stack with: a placement constraint on a node the swarm does not have, a
+    key Swarm cannot take (build), a secret whose value is missing (what a variable absent from the vault gives it),
+    then a cluster that has lost quorum (two of three managers down). Each run fails naming the cause, and nothing on
+    the cluster changed."""
+    name, state, _first, _took = nmt
+    if not (state / "nmt-converged").exists():
+        pytest.skip("the nmt twin did not converge")
+    base = {"project_name": "nmt-prod", "project_dir": "/opt/selfhosted/stacks/nmt-prod", "resolve_image": "never",
+            "wait_timeout": 60}
+
+    def case(service: dict, **extra) -> dict:
+        return {**base, "definition": {"services": {"backend": {"image": "shp-test/httpapp:latest", **service}}},
+                **extra}
+
+    before = node(state, "swarm-1", UNTOUCHED)
+    results = swarm_stack_on_manager(
+        state, tmp_path,
+        case({"deploy": {"placement": {"constraints": ["node.hostname==shp-no-such-node"]}}}),
+        case({"build": "./backend"}),
+        case({"secrets": ["api_key"]}, secrets={"api_key": None}))
+    expected = ["service backend: placement constraint node.hostname==shp-no-such-node: no node has hostname "
+                "shp-no-such-node",
+                "service backend: key build: Swarm does not build images",
+                "secret api_key: the value is missing"]
+    for res, cause in zip(results, expected, strict=True):
+        assert res.get("failed") and cause in res["msg"], (cause, res.get("msg"))
+        assert not res.get("changed"), res
+    assert node(state, "swarm-1", UNTOUCHED) == before
+
+    # Quorum lost: the workers promoted to managers, then both stopped; one manager of three is left.
+    addresses = {h: address(state, h) for h in ("swarm-2", "swarm-3")}
+    node(state, "swarm-1", f"docker node promote {name}-swarm-2 {name}-swarm-3 >/dev/null")
+    dh.wait_until(lambda: node(state, "swarm-1", "docker node ls --filter role=manager --format "
+                                                 "'{{.ManagerStatus}}'").split().count("Reachable") == 2,
+                  120, interval=2, what="swarm-2 and swarm-3 reachable managers")
+    try:
+        for host in addresses:
+            dh.docker("stop", "-t", "5", f"{name}-{host}")
+        dh.wait_until(lambda: "leader" in node(state, "swarm-1", "docker node ls 2>&1 >/dev/null || true"), 90,
+                      interval=2, what="swarm-1 without a leader")
+        before = node(state, "swarm-1", "docker ps --format '{{.ID}} {{.Names}}' | sort; "
+                                        "find /opt/selfhosted/stacks/nmt-prod -type f | sort | xargs -r sha256sum")
+        lost = swarm_stack_on_manager(state, tmp_path, case({}))[0]
+        assert lost.get("failed") and "nothing was deployed" in lost["msg"] and "quorum" in lost["msg"], lost.get(
+            "msg")
+        assert node(state, "swarm-1", "docker ps --format '{{.ID}} {{.Names}}' | sort; "
+                                      "find /opt/selfhosted/stacks/nmt-prod -type f | sort | xargs -r sha256sum"
+                    ) == before
+    finally:
+        for host in addresses:
+            dh.docker("start", f"{name}-{host}")
+        dh.wait_until(lambda: node(state, "swarm-1", "docker node ls --format '{{.Status}}' 2>/dev/null").split()
+                      == ["Ready"] * 3, 240, interval=3, what="three Ready nodes with a leader again")
+        node(state, "swarm-1", f"docker node demote {name}-swarm-2 {name}-swarm-3 >/dev/null")
+    for host, addr in addresses.items():
+        assert address(state, host) == addr
