@@ -775,8 +775,8 @@ def test_a_stopped_worker_s_stateless_tasks_are_rescheduled_and_the_pinned_datab
             times["nmt: swarm-3 stopped -> Down"] = f"{stop('swarm-3'):.1f}s"
         # The pinned databases: a replacement task waits for the data node (no suitable node), none runs elsewhere.
         for db in ("nmt-prod-db_postgres", "nmt-stage-db_postgres"):
-            dh.wait_until(lambda d=db: "Pending" in node(state, "swarm-1", f"docker service ps {d} "
-                                                                        "--format '{{.CurrentState}}'"),
+            states = f"docker service ps {db} --format '{{{{.CurrentState}}}}'"
+            dh.wait_until(lambda s=states: "Pending" in node(state, "swarm-1", s),
                           60, interval=2, what=f"{db}'s replacement task pending")
             assert all(t.split()[0] == data_node for t in running_on(state, db) if "Running" in t), running_on(
                 state, db)

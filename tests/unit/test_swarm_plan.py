@@ -332,7 +332,6 @@ def test_service_state_waits_for_tasks_of_the_new_spec():
     assert sp.service_state(s, [task("starting")], SINCE)["state"] == "pending"
 
 
-
 def test_a_global_service_between_a_failed_task_and_its_replacement_is_not_converged():
     """A crash-looping global router polled while Swarm replaced its failed task (or before it placed one) looked
     converged with 0 of 0 tasks; the wait ended and site.yml reported success with no router running."""
@@ -347,6 +346,7 @@ def test_a_global_service_between_a_failed_task_and_its_replacement_is_not_conve
     assert sp.service_state(s, [failed, dict(task("running"), NodeID="n1")], SINCE)["state"] == "converged"
     old = dict(task("failed", desired="shutdown", when="2026-12-06T09:00:00Z"), NodeID="n2")
     assert sp.service_state(s, [old, dict(task("running"), NodeID="n1")], SINCE)["state"] == "converged"
+
 
 def test_service_state_reads_only_recent_update_status():
     old = {"State": "rollback_completed", "StartedAt": "2026-12-06T09:00:00Z"}

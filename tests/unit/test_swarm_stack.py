@@ -337,9 +337,9 @@ def test_stack_file_text_is_the_python_dumpers(tmp_path):
     from ansible_collections.selfhosted.platform.plugins.module_utils import stack_common as sc
 
     fake = swarm()
-    res = make(tmp_path, fake, definition=definition(extra={"command": ["sh", "-c", "echo 'a: b' # x\nexit 0"],
-                                                                "labels": {"note": "ünïcode ✓", "empty": "",
-                                                                           "yes": "no", "n": "012"}})).execute()
+    extra = {"command": ["sh", "-c", "echo 'a: b' # x\nexit 0"],
+             "labels": {"note": "ünïcode ✓", "empty": "", "yes": "no", "n": "012"}}
+    res = make(tmp_path, fake, definition=definition(extra=extra)).execute()
     docs = [yaml.safe_load(Path(res["stack_file"]).read_text())]
     docs += [{"services": {"x": {"environment": {"K": v}, "command": [v]}}}
              for v in ("", "yes", "null", "~", "1e3", "- a", "a: b", "#x", " lead", "trail ", "l1\nl2\n", "l1\nl2",
