@@ -15,24 +15,27 @@ cluster of the session:
    swarm-3 (dnsrr: this kernel has no IPVS, so no VIP).
 4. A worker taken out of the inventory and down: with swarm_remove_departed_nodes drained and removed; back in the
    inventory (after `docker swarm leave` on it) the role joins it again with its labels.
-5. site.yml on the same cluster (inventories/sandbox-swarm's site, docs/swarm-site.md; it runs the swarm role too, so
-   it also stands for playbooks/swarm.yml's second converge): a first converge, a second one changed=0 (-v, no join
-   token in it), `--check --diff` changed=0 and nothing changed on any node - the cluster (daemon.json, UFW, iptables,
-   node specs, overlay networks) nor the site; the router on the manager answers through
-   the app (by its service name), which reaches the database instance (by its alias); the instance runs on the node
-   labelled data=true with its data there and nowhere else; a backup on that node and a live restore there.
-6. Seed 004's nmt site (inventories/sandbox-nmt, docs/platform-nmt.md) replaces that site on the same cluster: its
-   first converge (the backend at 1 replica); backend.<domain> and backend.stage.<domain> answer over TLS through the
-   router (the certificate checked against the twin's local CA), each from its own stack and database; plain HTTP is
-   redirected and an unknown name gets no certificate; the seed's resources, RAM disks and a start-first health-gated
-   update are in the service spec. Then the inventory's 2 replicas: a client polling through the router sees no failed
-   request while the backend scales, and a second converge reports changed=0.
-7. On the nmt twin: a bad release (a healthcheck that never passes) is rolled back by Swarm while a client polling
-   through the router sees no failed request; a stopped worker (docker stop of its server) goes Down within a bounded
-   time, its backend tasks run on the other nodes within a bounded time, the databases pinned to the data node are not
-   started elsewhere and come back there, with their data, when the node is Ready again; bad input to swarm_stack on
-   the running stack (a constraint on an unknown node, a key Swarm cannot take, a secret without a value, a cluster
-   that has lost quorum) fails naming the cause with nothing on the cluster changed.
+5. site.yml on the same cluster, with seed 004's nmt site (its sandbox twin inventories/sandbox-nmt,
+   docs/platform-nmt.md, docs/swarm-site.md): the first converge (the backend at the seed's 1 replica);
+   backend.<domain> and backend.stage.<domain> answer over TLS through the router on the manager (the certificate
+   checked against the twin's local CA), each from its own stack (reached by service name) and database (by alias);
+   plain HTTP is redirected and an unknown name gets no certificate; the seed's resources, RAM disks and a
+   start-first health-gated update are in the service spec; each database runs on the node labelled data=true with
+   its data and secrets there and nowhere else.
+6. The inventory's 2 replicas: a client polling through the router sees no failed request while the backend scales.
+   Then site.yml's second converge reports changed=0 (-v, no join token in it; it runs the swarm role too, so it
+   stands for playbooks/swarm.yml's second converge) and `--check --diff` changed=0 with nothing changed on any node,
+   the cluster (daemon.json, UFW, iptables, node specs, overlay networks) nor the site. A backup on the data node and
+   a live restore there.
+7. A bad release (a healthcheck that never passes) is rolled back by Swarm while a client polling through the router
+   sees no failed request; a stopped worker (docker stop of its server) goes Down within a bounded time, its backend
+   tasks run on the other nodes within a bounded time, the databases pinned to the data node are not started
+   elsewhere and come back there, with their data, when the node is Ready again; bad input to swarm_stack on the
+   running stack (a constraint on an unknown node, a key Swarm cannot take, a secret without a value, a cluster that
+   has lost quorum) fails naming the cause with nothing on the cluster changed.
+The small site of inventories/sandbox-swarm (`make sandbox-swarm-site`) is for people trying a swarm by hand; the
+unit tests run its preflight and plan (tests/unit/test_swarm_site.py); this module converges the nmt site instead,
+which has every layer that one has and TLS sites besides.
 Wall times go to tests/output/swarm-times.txt.
 """
 
@@ -330,112 +333,13 @@ SITE_SNAPSHOT = SNAPSHOT + SITE_SNAPSHOT.removeprefix("\nset -e")
 SITE_HOSTS = HOSTS
 
 
-def site_playbook(state: Path, *args: str, playbook: str = "site.yml") -> tuple[subprocess.CompletedProcess, float]:
-    start = time.monotonic()
-    res = run_tool(["ansible-playbook", f"playbooks/{playbook}", "-i", "inventories/sandbox-swarm", *args],
-                   timeout=1800, SHP_SWARM_SANDBOX_STATE=str(state))
-    return res, time.monotonic() - start
-
-
-def site_converged(cluster) -> tuple[str, Path]:
-    name, state = converged(cluster)
-    if not (state / "site-converged").exists():
-        pytest.skip("site.yml did not converge the swarm sandbox")
-    return name, state
-
-
-def test_site_yml_converges_the_site_across_the_nodes_then_is_a_noop_and_check_changes_nothing(cluster):
-    state = converged(cluster)[1]
-    first, took = site_playbook(state)
-    assert first.returncode == 0, explain(first)
-    r = recaps(first.stdout)
-    assert all(v["failed"] == 0 and v["unreachable"] == 0 for v in r.values()), r
-    assert r["swarm-1"]["changed"] > 0 and r["swarm-3"]["changed"] > 0, r  # the deployer and the data node
-    # Watchtower is said to be left out, not silently skipped
-    assert "Watchtower is not deployed on a Docker Swarm cluster" in first.stdout, first.stdout[-4000:]
-    (state / "site-converged").write_text("1\n")
-
-    tokens = join_tokens(state)
-    second, took2 = site_playbook(state, "-v")
-    assert second.returncode == 0, explain(second)
-    assert "SWMTKN" not in second.stdout and not any(t in second.stdout for t in tokens)
-    changed = changed_tasks(second.stdout)[0]
-    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), (
-        changed, second.stdout[-6000:])
-
-    before = {h: node(state, h, SITE_SNAPSHOT) for h in SITE_HOSTS}
-    check, took3 = site_playbook(state, "--check", "--diff")
-    assert check.returncode == 0, explain(check)
-    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(check.stdout).values()), (
-        changed_tasks(check.stdout)[0], check.stdout[-6000:])
-    assert {h: node(state, h, SITE_SNAPSHOT) for h in SITE_HOSTS} == before, "--check changed a node"
-    append_times(TIMES, **{"site.yml first converge on the swarm (3 nodes)": f"{took:.1f}s",
-                           "site.yml second converge on the swarm (changed=0)": f"{took2:.1f}s",
-                           "site.yml --check --diff on the swarm (changed=0)": f"{took3:.1f}s"})
-
-
-def test_the_router_on_the_manager_reaches_the_app_by_service_name_and_the_app_the_database(cluster):
-    name, state = site_converged(cluster)
-
-    def answer():
-        out = node(state, "swarm-1", "curl -sS -m 5 http://127.0.0.1:80/check || true")
-        return out if '"ok": true' in out else None
-
-    # proxy (swarm-1, host-mode port 80) -> shop_web (anywhere, by its service name) -> swarm-db (swarm-3, by alias)
-    out = dh.wait_until(answer, 90, interval=3, what="the router's answer through the app")
-    assert '"postgres": {"ok": true' in out, out
-    assert node(state, "swarm-1", "curl -fsS -m 5 http://127.0.0.1:80/").strip() == "shop 1"
-    svc = json.loads(node(state, "swarm-1", "docker service inspect router_nginx"))[0]
-    assert svc["Spec"]["Mode"] == {"Global": {}}, svc["Spec"]["Mode"]
-    assert svc["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == ["node.role==manager"]
-    assert [(p["PublishedPort"], p["PublishMode"]) for p in svc["Spec"]["EndpointSpec"]["Ports"]] == [(80, "host")]
-    where = node(state, "swarm-1", "docker service ps router_nginx --filter desired-state=running "
-                                   "--format '{{.Node}}'").split()
-    assert where == [f"{name}-swarm-1"], where
-
-
-def test_the_data_tier_instance_runs_on_its_labelled_node_with_its_data_there(cluster):
-    name, state = site_converged(cluster)
-    where = node(state, "swarm-1", "docker service ps swarm-db_postgres --filter desired-state=running "
-                                   "--format '{{.Node}}'").split()
-    assert where == [f"{name}-swarm-3"], where
-    svc = json.loads(node(state, "swarm-1", "docker service inspect swarm-db_postgres"))[0]
-    assert svc["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == [f"node.hostname=={name}-swarm-3"]
-    secrets = [s["SecretName"] for s in svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []]
-    assert len(secrets) == 1 and secrets[0].startswith("swarm-db_superuser_"), secrets
-    assert node(state, "swarm-3", "stat -c '%u:%g %a' /mnt/data/swarm-db; test -f /mnt/data/swarm-db/PG_VERSION "
-                                  "&& echo data-here").split() == ["999:999", "700", "data-here"]
-    for other in ("swarm-1", "swarm-2"):
-        assert node(state, other, "ls /mnt/data/swarm-db /etc/selfhosted/secrets/swarm-db 2>&1 | wc -l; "
-                                  "test -e /mnt/data/swarm-db && echo here || echo absent").split()[-1] == "absent"
-
-
-def psql(state: Path, sql: str, instance: str = "swarm-db", database: str = "shop") -> str:
+def psql(state: Path, sql: str, instance: str = "nmt-prod-db", database: str = "nmt") -> str:
     """SQL as the superuser in DATABASE of INSTANCE's task on swarm-3 (over TCP, with its password)."""
     return node(state, "swarm-3", "c=$(docker ps -q --filter "
                 f"label=com.docker.swarm.service.name={instance}_postgres)\n"
                 f"PGPASSWORD=\"$(cat /etc/selfhosted/secrets/{instance}/superuser)\" docker exec -e PGPASSWORD \"$c\" "
                 f"sh -c 'psql -h \"$(hostname -i | cut -d\" \" -f1)\" -U postgres -d {database} -Atc \"$1\"' sh "
                 + shlex.quote(sql))
-
-
-def test_a_backup_and_a_live_restore_of_the_instance_work_on_its_node(cluster):
-    state = site_converged(cluster)[1]
-    started = time.monotonic()
-    psql(state, "CREATE TABLE drill (v text); INSERT INTO drill VALUES ('1')")
-    out = node(state, "swarm-3", "systemctl start selfhosted-backup@databases.service; "
-                                 "systemctl show -p Result --value selfhosted-backup@databases.service; "
-                                 "journalctl -u selfhosted-backup@databases.service --no-pager -n 20")
-    assert out.startswith("success"), out
-    assert "saved swarm-db/shop as postgres/swarm-db/shop.dump" in out, out
-    psql(state, "DROP TABLE drill")
-    res, _took = site_playbook(state, "--limit", "swarm-3", "-e", "restore_instance=swarm-db", "-e",
-                               "restore_database=shop", "-e", "restore_confirm=swarm-db/shop", playbook="restore.yml")
-    assert res.returncode == 0, explain(res)
-    assert psql(state, "SELECT v FROM drill").strip() == "1"
-    append_times(TIMES, **{"swarm site: backup on the data node + live restore there":
-                           f"{time.monotonic() - started:.1f}s",
-                           "swarm test module wall time (with the site)": f"{time.monotonic() - MODULE_START:.1f}s"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,9 +350,9 @@ NMT_NAMES = {"prod": f"backend.{NMT_DOMAIN}", "stage": f"backend.stage.{NMT_DOMA
 GIB = 1024 ** 3
 
 
-def nmt_playbook(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+def nmt_playbook(state: Path, *args: str, playbook: str = "site.yml") -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    res = run_tool(["ansible-playbook", "playbooks/site.yml", "-i", "inventories/sandbox-nmt", *args],
+    res = run_tool(["ansible-playbook", f"playbooks/{playbook}", "-i", "inventories/sandbox-nmt", *args],
                    timeout=1800, SHP_SWARM_SANDBOX_STATE=str(state))
     return res, time.monotonic() - start
 
@@ -514,14 +418,9 @@ def running_on(state: Path, name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def nmt(cluster):
-    """The nmt twin converged once on the session's cluster, the backend at the seed's 1 replica (the inventory says 2:
-    the next converge scales it). One site per swarm: the sandbox-swarm site's app and database stacks go first; its
-    router (the same project) is reconfigured by this site."""
+    """The nmt twin converged once with site.yml on the session's cluster, the backend at the seed's 1 replica (the
+    inventory says 2: a later converge scales it)."""
     name, state = converged(cluster)
-    node(state, "swarm-1", "docker stack rm shop swarm-db >/dev/null 2>&1 || true")
-    dh.wait_until(lambda: not node(state, "swarm-1", "docker service ls -q --filter name=shop_ "
-                                                     "--filter name=swarm-db_").strip(),
-                  120, interval=2, what="the sandbox-swarm site's stacks removed")
     ca = run_tool(["make", "--no-print-directory", "sandbox-nmt-tls", f"SWARM_SANDBOX_STATE={state}"], timeout=120)
     assert ca.returncode == 0, explain(ca)
     first, took = nmt_playbook(state, "-e", '{"nmt_prod_replicas": 1}')
@@ -572,9 +471,19 @@ def test_the_nmt_twin_converges_and_both_hostnames_answer_over_tls_through_the_r
     assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
     assert spec["EndpointSpec"]["Mode"] == "dnsrr"  # this kernel has no IPVS
 
-    # prod and stage are separate stacks, each with its own database on the data node, on networks of their own.
+    # prod and stage are separate stacks, each with its own database on the data node (labelled data=true), its data
+    # directory and secrets there and nowhere else, on networks of their own.
     for db in ("nmt-prod-db", "nmt-stage-db"):
         assert [n.split()[0] for n in running_on(state, f"{db}_postgres")] == [f"{name}-swarm-3"], db
+        pg = service(state, f"{db}_postgres")["Spec"]["TaskTemplate"]
+        assert pg["Placement"]["Constraints"] == [f"node.hostname=={name}-swarm-3"], pg["Placement"]
+        secrets = [x["SecretName"] for x in pg["ContainerSpec"].get("Secrets") or []]
+        assert len(secrets) == 1 and secrets[0].startswith(f"{db}_superuser_"), secrets
+        assert node(state, "swarm-3", f"stat -c '%u:%g %a' /mnt/data/{db}; test -f /mnt/data/{db}/PG_VERSION "
+                                      "&& echo data-here").split() == ["999:999", "700", "data-here"], db
+        for other in ("swarm-1", "swarm-2"):
+            assert node(state, other, f"ls /mnt/data/{db} /etc/selfhosted/secrets/{db} 2>&1 | wc -l; "
+                                      f"test -e /mnt/data/{db} && echo here || echo absent").split()[-1] == "absent"
     stage_nets = {n["Target"] for n in service(state, "nmt-stage_backend")["Spec"]["TaskTemplate"]["Networks"]}
     prod_nets = {n["Target"] for n in task["Networks"]}
     ids = dict(line.split() for line in node(state, "swarm-1", "docker network ls --filter driver=overlay "
@@ -590,44 +499,67 @@ def test_the_nmt_twin_converges_and_both_hostnames_answer_over_tls_through_the_r
     append_times(TIMES, **{"nmt twin: first converge (replicas 1)": f"{took:.1f}s"})
 
 
-def test_the_nmt_backend_scales_to_two_replicas_without_a_failed_request_then_the_site_is_a_noop(nmt):
+def test_the_nmt_backend_scales_to_two_replicas_without_a_failed_request_then_the_site_is_a_noop_and_check_honest(
+        nmt):
+    """The inventory's 2 replicas, converged the way a release is (--tags data_tier,app_stack) while a client polls
+    through the router: no failed request. Then site.yml on the whole cluster: a second converge changed=0 on every
+    node (-v, and no join token in it: it runs the swarm role too, so it stands for playbooks/swarm.yml's second
+    converge), and --check --diff changed=0 with nothing changed on any node - the cluster (daemon.json, UFW,
+    iptables, node specs, overlay networks) nor the site (services, configs, secrets, files, units, containers)."""
     _name, state, _first, _took = nmt
     if not (state / "nmt-converged").exists():
         pytest.skip("the nmt twin did not converge")
-    results: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            try:
-                results.append(tls_get(state, NMT_NAMES["prod"], "/"))
-            except OSError as exc:  # a refused or reset connection is a failed request
-                results.append((0, f"{exc.__class__.__name__}: {exc}"))
-            time.sleep(0.05)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
-        time.sleep(2)
-        scaled, took = nmt_playbook(state)  # the inventory's 2 replicas
-        dh.wait_until(lambda: len([t for t in running_on(state, "nmt-prod_backend") if "Running" in t]) == 2, 120,
-                      interval=2, what="two running backend tasks")
+    with Poller(state, "nmt-prod latest") as poller:
+        scaled, took = nmt_playbook(state, "--tags", "data_tier,app_stack")  # the inventory's 2 replicas
+        dh.wait_until(lambda: replicas_running(state, "nmt-prod_backend") == 2, 120, interval=2,
+                      what="two running backend tasks")
         time.sleep(10)  # the router now also sends requests to the new task
-    finally:
-        stop.set()
-        poller.join(30)
     assert scaled.returncode == 0, explain(scaled)
-    failed = [r for r in results if r[0] != 200 or r[1].strip() != "nmt-prod latest"]
-    assert len(results) > 50 and not failed, (len(results), failed[:10])
+    assert len(poller.results) > 50 and not poller.failed(), (len(poller.results), poller.failed()[:10])
     assert service(state, "nmt-prod_backend")["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
 
-    second, took2 = nmt_playbook(state)
+    tokens = join_tokens(state)
+    second, took2 = nmt_playbook(state, "-v")
     assert second.returncode == 0, explain(second)
     assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(second.stdout).values()), (
         changed_tasks(second.stdout)[0], second.stdout[-6000:])
-    append_times(TIMES, **{"nmt twin: scaled 1 -> 2 replicas (converge, polling client)":
-                           f"{took:.1f}s, {len(results)} requests, 0 failed",
-                           "nmt twin: second converge (changed=0)": f"{took2:.1f}s"})
+    assert "SWMTKN" not in second.stdout and not any(t in second.stdout for t in tokens)
+
+    before = {h: node(state, h, SITE_SNAPSHOT) for h in HOSTS}
+    check, took3 = nmt_playbook(state, "--check", "--diff")
+    assert check.returncode == 0, explain(check)
+    assert all(v["changed"] == 0 and v["failed"] == 0 for v in recaps(check.stdout).values()), (
+        changed_tasks(check.stdout)[0], check.stdout[-6000:])
+    assert {h: node(state, h, SITE_SNAPSHOT) for h in HOSTS} == before, "--check changed a node"
+    (state / "nmt-scaled").write_text("1\n")
+    append_times(TIMES, **{"nmt twin: scaled 1 -> 2 replicas (data_tier,app_stack; polling client)":
+                           f"{took:.1f}s, {len(poller.results)} requests, 0 failed",
+                           "nmt twin: site.yml second converge (-v, changed=0)": f"{took2:.1f}s",
+                           "nmt twin: site.yml --check --diff (changed=0)": f"{took3:.1f}s"})
+
+
+def test_a_backup_and_a_live_restore_of_the_prod_database_work_on_its_node(nmt):
+    """The backup set's systemd unit on the data node dumps the instance through its local task; restore.yml there
+    brings back a dropped table while the backends keep running."""
+    _name, state, _first, _took = nmt
+    if not (state / "nmt-converged").exists():
+        pytest.skip("the nmt twin did not converge")
+    started = time.monotonic()
+    psql(state, "CREATE TABLE drill (v text); INSERT INTO drill VALUES ('1')")
+    out = node(state, "swarm-3", "systemctl start selfhosted-backup@databases.service; "
+                                 "systemctl show -p Result --value selfhosted-backup@databases.service; "
+                                 "journalctl -u selfhosted-backup@databases.service --no-pager -n 20")
+    assert out.startswith("success"), out
+    assert "saved nmt-prod-db/nmt as postgres/nmt-prod-db/nmt.dump" in out, out
+    psql(state, "DROP TABLE drill")
+    res, _took = nmt_playbook(state, "--limit", "swarm-3", "-e", "restore_instance=nmt-prod-db", "-e",
+                              "restore_database=nmt", "-e", "restore_confirm=nmt-prod-db/nmt", playbook="restore.yml")
+    assert res.returncode == 0, explain(res)
+    assert psql(state, "SELECT v FROM drill").strip() == "1"
+    status, body = tls_get(state, NMT_NAMES["prod"], "/check")
+    assert status == 200 and '"postgres": {"ok": true' in body, (status, body)
+    append_times(TIMES, **{"nmt twin: backup on the data node + live restore there":
+                           f"{time.monotonic() - started:.1f}s"})
 
 
 class Poller:
