@@ -146,11 +146,14 @@ sandbox-swarm-destroy: ## remove the swarm sandbox's servers, their volumes, the
 	@python3 tests/tools/sandbox.py cluster-destroy --prefix $(SWARM_SANDBOX_NAME) --state-dir $(SWARM_SANDBOX_STATE) \
 	  --purge-state $(SWARM_HOSTS)
 
-.PHONY: bench bench-swarm
+.PHONY: bench bench-swarm bench-warm
 bench: setup ## benchmark compose_stack vs raw Compose and docker_compose_v2 (docs/performance.md)
 	.venv/bin/python bench/compose_bench.py $(BENCH_ARGS)
 
 # Niced: it shares the machine with other work (the throwaway server's own processes are not niced).
+bench-warm: setup ## benchmark the warm_plugins callback: controller CPU of tasks templating the collection's filters, with and without it (docs/performance.md)
+	.venv/bin/python bench/warm_plugins_bench.py $(BENCH_ARGS)
+
 bench-swarm: setup ## benchmark swarm_stack vs docker_stack and raw docker stack deploy on a throwaway server (docs/performance.md)
 	nice -n 10 .venv/bin/python bench/swarm_bench.py $(BENCH_ARGS)
 
