@@ -782,12 +782,18 @@ def test_bad_input_fails_before_anything_is_deployed_and_the_running_services_ar
         assert not res.get("changed"), res
     assert node(state, "swarm-1", UNTOUCHED) == before
 
-    # Quorum lost: the workers promoted to managers, then both stopped; one manager of three is left.
+    # Quorum lost: the workers promoted to managers, then both stopped; one manager of three is left. The firewall
+    # opens 2377/tcp on the inventory's managers only: the test opens it on the two workers for the other nodes (in
+    # iptables' INPUT, before UFW's chains; again after each restart, gone with the servers).
     addresses = {h: address(state, h) for h in ("swarm-2", "swarm-3")}
+    rules = "".join(f"iptables -I INPUT -p tcp --dport 2377 -s {address(state, h)} -j ACCEPT\n" for h in HOSTS)
+    for host in addresses:
+        node(state, host, rules)
     node(state, "swarm-1", f"docker node promote {name}-swarm-2 {name}-swarm-3 >/dev/null")
     dh.wait_until(lambda: node(state, "swarm-1", "docker node ls --filter role=manager --format "
                                                  "'{{.ManagerStatus}}'").split().count("Reachable") == 2,
-                  120, interval=2, what="swarm-2 and swarm-3 reachable managers")
+                  120, interval=2, what="swarm-2 and swarm-3 reachable managers",
+                  explain=lambda: node(state, "swarm-1", "docker node ls 2>&1"))
     try:
         for host in addresses:
             dh.docker("stop", "-t", "5", f"{name}-{host}")
@@ -804,6 +810,10 @@ def test_bad_input_fails_before_anything_is_deployed_and_the_running_services_ar
     finally:
         for host in addresses:
             dh.docker("start", f"{name}-{host}")
+        for host in addresses:
+            dh.wait_until(lambda h=host: node(state, h, "systemctl is-active docker").strip() == "active", 180,
+                          interval=3, what=f"dockerd on {host} again")
+            node(state, host, rules)
         dh.wait_until(lambda: node(state, "swarm-1", "docker node ls --format '{{.Status}}' 2>/dev/null").split()
                       == ["Ready"] * 3, 240, interval=3, what="three Ready nodes with a leader again")
         node(state, "swarm-1", f"docker node demote {name}-swarm-2 {name}-swarm-3 >/dev/null")
