@@ -44,11 +44,14 @@ SWARM_SANDBOX_STATE ?= $(ROOT)/.sandbox-swarm$(DEBIAN_SUFFIX)
 export SHP_SWARM_SANDBOX_STATE := $(SWARM_SANDBOX_STATE)
 SWARM_HOSTS := swarm-1 swarm-2 swarm-3
 SWARM_STANDINS := shp-test/httpapp:latest
+# The nmt twin's domain (inventories/sandbox-nmt/group_vars/all/main.yml, nmt_domain).
+NMT_SANDBOX_DOMAIN := nmt-sandbox.example.test
 PLAYBOOK_ARGS ?=
 
 .PHONY: help setup images test lint unit integration molecule sanity sandbox sandbox-server sandbox-check \
         sandbox-destroy sandbox-verify sandbox-okt sandbox-okt-server sandbox-okt-check sandbox-okt-verify \
-        sandbox-okt-destroy sandbox-swarm sandbox-swarm-servers sandbox-swarm-check sandbox-swarm-destroy build clean
+        sandbox-okt-destroy sandbox-swarm sandbox-swarm-servers sandbox-swarm-check sandbox-swarm-site \
+        sandbox-swarm-site-check sandbox-swarm-destroy sandbox-nmt sandbox-nmt-tls sandbox-nmt-check build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -118,17 +121,41 @@ sandbox-swarm-servers: setup ## create or reuse the swarm's 3 servers on one net
 	  --image $(SERVER_IMAGE) $(SWARM_HOSTS)
 	@mkdir -p $(SWARM_SANDBOX_STATE)/bin && ln -sfn "$$(readlink -f /usr/local/lib/docker/cli-plugins/docker-compose)" $(SWARM_SANDBOX_STATE)/bin/docker-compose
 	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/standins.tar $(SWARM_STANDINS)
+	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/router.tar shp-test/nginx:latest
+	@python3 tests/tools/sandbox.py export-images --output $(SWARM_SANDBOX_STATE)/images/data.tar shp-test/postgres:latest
 
 sandbox-swarm-check: ## --check --diff of playbooks/swarm.yml against the swarm sandbox (changes nothing)
 	ansible-playbook playbooks/swarm.yml -i inventories/sandbox-swarm --check --diff $(PLAYBOOK_ARGS)
+
+sandbox-swarm-site: ## site.yml on the swarm sandbox: the site (data tier, stacks, router, backups) across its nodes
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-swarm $(PLAYBOOK_ARGS)
+
+sandbox-swarm-site-check: ## --check --diff of site.yml against the swarm sandbox (changes nothing)
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-swarm --check --diff $(PLAYBOOK_ARGS)
+
+sandbox-nmt-tls: ## the nmt twin's certificates from a local CA under <swarm sandbox state>/nmt-tls (kept when present)
+	@tests/tools/local_ca.sh $(SWARM_SANDBOX_STATE)/nmt-tls backend.$(NMT_SANDBOX_DOMAIN) backend.stage.$(NMT_SANDBOX_DOMAIN)
+
+sandbox-nmt: sandbox-swarm-servers sandbox-nmt-tls ## seed 004's nmt site (inventories/sandbox-nmt) on the swarm sandbox: one site per swarm
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-nmt $(PLAYBOOK_ARGS)
+
+sandbox-nmt-check: ## --check --diff of the nmt twin on the swarm sandbox (changes nothing)
+	ansible-playbook playbooks/site.yml -i inventories/sandbox-nmt --check --diff $(PLAYBOOK_ARGS)
 
 sandbox-swarm-destroy: ## remove the swarm sandbox's servers, their volumes, their network and .sandbox-swarm/
 	@python3 tests/tools/sandbox.py cluster-destroy --prefix $(SWARM_SANDBOX_NAME) --state-dir $(SWARM_SANDBOX_STATE) \
 	  --purge-state $(SWARM_HOSTS)
 
-.PHONY: bench
+.PHONY: bench bench-swarm bench-warm
 bench: setup ## benchmark compose_stack vs raw Compose and docker_compose_v2 (docs/performance.md)
 	.venv/bin/python bench/compose_bench.py $(BENCH_ARGS)
+
+# Niced: it shares the machine with other work (the throwaway server's own processes are not niced).
+bench-warm: setup ## benchmark the warm_plugins callback: controller CPU of tasks templating the collection's filters, with and without it (docs/performance.md)
+	.venv/bin/python bench/warm_plugins_bench.py $(BENCH_ARGS)
+
+bench-swarm: setup ## benchmark swarm_stack vs docker_stack and raw docker stack deploy on a throwaway server (docs/performance.md)
+	nice -n 10 .venv/bin/python bench/swarm_bench.py $(BENCH_ARGS)
 
 build: setup ## build the collection tarball into .build/
 	ansible-galaxy collection build --force --output-path .build .

@@ -211,7 +211,51 @@ def classify(line: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # the benchmark
 # ---------------------------------------------------------------------------------------------
-class Bench:
+def ansible_env(**extra: str) -> dict:
+    """The environment of the benchmarks' ansible-playbook runs: the checkout's venv, ansible.cfg and collection
+    link, the JSON callback (results are parsed), plus EXTRA."""
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/local/bin:/usr/bin:/bin')}",
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".build" / "collections"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+    }, **extra)
+    return env
+
+
+class Findings:
+    """What a benchmark run found besides its figures: problems (a check that did not hold: exit status 1) and
+    warnings; each printed as it is found."""
+
+    problems: list[str]
+    warnings: list[str]
+
+    def warning(self, msg: str) -> None:
+        if msg not in self.warnings:
+            print("WARNING: " + msg, flush=True)
+            self.warnings.append(msg)
+
+    def problem(self, msg: str) -> None:
+        print("PROBLEM: " + msg, flush=True)
+        self.problems.append(msg)
+
+    def load(self, label: str) -> None:
+        raise NotImplementedError
+
+    def finish(self, res: dict, t0: float) -> dict:
+        """RES with the findings, the load average at the end, the run's duration (since perf_counter T0) and end."""
+        res["problems"] = self.problems
+        res["warnings"] = self.warnings
+        self.load("end")
+        res["duration_s"] = time.perf_counter() - t0
+        res["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        return res
+
+
+class Bench(Findings):
     def __init__(self, repeat: int, wait_timeout: int, keep: bool, deploy_repeat: int = 1):
         self.repeat = repeat
         self.deploy_repeat = deploy_repeat
@@ -363,15 +407,7 @@ class Bench:
 
     # -- measurements -----------------------------------------------------------------------------
     def ansible_env(self, docker_log: Path | None = None) -> dict:
-        env = dict(os.environ)
-        env.update({
-            "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/local/bin:/usr/bin:/bin')}",
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".build" / "collections"),
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-        })
+        env = ansible_env()
         if docker_log is not None:
             env["PATH"] = f"{self.wrapper_dir}:{env['PATH']}"
             env["SHP_BENCH_DOCKER_LOG"] = str(docker_log)
@@ -431,15 +467,6 @@ class Bench:
             odd = [i for i in r["items"] if i["path"] != want]
             if odd:
                 self.problem(f"{label}: path is not {want} for {json.dumps(odd)}")
-
-    def warning(self, msg: str) -> None:
-        if msg not in self.warnings:
-            print("WARNING: " + msg, flush=True)
-            self.warnings.append(msg)
-
-    def problem(self, msg: str) -> None:
-        print("PROBLEM: " + msg, flush=True)
-        self.problems.append(msg)
 
     def verify_running(self, prefix: str) -> dict:
         out = docker("ps", "--all", "--filter", "label=" + PROJECT_LABEL, "--format",
@@ -659,12 +686,7 @@ class Bench:
                 "peer_over_ours_task_min": p["task_min_s"] / o["task_min_s"],
                 "peer_over_ours_cpu_median": p["cpu_median_s"] / o["cpu_median_s"],
             }
-        res["problems"] = self.problems
-        res["warnings"] = self.warnings
-        self.load("end")
-        res["duration_s"] = time.perf_counter() - t0
-        res["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-        return res
+        return self.finish(res, t0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,6 +749,43 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def run_and_report(bench, results: Path, report, kept=None) -> int:
+    """Run BENCH (execute, then cleanup unless KEPT is given), print REPORT(results) and write them to RESULTS
+    (partial, with "error", when a step failed); KEPT() says what was left in place. The exit status: 0, 1 when a
+    run failed or a check did not hold (bench.problems), 130 when interrupted. Shared by the bench scripts."""
+    status = 0
+    results.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        res = bench.execute()
+        results.write_text(json.dumps(res, indent=2) + "\n")
+        print()
+        print(report(res))
+        print(f"\nresults: {results.relative_to(ROOT)}")
+        status = 1 if res["problems"] else 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        partial = dict(bench.results, problems=bench.problems, warnings=bench.warnings, error=str(exc))
+        results.write_text(json.dumps(partial, indent=2) + "\n")
+        print(f"partial results: {results.relative_to(ROOT)}", file=sys.stderr)
+        status = 1
+    finally:
+        if kept is not None:
+            print(kept())
+        else:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("cleaning up ...", flush=True)
+            try:
+                bench.cleanup()
+            except (BenchError, subprocess.TimeoutExpired) as exc:
+                print(f"cleanup failed: {exc}", file=sys.stderr)
+                status = status or 1
+    return status
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--repeat", type=int, default=5, help="repetitions of each no-op measurement (default 5)")
@@ -745,38 +804,13 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     bench = Bench(args.repeat, args.wait_timeout, args.keep, deploy_repeat=args.deploy_repeat)
-    status = 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        res = bench.execute()
-        RESULTS.write_text(json.dumps(res, indent=2) + "\n")
-        print()
-        print(table(res))
-        print(f"\nresults: {RESULTS.relative_to(ROOT)}")
-        status = 1 if res["problems"] else 0
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        status = 130
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        partial = dict(bench.results, problems=bench.problems, warnings=bench.warnings, error=str(exc))
-        RESULTS.write_text(json.dumps(partial, indent=2) + "\n")
-        print(f"partial results: {RESULTS.relative_to(ROOT)}", file=sys.stderr)
-        status = 1
-    finally:
-        if args.keep:
-            kept = ", ".join(sorted(bench.projects)) or "none"
-            print(f"kept: projects {kept}, temp dir {bench.tmp} (clean up: docker compose -p NAME down -v; rm -rf DIR)")
-        else:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            print("cleaning up ...", flush=True)
-            try:
-                bench.cleanup()
-            except (BenchError, subprocess.TimeoutExpired) as exc:
-                print(f"cleanup failed: {exc}", file=sys.stderr)
-                status = status or 1
-    return status
+
+    def kept() -> str:
+        projects = ", ".join(sorted(bench.projects)) or "none"
+        return (f"kept: projects {projects}, temp dir {bench.tmp} (clean up: docker compose -p NAME down -v; "
+                "rm -rf DIR)")
+
+    return run_and_report(bench, RESULTS, table, kept if args.keep else None)
 
 
 if __name__ == "__main__":

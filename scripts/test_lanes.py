@@ -1,11 +1,11 @@
 """The full test run (`make test`, CI) as parallel lanes of pytest, ending in one summary line.
 
-Most of the run's wall time is spent waiting - on a sandbox server's apt and health gates, on containers that start,
-on dockerd inside throwaway servers - while the machine's cores sit idle (a serial run used about a quarter of two
-cores). The sandbox servers' tests, the molecule scenario and the other tests that run throwaway servers form three
-lanes (SERVER_LANES); lint, sanity, unit and the other integration tests the fourth. Each lane is its own pytest
-session (session fixtures, the sandboxes' background converges in tests/integration/conftest.py and their clean-up
-stay per session); nothing is shared between lanes but the Docker Engine and the test images, and every test
+Most of the run's wall time is spent waiting - on a sandbox server's apt and health gates, on containers that start, on
+dockerd inside throwaway servers - while the machine's cores sit idle (a serial run used about a quarter of two cores).
+The sandbox servers' tests, the molecule scenario, the swarm cluster and the other tests that run throwaway servers
+form four lanes (SERVER_LANES); lint, sanity, unit and the other integration tests the fifth. Each lane is its own
+pytest session (session fixtures, the sandboxes' background converges in tests/integration/conftest.py and their
+clean-up stay per session); nothing is shared between lanes but the Docker Engine and the test images, and every test
 prefixes its resources' names, so lanes do not collide.
 
 Output: every line of a lane is printed as it comes, prefixed with the lane's name, and kept in
@@ -44,14 +44,18 @@ SERVER_LANES: dict[str, list[str]] = {
         "tests/integration/test_firewall_rules.py",
         "tests/integration/test_docker_repo.py",
         "tests/integration/test_sandbox_okt.py",
-        "tests/integration/test_swarm_stack.py",
     ],
-    # The molecule scenario, the 3-node Docker Swarm and the amn site on Debian 13: the two sandboxes' first converges
-    # start in the background when the lane has collected them and overlap the molecule scenario.
+    # The molecule scenario and the amn site on Debian 13: the sandbox's first converge starts in the background when
+    # the lane has collected it and overlaps the molecule scenario.
     "servers3": [
         "tests/molecule",
-        "tests/integration/test_swarm_cluster.py",
         "tests/integration/test_sandbox_trixie.py",
+    ],
+    # Docker Swarm: swarm_stack on a one-node swarm overlaps the first converge of the 3-node cluster (started in the
+    # background when the lane has collected the module), then the cluster and the nmt site on it.
+    "swarm": [
+        "tests/integration/test_swarm_stack.py",
+        "tests/integration/test_swarm_cluster.py",
     ],
 }
 LANES: dict[str, list[str]] = {

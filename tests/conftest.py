@@ -105,3 +105,17 @@ def explain(res: subprocess.CompletedProcess, tail: int = 12000) -> str:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+def swarm_sandbox_state(path: Path) -> Path:
+    """PATH made a stand-in state directory of the swarm sandbox, for runs that only template its inventories
+    (inventories/sandbox-swarm, inventories/sandbox-nmt): each node's SSH port and address (documentation addresses),
+    and the nmt twin's certificates from a local CA (tests/tools/local_ca.sh)."""
+    for n, host in enumerate(("swarm-1", "swarm-2", "swarm-3"), start=1):
+        (path / host).mkdir(parents=True, exist_ok=True)
+        (path / host / "ssh_port").write_text(f"{2222 + n}\n")
+        (path / host / "address").write_text(f"192.0.2.{10 + n}\n")
+    ca = run_tool([str(ROOT / "tests/tools/local_ca.sh"), str(path / "nmt-tls"), "backend.nmt-sandbox.example.test",
+                   "backend.stage.nmt-sandbox.example.test"], timeout=60)
+    assert ca.returncode == 0, explain(ca)
+    return path

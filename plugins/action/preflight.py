@@ -16,7 +16,9 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.selfhosted.platform.plugins.module_utils.docker_cis import AuditError, check_waivers
+from ansible_collections.selfhosted.platform.plugins.module_utils.nginx_router import problems as router_problems
 from ansible_collections.selfhosted.platform.plugins.module_utils.socket_proxy import METHODS, named_problems
+from ansible_collections.selfhosted.platform.plugins.module_utils.swarm_site import SiteError, is_cluster, site_plan
 
 # The watchtower role's socket proxy allowlists (a bad regex would stop the proxy at start).
 WATCHTOWER_ALLOWLISTS = ("watchtower_socket_proxy_allow", "watchtower_socket_proxy_allow_update",
@@ -37,6 +39,10 @@ OPTIONAL_READ = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\|\s*default\b")
 VALUE_KEYS = ("type", "elements", "choices")
 TEMPLATE_MARK = re.compile(r"{{|{%")
 TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict", type(None): "null"}
+# What the Swarm site plan reads of the instances and stacks (swarm_site.site_plan): only these keys are templated, so
+# a stack whose env needs a fact of a later layer (data_tier_connections) is still placed and checked.
+SWARM_KEYS = {"data_tier_instances": ("name", "node", "publish_loopback", "networks"),
+              "app_stack_stacks": ("name", "state", "node", "dirs", "files", "networks")}
 
 
 def load_role_options(role, roles_dir=ROLES_DIR):
@@ -234,6 +240,11 @@ def site_problems(roles, values):
             "proxy jails (firewall_fail2ban_proxy_logs: []) and restrict the origin to the CDN with "
             "firewall_origin_sources (e.g. [cloudflare]); banning at the CDN is not offered"
             % values.get("proxy_nginx_real_ip_header", "CF-Connecting-IP"))
+    if "proxy" in roles and values.get("proxy_mode", "nginx") == "nginx":
+        # The router's routes, name-based sites and their certificates (what its role asserts before it writes).
+        # A router with no route at all is left to the role: the preflight never required routes.
+        problems.extend(router_problems(values.get("proxy_nginx_routes"), values.get("proxy_nginx_sites"),
+                                        values.get("proxy_nginx_ports"), require_routes=False))
     return problems
 
 
@@ -325,6 +336,16 @@ class ActionModule(ActionBase):
 
         problems.extend(site_problems(site_roles, site_values))
         problems.extend(self._waiver_problems(task_vars))
+        swarm_notes = []
+        try:
+            plan = self._swarm_plan(task_vars, site_roles, site_values, set(deferred))
+        except (AnsibleError, SiteError) as exc:
+            plan = {"problems": ["swarm: the site cannot be planned: %s" % str(exc).splitlines()[0]], "notes": []}
+        if plan:
+            problems.extend(plan["problems"])
+            swarm_notes = plan["notes"]
+            result["swarm"] = dict((k, plan[k]) for k in ("deployer", "placement", "stack_nodes", "data_nodes")
+                                   if k in plan)
         result.update(changed=False, layers=checked, deferred=sorted(set(deferred)), problems=problems)
         if problems:
             result["failed"] = True
@@ -332,7 +353,46 @@ class ActionModule(ActionBase):
                 len(problems), "\n  - ".join(problems), "".join("\n" + note for note in notes))
         else:
             result["msg"] = "preflight passed for %s" % ", ".join(checked or ["no enabled layer"])
+            if swarm_notes:
+                result["msg"] += "; on the swarm: " + "; ".join(swarm_notes)
         return result
+
+    def _swarm_view(self, task_vars, name, site_values, deferred):
+        """NAME (data_tier_instances or app_stack_stacks) with only the keys the Swarm plan reads templated."""
+        if name not in deferred and site_values.get(name) is not None:
+            return site_values[name]
+        raw = task_vars.get(name)
+        if raw is None:
+            return []
+        if isinstance(raw, str):
+            raw = self._templar.template(raw)
+        items = []
+        for raw_item in raw or []:
+            item = self._templar.template(raw_item) if isinstance(raw_item, str) else raw_item
+            if isinstance(item, dict):
+                item = dict((k, self._templar.template(item[k])) for k in SWARM_KEYS[name] if k in item)
+            items.append(item)
+        return items
+
+    def _swarm_plan(self, task_vars, site_roles, site_values, deferred):
+        """The Docker Swarm site plan (docs/swarm-site.md) when the inventory's swarm groups have nodes: its problems
+        stop the run before any host is touched, like every other problem found here."""
+        groups = task_vars.get("groups") or {}
+        mg = self._templar.template(task_vars.get("swarm_managers_group")) or None
+        wg = self._templar.template(task_vars.get("swarm_workers_group")) or None
+        if not is_cluster(groups, mg, wg):
+            return None
+        hostvars = task_vars.get("hostvars") or {}
+        labels = {}
+        for host in (groups.get(mg or "swarm_managers") or []) + (groups.get(wg or "swarm_workers") or []):
+            hv = hostvars.get(host) or {}
+            labels[host] = self._templar.template(hv.get("swarm_node_labels")) or {}
+        return site_plan(groups, labels, self._swarm_view(task_vars, "data_tier_instances", site_values, deferred),
+                         self._swarm_view(task_vars, "app_stack_stacks", site_values, deferred),
+                         self._templar.template(task_vars.get("swarm_networks")) or [], sorted(site_roles), mg, wg,
+                         shared_network=site_values.get("data_tier_shared_network") or "data-shared",
+                         proxy_networks=site_values.get("proxy_nginx_networks") or [],
+                         proxy_mode=site_values.get("proxy_mode") or "nginx")
 
     def _bool(self, value):
         return boolean(self._templar.template(value), strict=False)

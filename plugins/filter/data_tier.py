@@ -32,6 +32,11 @@ def data_tier_instances(instances, secrets_dir=None, images=None):
     return [contract.instance_record(i, secrets_dir, images) for i in instances or []]
 
 
+def data_tier_swarm_container_argv(service):
+    """``docker ps`` argv printing the running task container of an instance's Swarm service on this node."""
+    return contract.swarm_container_argv(service)
+
+
 def data_tier_secret_path(name, secrets_dir=None, kind="superuser"):
     """Path of a secret of instance NAME (kind superuser, redis.conf or db:<database>)."""
     return contract.secret_path(secrets_dir, name, kind)
@@ -79,4 +84,5 @@ class FilterModule:
         return {f.__name__: _wrap(f) for f in (data_tier_instance, data_tier_instances, data_tier_secret_path,
                                                data_tier_connection, data_tier_restore_job, data_tier_secret_env,
                                                data_tier_restore_problems, data_tier_dump_file,
-                                               data_tier_secret_files, data_tier_connections)}
+                                               data_tier_secret_files, data_tier_connections,
+                                               data_tier_swarm_container_argv)}

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import copy
-
 from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhosted.platform.plugins.module_utils import container_defaults
 
@@ -54,7 +52,7 @@ def compose_definition(stack, networks=None, watchtower_label=WATCHTOWER_LABEL, 
     for name, declared in stack["services"].items():
         if not isinstance(declared, dict):
             raise AnsibleFilterError("compose_definition: service %s must be a dict" % name)
-        svc = copy.deepcopy(declared)
+        svc = container_defaults.plain_copy(declared)
         opt_in = svc.pop("watchtower", False)
         if not isinstance(opt_in, bool):
             raise AnsibleFilterError("compose_definition: %s.watchtower must be true or false" % name)
@@ -82,7 +80,7 @@ def compose_definition(stack, networks=None, watchtower_label=WATCHTOWER_LABEL, 
         doc["networks"] = dict((n, {"external": True, "name": n}) for n in external)
     for key in ("volumes", "secrets", "configs"):
         if stack.get(key):
-            doc[key] = copy.deepcopy(stack[key])
+            doc[key] = container_defaults.plain_copy(stack[key])
     return doc
 
 

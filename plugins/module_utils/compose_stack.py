@@ -33,18 +33,20 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli im
     read_docker_config,
     unix_socket_transport,
 )
-
-try:
-    import yaml
-
-    HAS_YAML = True
-except ImportError:  # pragma: no cover - Compose reads JSON as YAML, so this still works
-    HAS_YAML = False
+from ansible_collections.selfhosted.platform.plugins.module_utils.stack_common import (
+    HAS_YAML,
+    MASK,
+    _Dumper,
+    atomic_write,
+    mask_text,
+    mask_value,
+    read_text,
+    yaml,
+)
 
 STATE_DIR = ".compose_stack"
 LABEL_INPUTS = "org.selfhosted.compose-stack.restart-on"
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-MASK = "********"
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CACHE_FILE = "resolved.json"
 CACHE_SCHEMA = 1
@@ -60,20 +62,6 @@ LOG_TAIL = 20  # log lines of a failing container in the failure report
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
-class _Dumper(yaml.SafeDumper if HAS_YAML else object):
-    """Block-style YAML with multi-line strings as literal blocks."""
-
-
-if HAS_YAML:
-
-    def _str_presenter(dumper, data):
-        if "\n" in data:
-            return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-    _Dumper.add_representer(str, _str_presenter)
-
-
 def render_compose(definition):
     header = "# Managed by selfhosted.platform.compose_stack; local edits are overwritten.\n"
     if HAS_YAML:
@@ -123,33 +111,11 @@ def masked_env(text, other_text=None):
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def read_text(path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 def file_mode(path):
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
         return None
-
-
-def atomic_write(path, content, mode):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def sha256_file(path):
@@ -177,29 +143,6 @@ def secret_values(env, previous_env_text=None):
     values = [str(v) for v in (env or {}).values() if v is not None and str(v) != ""]
     values += [dotenv_unquote(v) for v in parse_env_keys(previous_env_text).values()]
     return sorted({v for v in values if v}, key=lambda v: (-len(v), v))
-
-
-def mask_text(text, secrets):
-    """TEXT with every occurrence of each secret (longest first, as a substring) replaced by ********."""
-    if not text or not isinstance(text, str):
-        return text
-    for s in sorted(secrets, key=len, reverse=True):
-        text = text.replace(s, MASK)
-    return text
-
-
-def mask_value(value, secrets):
-    """mask_text over the string values of a result: dicts, lists and tuples of them (keys, the result's own
-    field names and service names, stay)."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return mask_text(value, secrets)
-    if isinstance(value, dict):
-        return {k: mask_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(mask_value(x, secrets) for x in value)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,14 +111,16 @@ class HardeningError(ValueError):
     """Bad options or a service the defaults cannot be applied to; the message names the option."""
 
 
-def _plain_copy(value):
+def plain_copy(value):
     """VALUE's dicts and lists copied (as plain dicts and lists), the leaves shared. Not copy.deepcopy: a service
     handed over by a role is Ansible's lazily templated container, whose deep copy re-wraps every level and was most
-    of the controller's time in this filter (a py-spy profile of a converge)."""
+    of the controller's time in this filter (a py-spy profile of a converge), and copies the templar's plugin loaders:
+    a value templated inside it with a filter plugin (``combine``) then fails to load that filter ("'dict' object is
+    not callable", ansible-core 2.21). The other filters that copy a role's definitions use it too."""
     if isinstance(value, Mapping):
-        return {key: _plain_copy(item) for key, item in value.items()}
+        return {key: plain_copy(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain_copy(item) for item in value]
+        return [plain_copy(item) for item in value]
     return value
 
 
@@ -363,7 +365,7 @@ def with_userns(service, userns=None, name="service"):
     """SERVICE (copied) with ``userns_mode: host`` when the engine remaps user namespaces (USERNS, the fact
     docker_engine__userns) and the service needs the host's namespaces (:func:`host_namespaces`); a ``userns_mode`` of
     its own is kept. Remapping off: the service as it is."""
-    svc = _plain_copy(service)
+    svc = plain_copy(service)
     try:
         enabled = userns_utils.mapping(userns)[0]
     except userns_utils.UsernsError as exc:
@@ -375,7 +377,7 @@ def with_userns(service, userns=None, name="service"):
 
 def with_userns_definition(definition, userns=None):
     """A Compose DEFINITION whose every service went through :func:`with_userns`."""
-    doc = _plain_copy(definition)
+    doc = plain_copy(definition)
     services = doc.get("services") or {}
     doc["services"] = {n: with_userns(s, userns, n) if isinstance(s, dict) else s for n, s in services.items()}
     return doc

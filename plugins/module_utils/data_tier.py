@@ -6,7 +6,9 @@ The data tier role deploys an instance; the backup role's config, the backup run
 rotate_db_password.yml find it again. What they must agree on lives here, and nowhere else:
 
   - names: the Compose project is the instance name, the service the engine, so the container is
-    ``<instance>-<engine>-1`` (:func:`container_name`);
+    ``<instance>-<engine>-1`` (:func:`container_name`); on a Docker Swarm (site.yml on a cluster) the stack is the
+    instance name and the service ``<instance>_<engine>``, whose task container on the node that holds the instance
+    is found by the service's label (:func:`swarm_service_name`, :func:`swarm_container_argv`);
   - the secrets layout under the secrets directory (``/etc/selfhosted/secrets``): ``<instance>/superuser``,
     ``<instance>/db-<database>``, ``<instance>/redis.conf`` (:func:`secret_path`);
   - the superuser each engine's image creates, its port, where it keeps its data inside the container, and the uid
@@ -78,6 +80,17 @@ def container_name(name, engine):
     return "%s-%s-1" % (name, engine)
 
 
+def swarm_service_name(name, engine):
+    """The Swarm service of an instance deployed with swarm_stack: stack <name>, service <engine>."""
+    return "%s_%s" % (name, engine)
+
+
+def swarm_container_argv(service):
+    """``docker ps`` argv that prints the id of the running task container of Swarm SERVICE on this node."""
+    return ["docker", "ps", "--quiet", "--filter", "label=com.docker.swarm.service.name=%s" % service,
+            "--filter", "status=running"]
+
+
 def secret_path(secrets_dir, name, kind="superuser"):
     """Where a secret of instance NAME lives: kind ``superuser``, ``redis.conf`` or ``db:<database>``."""
     base = "%s/%s" % ((secrets_dir or DEFAULT_SECRETS_DIR).rstrip("/"), name)
@@ -105,12 +118,14 @@ def database_names(databases):
 
 def instance_record(inst, secrets_dir=None, images=None):
     """Everything the other layers need to know of one instance, from its declaration (a data_tier_instances or
-    backup_databases item). Explicit ``container``, ``superuser``, ``password_file``, ``uid``, ``gid`` keys win."""
+    backup_databases item). Explicit ``container``, ``superuser``, ``password_file``, ``uid``, ``gid`` keys win. An
+    instance marked ``swarm`` (site.yml on a cluster) also names its ``swarm_service``, whose task on the node that
+    holds the instance is its container (found at run time: :func:`swarm_container_argv`)."""
     check_instance(inst)
     name, engine = inst["name"], inst["engine"]
     image = inst.get("image") or (images or {}).get(engine) or ""
     uid, gid = server_owner(image, inst.get("uid"), inst.get("gid"))
-    return {
+    record = {
         "name": name,
         "engine": engine,
         "image": image,
@@ -126,6 +141,9 @@ def instance_record(inst, secrets_dir=None, images=None):
         "gid": gid,
         "databases": database_names(inst.get("databases")),
     }
+    if inst.get("swarm"):
+        record["swarm_service"] = swarm_service_name(name, engine)
+    return record
 
 
 def connection(record, superuser_password, databases=None, networks=None):
@@ -341,6 +359,10 @@ def restore_problems(request, record=None, known=()):
     elif into == "scratch" and record["engine"] not in PER_DATABASE:
         problems.append("restore_into=scratch: scratch restores are for postgres and mariadb; %s is a %s instance "
                         "(restore it live)" % (instance, record["engine"]))
+    elif into == "live" and record.get("swarm_service") and record["engine"] == "redis":
+        problems.append("restore_instance=%s: a live Redis restore restarts the instance's container, which on a "
+                        "Docker Swarm belongs to Swarm (service %s); not supported on a swarm yet" % (
+                            instance, record["swarm_service"]))
     if problems or into != "live":
         return problems
     target = restore_target(kind, instance, database, path, record)

@@ -1368,8 +1368,17 @@ def service_state(service, tasks, since):
         desired = int((mode["Replicated"] or {}).get("Replicas") or 0)
     elif "ReplicatedJob" in mode:
         desired = int((mode["ReplicatedJob"] or {}).get("TotalCompletions") or 1)
-    else:  # global: one task per eligible node, as many as the orchestrator made
-        desired = len({t.get("NodeID") for t in live})
+    else:
+        # global: one task per eligible node. The nodes are those with a live task, and those whose task of this spec
+        # failed since the deploy (Swarm is between the failed task and its replacement: that node still wants one).
+        # No task yet is not converged: the orchestrator has not placed it (a crash-looping global service polled
+        # between two tasks, or right after the deploy, looked converged with 0 of 0).
+        nodes = {t.get("NodeID") for t in live}
+        for t in tasks:
+            when = timestamp_seconds((t.get("Status") or {}).get("Timestamp"))
+            if _same_spec(t, template) and since is not None and when is not None and when >= since:
+                nodes.add(t.get("NodeID"))
+        desired = max(len(nodes), 1)
     us = service.get("UpdateStatus") or {}
     started = timestamp_seconds(us.get("StartedAt"))
     recent = bool(us) and started is not None and since is not None and started >= since

@@ -22,20 +22,16 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.compose_cli im
     engine_socket,
     unix_socket_transport,
 )
-from ansible_collections.selfhosted.platform.plugins.module_utils.compose_stack import (
+from ansible_collections.selfhosted.platform.plugins.module_utils.stack_common import (
     HAS_YAML,
     MASK,
-    _Dumper,
+    _FastDumper,
     atomic_write,
     mask_text,
     mask_value,
     read_text,
+    yaml,
 )
-
-try:
-    import yaml
-except ImportError:  # pragma: no cover - JSON is written instead, docker stack deploy reads it as YAML
-    yaml = None
 
 STACK_FILE = "docker-stack.yml"
 WAIT_INTERVAL = 1.0
@@ -53,7 +49,7 @@ class SwarmFailure(Exception):
 def render_stack(doc):
     header = "# Managed by selfhosted.platform.swarm_stack; local edits are overwritten.\n"
     if HAS_YAML:
-        return header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+        return header + yaml.dump(doc, Dumper=_FastDumper, sort_keys=False, default_flow_style=False,
                                   allow_unicode=True, width=1000)
     return sp.render_yaml_free(doc)
 

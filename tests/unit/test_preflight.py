@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, explain, run_tool
+from tests.conftest import ROOT, explain, run_tool, swarm_sandbox_state
 
 SITE = ROOT / "playbooks" / "site.yml"
 
@@ -107,11 +107,8 @@ INVENTORIES = sorted(p.name for p in (ROOT / "inventories").iterdir() if p.is_di
 def test_every_inventory_passes_for_every_host_without_a_false_positive(tmp_path, inventory):
     # Every inventory of the repository, every host of it: no variable reported as unknown, no item as wrong.
     (tmp_path / "ssh_port").write_text("2222\n")
-    # The swarm sandbox's nodes (inventories/sandbox-swarm): a port and an address each.
-    for n, host in enumerate(("swarm-1", "swarm-2", "swarm-3"), start=1):
-        (tmp_path / host).mkdir()
-        (tmp_path / host / "ssh_port").write_text(f"{2222 + n}\n")
-        (tmp_path / host / "address").write_text(f"192.0.2.{10 + n}\n")
+    # The swarm sandbox's nodes (inventories/sandbox-swarm, sandbox-nmt): a port and an address each, the certificates.
+    swarm_sandbox_state(tmp_path)
     res = run_tool(["ansible-playbook", str(SITE), "-i", str(ROOT / "inventories" / inventory), "--tags", "preflight",
                     "--vault-password-file", str(ROOT / "inventories/vault-password.example.txt")],
                    timeout=300, HOME=str(tmp_path), SHP_SANDBOX_STATE=str(tmp_path),

@@ -332,6 +332,22 @@ def test_service_state_waits_for_tasks_of_the_new_spec():
     assert sp.service_state(s, [task("starting")], SINCE)["state"] == "pending"
 
 
+def test_a_global_service_between_a_failed_task_and_its_replacement_is_not_converged():
+    """A crash-looping global router polled while Swarm replaced its failed task (or before it placed one) looked
+    converged with 0 of 0 tasks; the wait ended and site.yml reported success with no router running."""
+    s = svc_entry()
+    s["Spec"]["Mode"] = {"Global": {}}
+    assert sp.service_state(s, [], SINCE)["state"] == "pending"
+    failed = dict(task("failed", desired="shutdown", Err="task: non-zero exit (1)"), NodeID="n1")
+    st = sp.service_state(s, [failed], SINCE)
+    assert (st["state"], st["desired"], st["running"]) == ("pending", 1, 0)
+    assert st["failing"][0]["error"] == "task: non-zero exit (1)"
+    # the replacement runs: converged; a failure older than the deploy is history
+    assert sp.service_state(s, [failed, dict(task("running"), NodeID="n1")], SINCE)["state"] == "converged"
+    old = dict(task("failed", desired="shutdown", when="2026-12-06T09:00:00Z"), NodeID="n2")
+    assert sp.service_state(s, [old, dict(task("running"), NodeID="n1")], SINCE)["state"] == "converged"
+
+
 def test_service_state_reads_only_recent_update_status():
     old = {"State": "rollback_completed", "StartedAt": "2026-12-06T09:00:00Z"}
     assert sp.service_state(svc_entry(update=old), [task("running")], SINCE)["state"] == "converged"

@@ -307,6 +307,49 @@ def test_absent_removes_the_stack(tmp_path):
     assert not res["changed"]
 
 
+def test_the_module_does_not_import_compose_stack():
+    """Each run of the module imports its module_utils (and Ansible ships them in its payload): swarm_stack takes
+    the helpers it shares with compose_stack from stack_common, not compose_stack with its planner and registry
+    client."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import COLLECTIONS
+
+    code = ("import json, sys\n"
+            "from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder\n"
+            "_AnsibleCollectionFinder(paths=[%r])._install()\n"
+            "from ansible_collections.selfhosted.platform.plugins.module_utils import swarm_stack\n"
+            "print(json.dumps(sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
+            "                        if '.platform.plugins.module_utils.' in m)))" % str(COLLECTIONS))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+    loaded = json.loads(out.stdout)
+    assert "swarm_stack" in loaded and "stack_common" in loaded
+    assert not {"compose_stack", "compose_plan", "compose_registry"} & set(loaded), loaded
+
+
+def test_stack_file_text_is_the_python_dumpers(tmp_path):
+    """render_stack uses libyaml's emitter where PyYAML has it; its text must be the pure-Python emitter's (a file
+    written by either is found unchanged by the other, so the no-op stays a no-op)."""
+    import yaml
+    from ansible_collections.selfhosted.platform.plugins.module_utils import stack_common as sc
+
+    fake = swarm()
+    extra = {"command": ["sh", "-c", "echo 'a: b' # x\nexit 0"],
+             "labels": {"note": "ünïcode ✓", "empty": "", "yes": "no", "n": "012"}}
+    res = make(tmp_path, fake, definition=definition(extra=extra)).execute()
+    docs = [yaml.safe_load(Path(res["stack_file"]).read_text())]
+    docs += [{"services": {"x": {"environment": {"K": v}, "command": [v]}}}
+             for v in ("", "yes", "null", "~", "1e3", "- a", "a: b", "#x", " lead", "trail ", "l1\nl2\n", "l1\nl2",
+                       "\n", "a\n\nb\n\n", "tab\there", "  indented\nblock", "${VAR}", "$$x", "*ref", "!tag", "`bt")]
+    for doc in docs:
+        python = yaml.dump(doc, Dumper=sc._Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                           width=1000)
+        assert ss.render_stack(doc).split("\n", 1)[1] == python
+
+
 def test_ipvs_rule():
     def probe(files):
         return ss.ipvs_support(exists=lambda p: p in files, read=files.get, release="6.1.0-1-amd64")

@@ -108,6 +108,21 @@ def list_databases(instance):
     return [d for d in proc.stdout.split() if d and d not in system]
 
 
+def task_container(instance, run=None):
+    """INSTANCE with its container: a Swarm instance (site.yml on a cluster: ``swarm_service``) is dumped through its
+    service's running task on this node, whose container name Swarm chooses; any other keeps its own."""
+    service = instance.get("swarm_service")
+    if not service:
+        return instance
+    proc = (run or subprocess.run)(dt.swarm_container_argv(service), capture_output=True, text=True, check=False)
+    ids = proc.stdout.split() if proc.returncode == 0 else []
+    if not ids:
+        detail = proc.stderr.strip()[-300:] if proc.returncode != 0 else "no running task of it on this node"
+        raise rs.ResticError("%s: the Swarm service %s has no container to dump through here: %s (the backup runs on "
+                             "the node the instance is pinned to)" % (instance["name"], service, detail))
+    return dict(instance, container=ids[0])
+
+
 def dump_jobs(instance, databases=None):
     """[(label, argv, env, filename)] for one database instance (dt.dump_jobs with the instance's password).
     ENV holds the secrets the dump needs; they reach the container by name only."""
@@ -233,9 +248,10 @@ def backup_set(config, name, client=None):
                              rs.redact(config["repository"]))
     host = config.get("host") or None
     problems = []
-    for instance in bset.get("databases") or []:
-        tags = list(bset.get("tags") or [name]) + ["db", instance["name"]]
+    for declared in bset.get("databases") or []:
+        tags = list(bset.get("tags") or [name]) + ["db", declared["name"]]
         try:
+            instance = task_container(declared)
             dbs = instance.get("databases")
             if not dbs and instance["engine"] in ("postgres", "mariadb"):
                 dbs = list_databases(instance)
