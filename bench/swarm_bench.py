@@ -7,7 +7,8 @@ Usage, from the checkout root with the toolchain venv (the real Docker Engine an
 
     --repeat N         rounds of the no-op measurements (default 5)
     --update-repeat N  rounds of the rolling-update comparison (default 5)
-    --raw-poll S       the raw wait loop's sleep between polls (default 1.0, swarm_stack's own poll interval)
+    --raw-poll S       the raw wait loop's sleep between polls (default 1.0; swarm_stack's wait polls the Engine
+                       API every 0.25 s)
     --keep             leave the throwaway server (and the temp dir with its SSH key and inventory) in place;
                        without it both are removed, also on failure and Ctrl-C
     --wait-timeout S   wait limit of swarm_stack and of the raw wait loop (default 300)

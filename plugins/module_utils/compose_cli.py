@@ -121,6 +121,16 @@ def normalise_image_ref(ref):
 # ---------------------------------------------------------------------------------------------
 # the Docker Engine API over the local unix socket (read-only queries)
 # ---------------------------------------------------------------------------------------------
+def daemon_message(body):
+    """The daemon's error text: the "message" of its JSON error body, else the body's start as text."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return message if isinstance(message, str) and message else text.strip()[:200]
+
+
 class EngineAPIError(Exception):
     """The Engine API could not answer (no socket, refused, unexpected reply): use the CLI."""
 
@@ -142,17 +152,17 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def unix_socket_transport(socket_path, timeout=30):
-    """``request(method, path) -> (status, body bytes)`` over one kept-alive connection to the
+    """``request(method, path, headers=None, body=None) -> (status, body bytes)`` over one kept-alive connection to the
     daemon's unix socket; raises EngineAPIError when the daemon cannot be reached."""
     state = {"conn": None}
 
-    def request(method, path, headers=None):
+    def request(method, path, headers=None, body=None):
         for attempt in (1, 2):
             conn = state["conn"]
             if conn is None:
                 conn = state["conn"] = _UnixHTTPConnection(socket_path, timeout)
             try:
-                conn.request(method, path, headers=dict(headers or {}, Host="docker"))
+                conn.request(method, path, body=body, headers=dict(headers or {}, Host="docker"))
                 resp = conn.getresponse()
                 body = resp.read()
                 if resp.getheader("Connection", "").lower() == "close":
@@ -303,13 +313,29 @@ class EngineAPI:
         self.calls += 1
         status, body = self.transport("GET", path)
         if status not in allow:
-            raise EngineAPIError("GET %s: HTTP %s %s" % (path, status, (body or b"")[:200]))
+            raise EngineAPIError("GET %s: HTTP %s: %s" % (path, status, daemon_message(body)))
         if status != 200:
             return status, None
         try:
             return status, json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
         except ValueError as exc:
             raise EngineAPIError("GET %s: not JSON: %s" % (path, exc)) from exc
+
+    def send(self, method, path, doc=None, allow=(200, 201, 204)):
+        """METHOD path with DOC as its JSON body -> (status, decoded JSON or None). Statuses outside ``allow``
+        raise EngineAPIError with the daemon's message."""
+        self.calls += 1
+        if doc is None:
+            status, body = self.transport(method, path)
+        else:
+            status, body = self.transport(method, path, headers={"Content-Type": "application/json"},
+                                          body=json.dumps(doc).encode("utf-8"))
+        if status not in allow:
+            raise EngineAPIError("%s %s: HTTP %s: %s" % (method, path, status, daemon_message(body)))
+        try:
+            return status, json.loads(body.decode("utf-8") if isinstance(body, bytes) else body) if body else None
+        except ValueError:
+            return status, None
 
     def containers(self, project):
         filters = json.dumps({"label": ["%s=%s" % (LABEL_PROJECT, project)]})

@@ -10,6 +10,7 @@ reading /proc and /lib/modules). Unit tests fake all three (tests/unit/test_swar
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -34,9 +35,18 @@ from ansible_collections.selfhosted.platform.plugins.module_utils.stack_common i
 )
 
 STACK_FILE = "docker-stack.yml"
-WAIT_INTERVAL = 1.0
+# The wait's poll: a GET /services and a GET /tasks on the manager's socket, a few milliseconds each (compose_stack
+# polls the API as often). A rolling update ends when Swarm marks it completed; a shorter poll notices that sooner.
+WAIT_INTERVAL = 0.25
 LOG_TAIL = 20
 UNSUPPORTED = re.compile(r"Ignoring (unsupported|deprecated) options?: ([^\n]+)")
+# What the daemon answers when the managers have no quorum: swarmkit's raft errors (a leader that steps down while a
+# write waits: "raft: failed to process the request: node lost leader status"; "raft: no elected cluster leader") and
+# the daemon's own "The swarm does not have a leader". A write in the seconds after the managers went away, before the
+# leader notices, fails with the first one: the reads before the deploy still answered, from a leader that had not yet
+# stepped down.
+QUORUM_LOST = re.compile(r"raft: failed to process the request|no elected cluster leader|does not have a leader|"
+                         r"lost leader status", re.IGNORECASE)
 
 
 class SwarmFailure(Exception):
@@ -106,6 +116,7 @@ class SwarmStack:
         self.env = {str(k): "" if v is None else str(v) for k, v in (params.get("env") or {}).items()}
         self.cli_calls = 0
         self.deploys = 0
+        self.writes = []  # the swarm writes this run made, in order (what a failure part-way has already changed)
         self.wanted = {"configs": set(), "secrets": set()}
         # What is masked: every env value, every secret, and the values of the env file being replaced (a secret
         # that changes stays masked on the before side of a diff).
@@ -122,13 +133,58 @@ class SwarmStack:
     def masked(self, value):
         return mask_value(value, self.secrets)
 
-    def docker(self, args, data=None, environ=None, check=True, what=None):
+    def docker(self, args, data=None, environ=None, check=True, what=None, write=False):
+        """Run the docker CLI. WRITE: the call changes the swarm (recorded in self.writes when it succeeds; when it
+        fails because the managers have no quorum, the failure says so and what this run had already changed)."""
         self.cli_calls += 1
+        what = what or "docker " + " ".join(args[:3])
         rc, out, err = self.runner(["docker", *args], data=data, environ=environ)
+        text = mask_text((err or out or "").strip(), self.secrets)
+        if rc != 0 and write and QUORUM_LOST.search(text):
+            # docker stack deploy prints each step before it makes it (Creating network, Updating service): the
+            # steps before the refused one went through
+            started = [ln.strip() for ln in (out or "").splitlines() if ln.strip()] if err else []
+            raise self.quorum_lost(what, text, started[:-1])
         if check and rc != 0:
-            raise SwarmFailure("%s failed (rc=%s): %s" % (what or "docker " + " ".join(args[:3]), rc,
-                                                          mask_text((err or out or "").strip(), self.secrets)))
+            raise SwarmFailure("%s failed (rc=%s): %s" % (what, rc, text))
+        if rc == 0 and write:
+            self.writes.append(what)
         return rc, out, err
+
+    def quorum_probe(self):
+        """Prove the managers can commit a write now, before this run writes anything (its files included): create a
+        small config labelled as this stack's and remove it again, through the Engine API (a few milliseconds).
+
+        Why: for some seconds after more than half of the managers went away without closing their connections (a
+        partition, a frozen host), the leader has not noticed. It still answers the reads, lists every manager
+        reachable, and takes writes into its log, where they wait until it steps down ("node lost leader status").
+        Such a write is not refused: it may still be applied when the managers return, so a deploy in that window
+        could change the stack later, after this run reported a failure. The probe meets that window instead, and
+        what it may leave behind is only itself - a config of this stack that no service uses, which the next run's
+        prune removes."""
+        name = "%s_quorum-probe_%s" % (self.stack, os.urandom(6).hex())
+        doc = {"Name": name, "Labels": {sp.NAMESPACE_LABEL: self.stack, sp.OBJECT_LABEL: "quorum-probe"},
+               "Data": base64.b64encode(b"selfhosted.platform.swarm_stack quorum probe\n").decode("ascii")}
+        try:
+            _status, created = self.api.send("POST", "/configs/create", doc, allow=(201,))
+            self.api.send("DELETE", "/configs/%s" % ((created or {}).get("ID") or name), allow=(200, 204, 404))
+        except EngineAPIError as exc:
+            if QUORUM_LOST.search(str(exc)):
+                raise SwarmFailure("nothing was deployed: the swarm managers have lost quorum (a test write before "
+                                   "the deploy failed: %s); make more than half of the managers reachable again, "
+                                   "then rerun (a config %s may appear once they are back: the next run removes it)"
+                                   % (exc, name), quorum_lost=True) from exc
+            raise SwarmFailure("nothing was deployed: the test write before the deploy failed: %s" % exc) from exc
+
+    def quorum_lost(self, what, text, started=()):
+        """The failure of a write refused because the managers have no quorum. Without quorum no write can succeed,
+        so when it is this run's first write, nothing was deployed."""
+        done = list(self.writes) + ["%s: %s" % (what, step) for step in started]
+        done = "nothing was deployed" if not done else "this run had already done: %s" % "; ".join(done)
+        pending = (" (the leader stepped down with that write pending: Swarm may still apply it once the managers are "
+                   "back; the rerun compares with what Swarm has then)" if "lost leader status" in text else "")
+        return SwarmFailure("%s: the swarm managers have lost quorum (%s failed: %s)%s; make more than half of the "
+                            "managers reachable again, then rerun" % (done, what, text, pending), quorum_lost=True)
 
     def get(self, path, params=None, allow=(200,)):
         return self.api.get(path, params, allow=allow)[1]
@@ -308,6 +364,8 @@ class SwarmStack:
         if self.check_mode:
             self.result["path"] = "check"
             return
+        if changing:
+            self.quorum_probe()
         self.write_files(text, env_text)
         if not changing:
             self.result["path"] = "files-only" if files_changed else "prune"
@@ -319,14 +377,14 @@ class SwarmStack:
                 src, obj = by_name[name]
                 self.docker([kind[:-1], "create", "--label", "%s=%s" % (sp.NAMESPACE_LABEL, self.stack),
                              "--label", "%s=%s" % (sp.OBJECT_LABEL, src), name, "-"], data=obj["content"],
-                            what="docker %s create %s" % (kind[:-1], name))
+                            what="docker %s create %s" % (kind[:-1], name), write=True)
         since = sp.timestamp_seconds(info.get("SystemTime"))
         args = ["stack", "deploy", "--compose-file", self.stack_file, "--with-registry-auth",
                 "--resolve-image", p.get("resolve_image") or "always"]
         if p.get("prune", True):
             args.append("--prune")
         self.deploys += 1
-        _rc, out, err = self.docker(args + [self.stack], environ=self.env, what="docker stack deploy")
+        _rc, out, err = self.docker(args + [self.stack], environ=self.env, what="docker stack deploy", write=True)
         for m in UNSUPPORTED.finditer((err or "") + (out or "")):
             self.warn("docker stack deploy: Ignoring %s options: %s" % (m.group(1), m.group(2)))
         self.result["path"] = "deploy"
@@ -376,7 +434,7 @@ class SwarmStack:
             wanted = self.wanted[kind]
             pruned = []
             for name in sorted(set(have) - wanted - in_use[kind]):
-                rc, out, err = self.docker([kind[:-1], "rm", name], check=False)
+                rc, out, err = self.docker([kind[:-1], "rm", name], check=False, write=True)
                 if rc == 0:
                     pruned.append(name)
                 else:
@@ -402,8 +460,15 @@ class SwarmStack:
         notes = {}  # service -> the update status messages seen (the reason of a rollback shows only while it runs)
         while True:
             polls += 1
-            services = self.services()
-            tasks = self.tasks([s.get("ID") for s in services])
+            try:
+                services = self.services()
+                tasks = self.tasks([s.get("ID") for s in services])
+            except EngineAPIError as exc:
+                if QUORUM_LOST.search(str(exc)):
+                    raise SwarmFailure("%s, then the swarm managers lost quorum while the run waited for the services "
+                                       "to converge (%s); make more than half of the managers reachable again, then "
+                                       "rerun" % ("; ".join(self.writes), exc), quorum_lost=True) from exc
+                raise
             states = {}
             for s in services:
                 name = sp.stack_service_name(self.stack, (s.get("Spec") or {}).get("Name") or "")
@@ -480,7 +545,8 @@ class SwarmStack:
         if self.check_mode:
             self.result["path"] = "check"
             return
-        self.docker(["stack", "rm", self.stack], what="docker stack rm")
+        self.quorum_probe()
+        self.docker(["stack", "rm", self.stack], what="docker stack rm", write=True)
         self.result["path"] = "rm"
 
 

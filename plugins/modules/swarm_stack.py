@@ -52,6 +52,10 @@ description:
   - It refuses, before anything is deployed, when this node is not a swarm manager, when the managers have lost
     quorum (C(/nodes) does not answer or half of the managers are unreachable), for a secret whose value is missing,
     an unknown node in a placement constraint, or an external network that does not exist or is not swarm-scoped.
+  - Before its first write (its files included) a run that deploys proves the managers can commit - it creates a small
+    config of the stack and removes it again. For seconds after most managers went away without closing their
+    connections, the leader still answers and lists them reachable, and a write it takes may be applied once they
+    are back; the probe meets that window instead and the run fails with RV(quorum_lost=true), nothing deployed.
   - With O(wait), waits until every service has its replicas running with the new spec (Swarm starts a task with a
     healthcheck only once it is healthy) and no update is running; one-shot services (restart condition C(none) or
     C(on-failure)) count completed tasks, so they do not make the wait hang. An update Swarm rolls back fails the task
@@ -265,6 +269,13 @@ rolled_back_services:
   returned: always
   type: list
   elements: str
+quorum_lost:
+  description: The run failed because the swarm managers have lost quorum at a write (the quorum probe before the
+    deploy, a config or secret create, C(docker stack deploy)) or during the wait. The message says what this run
+    had already done, and when the leader stepped down with a write pending, that Swarm may still apply it.
+  returned: when the managers lost quorum after the checks before the deploy
+  type: bool
+  sample: true
 failed_services:
   description: When the wait fails, per service that did not converge its state, counts, update state and latest
     failing tasks (error, exit code).

@@ -755,9 +755,8 @@ def swarm_stack_on_manager(state: Path, tmp_path: Path, *cases: dict) -> list[di
 def test_bad_input_fails_before_anything_is_deployed_and_the_running_services_are_untouched(nmt, tmp_path):
     """swarm_stack on the running nmt-prod stack with: a placement constraint on a node the swarm does not have, a
     key Swarm cannot take (build), a secret whose value is missing (what a variable absent from the vault gives it).
-    Each run fails naming the cause, and nothing on the cluster changed. (A cluster that has lost quorum is refused
-    by the same pre-deploy checks in tests/unit/test_swarm_stack.py; on the real cluster, two promoted workers
-    stopped, the run failed with the daemon's "node lost leader status" instead - see docs/swarm.md.)"""
+    Each run fails naming the cause, and nothing on the cluster changed. (A cluster that has lost quorum: the next
+    test.)"""
     _name, state, _first, _took = nmt
     if not (state / "nmt-converged").exists():
         pytest.skip("the nmt twin did not converge")
@@ -782,3 +781,79 @@ def test_bad_input_fails_before_anything_is_deployed_and_the_running_services_ar
         assert res.get("failed") and cause in res["msg"], (cause, res.get("msg"))
         assert not res.get("changed"), res
     assert node(state, "swarm-1", UNTOUCHED) == before
+
+
+def test_a_cluster_that_has_lost_quorum_is_refused_and_nothing_is_deployed(nmt, tmp_path):
+    """The two workers promoted to managers, then both hung (`docker pause` of their servers: their connections stay
+    open, as with a partition or a frozen host). Right away the leader still lists them reachable and answers the
+    reads, so the checks before the deploy pass; a write would be taken into its log and applied once the managers are
+    back (seen on this cluster before swarm_stack had its quorum probe: the failed run's update was applied after
+    the resume). The probe write meets it instead ("node lost leader status"): swarm_stack says the quorum is lost
+    and nothing was deployed, and nothing is applied later. Once the managers have no leader, the check before the
+    deploy refuses the run. Nothing on the cluster changed but, at most, the probe's own config (this stack's, unused:
+    the next run prunes it); the workers are resumed and demoted again.
+    The firewall opens 2377/tcp on the inventory's managers only: the test opens it on the two workers for the other
+    nodes (in iptables' INPUT, before UFW's chains; removed again at the end)."""
+    name, state, _first, _took = nmt
+    if not (state / "nmt-converged").exists():
+        pytest.skip("the nmt twin did not converge")
+    workers = ("swarm-2", "swarm-3")
+    rules = [f"INPUT -p tcp --dport 2377 -s {address(state, h)} -j ACCEPT" for h in HOSTS]
+
+    def managers() -> list[str]:
+        return node(state, "swarm-1", "docker node ls --filter role=manager --format '{{.ManagerStatus}}' 2>&1"
+                    ).split()
+
+    for host in workers:
+        node(state, host, "".join(f"iptables -I {rule}\n" for rule in rules))
+    node(state, "swarm-1", f"docker node promote {name}-swarm-2 {name}-swarm-3 >/dev/null")
+    before = node(state, "swarm-1", UNTOUCHED)
+    results = []
+    try:
+        dh.wait_until(lambda: sorted(managers()) == ["Leader", "Reachable", "Reachable"], 120, interval=2,
+                      what="swarm-1 leading two reachable managers", explain=lambda: node(state, "swarm-1",
+                                                                                         "docker node ls 2>&1"))
+        change = {"project_name": "nmt-prod", "project_dir": "/opt/selfhosted/stacks/nmt-prod",
+                  "resolve_image": "never", "wait_timeout": 60,
+                  "definition": {"services": {"backend": {"image": IMAGE, "environment": {"QUORUM_PROBE": "1"}}}}}
+        for host in workers:
+            dh.docker("pause", f"{name}-{host}")
+        results += swarm_stack_on_manager(state, tmp_path, change)
+        dh.wait_until(lambda: "leader" in node(state, "swarm-1", "docker node ls 2>&1 >/dev/null || true")
+                      or "deadline" in node(state, "swarm-1", "docker node ls 2>&1 >/dev/null || true"),
+                      90, interval=2, what="swarm-1 without a leader")
+        results += swarm_stack_on_manager(state, tmp_path, change)
+    finally:
+        for host in workers:
+            dh.docker("unpause", f"{name}-{host}", check=False)
+        dh.wait_until(lambda: node(state, "swarm-1", "docker node ls --format '{{.Status}}' 2>/dev/null").split()
+                      == ["Ready"] * 3, 240, interval=3, what="three Ready nodes with a leader again",
+                      explain=lambda: node(state, "swarm-1", "docker node ls 2>&1"))
+        node(state, "swarm-1", f"docker node demote {name}-swarm-2 {name}-swarm-3 >/dev/null")
+        for host in workers:
+            node(state, host, "".join(f"iptables -D {rule}\n" for rule in rules))
+    # The first run meets the leader before it steps down (its write refused) when it starts within the raft's
+    # election timeout of the pause; on a slow machine it may start later and meet the check instead: either way it
+    # names the lost quorum and deploys nothing. Which one it met is recorded.
+    for res in results:
+        assert res.get("failed") and res["msg"].startswith("nothing was deployed: "), res.get("msg")
+        assert "quorum" in res["msg"], res["msg"]
+    raced = "node lost leader status" in results[0]["msg"]
+    if raced:
+        assert results[0].get("quorum_lost") and "(a test write before the deploy failed: POST /configs/create: " \
+            "HTTP 500: rpc error: code = Unknown desc = raft: failed to process the request: node lost leader " \
+            "status)" in results[0]["msg"], results[0]["msg"]
+    append_times(TIMES, **{"lost quorum, first run": "its probe write refused by the stepping-down leader" if raced
+                           else "refused by the check before the deploy"})
+    # Nothing changed after the resume either (a write the leader had taken would be applied now): the same service
+    # versions, files and containers; the configs the same but for the probe's, which is this stack's.
+    time.sleep(5)
+    after = node(state, "swarm-1", UNTOUCHED)
+    probes = re.findall(r"^nmt-prod_quorum-probe_[0-9a-f]{12}$", after, re.M)
+    assert [ln for ln in after.splitlines() if ln not in probes] == before.splitlines(), (before, after)
+    for probe in probes:
+        labels = json.loads(node(state, "swarm-1",
+                                 f"docker config inspect --format '{{{{json .Spec.Labels}}}}' {probe}"))
+        assert labels == {"com.docker.stack.namespace": "nmt-prod",
+                          "org.selfhosted.swarm-stack.source": "quorum-probe"}, labels
+    assert sorted(managers()) == ["Leader"]

@@ -8,8 +8,12 @@ Placement, Networks (by id), EndpointSpec, Update/RollbackConfig. An unchanged s
 gets a new version, new tasks and an UpdateStatus; an image listed in ``bad_images`` never becomes healthy, so
 its update fails and is rolled back (UpdateStatus rollback_completed, the previous spec restored) as Swarm does
 with failure_action rollback. Failure modes of the real manager it reproduces: a worker node (ControlAvailable
-false), an inactive swarm, a manager without quorum (GET /nodes answers 503 with the daemon's message), a config
-or secret name that exists already (``docker secret create`` fails), removal of a secret in use.
+false), an inactive swarm, a manager without quorum (GET /nodes answers 503 with the daemon's message), a leader that is
+stepping down because the other managers went away (``leader_lost``: the reads still answer and list every manager
+reachable, every write fails with swarmkit's "node lost leader status", ``docker stack deploy`` after printing the step
+it tried; ``writes_lost``: the same for the CLI's writes only, after the module's quorum probe passed;
+``quorum_lost_after_deploy``: the deploy went through, then the reads answer 503), a config or secret name
+that exists already (``docker secret create`` fails), removal of a secret in use.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ import yaml
 from ansible_collections.selfhosted.platform.plugins.module_utils import swarm_plan as sp
 
 T0 = "2026-12-06T10:00:00.000000000Z"
+NO_LEADER = (b'{"message":"rpc error: code = Unknown desc = The swarm does not have a leader. '
+             b"It's possible that too few managers are online. Make sure more than half of the "
+             b'managers are online."}')
+LOST_LEADER = "Error response from daemon: rpc error: code = Unknown desc = raft: failed to process the request: " \
+              "node lost leader status"
 
 
 def ts(seconds):
@@ -39,6 +48,10 @@ class FakeSwarm:
         self.state = "active"
         self.manager = True
         self.quorum = True
+        self.leader_lost = False  # reads answer, every write (API and CLI) fails with "node lost leader status"
+        self.writes_lost = False  # the same for the CLI's writes only: the leader noticed after the quorum probe
+        self.quorum_lost_after_deploy = False
+        self.probes: list[str] = []  # the quorum probes' config names
         self.nodes = [{"ID": "n%d" % i, "Description": {"Hostname": h, "Engine": {"Labels": {}}},
                        "Spec": {"Role": "manager" if i == 0 else "worker", "Labels": dict((labels or {}).get(h, {}))},
                        "ManagerStatus": {"Reachability": "reachable", "Leader": True} if i == 0 else None}
@@ -54,12 +67,14 @@ class FakeSwarm:
         self.deploy_stderr = ""
 
     # -- the Engine API ------------------------------------------------------------------------
-    def api(self, method, path, headers=None):
-        self.api_requests.append(path)
+    def api(self, method, path, headers=None, body=None):
+        self.api_requests.append(path if method == "GET" else "%s %s" % (method, path))
         url = urlsplit(path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         filters = json.loads(q.get("filters") or "{}")
         p = url.path
+        if method != "GET":
+            return self.api_write(method, p, json.loads(body) if body else None)
         if p == "/info":
             return self.ok({"SystemTime": ts(self.now), "Swarm": {
                 "LocalNodeState": self.state, "ControlAvailable": self.manager and self.state == "active",
@@ -68,10 +83,10 @@ class FakeSwarm:
             if not self.manager:
                 return 503, b'{"message":"This node is not a swarm manager."}'
             if not self.quorum:
-                return 503, (b'{"message":"rpc error: code = Unknown desc = The swarm does not have a leader. '
-                             b"It's possible that too few managers are online. Make sure more than half of the "
-                             b'managers are online."}')
+                return 503, NO_LEADER
             return self.ok(self.nodes)
+        if p in ("/services", "/tasks") and not self.quorum:
+            return 503, NO_LEADER
         if p == "/services":
             return self.ok([s for s in self.services.values() if self.match(s["Spec"]["Labels"], filters)])
         if p == "/tasks":
@@ -83,6 +98,31 @@ class FakeSwarm:
             kind = p[1:]
             return self.ok([{"ID": o["ID"], "Spec": o["Spec"]} for o in self.objects[kind].values()
                             if self.match(o["Spec"]["Labels"], filters)])
+        return 404, b'{"message":"page not found"}'
+
+    def api_write(self, method, p, doc):
+        """POST /configs/create and DELETE /configs/{id}: what swarm_stack's quorum probe writes."""
+        if self.leader_lost:
+            return 500, json.dumps({"message": LOST_LEADER.split(": ", 1)[1]}).encode()
+        if not self.quorum:
+            return 503, NO_LEADER
+        if method == "POST" and p == "/configs/create":
+            name = doc["Name"]
+            if name in self.objects["configs"]:
+                return 409, b'{"message":"rpc error: code = AlreadyExists desc = config %s already exists"}' % (
+                    name.encode())
+            oid = hashlib.sha256(name.encode()).hexdigest()[:25]
+            self.objects["configs"][name] = {"ID": oid, "Spec": {"Name": name, "Labels": doc.get("Labels") or {}},
+                                             "data": doc.get("Data")}
+            self.probes.append(name)
+            return 201, json.dumps({"ID": oid}).encode()
+        if method == "DELETE" and p.startswith("/configs/"):
+            oid = p.rsplit("/", 1)[1]
+            for name, obj in list(self.objects["configs"].items()):
+                if obj["ID"] == oid:
+                    del self.objects["configs"][name]
+                    return 204, b""
+            return 404, b'{"message":"config %s not found"}' % oid.encode()
         return 404, b'{"message":"page not found"}'
 
     @staticmethod
@@ -102,6 +142,9 @@ class FakeSwarm:
         self.calls.append(list(args))
         self.environs.append(dict(environ or {}))
         a = args[1:]
+        writes = (["config", "create"], ["secret", "create"], ["config", "rm"], ["secret", "rm"], ["stack", "rm"])
+        if (self.leader_lost or self.writes_lost) and a[:2] in writes:
+            return 1, "", LOST_LEADER
         if a[:2] in (["config", "create"], ["secret", "create"]):
             kind = a[0] + "s"
             labels = dict(x.split("=", 1) for x in [a[i + 1] for i, v in enumerate(a) if v == "--label"])
@@ -157,6 +200,13 @@ class FakeSwarm:
         wanted = {}
         for name, svc in doc["services"].items():
             wanted["%s_%s" % (stack, name)] = self.spec_of(stack, name, svc, doc)
+        if self.leader_lost or self.writes_lost:  # the CLI prints the step, then the write fails
+            full = sorted(wanted)[0]
+            old = self.services.get(full)
+            if old is None:
+                return 1, "Creating service %s\n" % full, "failed to create service %s: %s" % (full, LOST_LEADER)
+            return 1, "Updating service %s (id: %s)\n" % (full, old["ID"]), "failed to update service %s: %s" % (
+                full, LOST_LEADER)
         if "--prune" in a:
             for full in [n for n in self.services if n.startswith(stack + "_") and n not in wanted]:
                 del self.services[full]
@@ -175,6 +225,8 @@ class FakeSwarm:
             old["Version"]["Index"] += 1
             if template_changed:
                 self.update(old)
+        if self.quorum_lost_after_deploy:
+            self.quorum = False
         return 0, "Creating service x\n", self.deploy_stderr
 
     def start_tasks(self, svc, previous=None):

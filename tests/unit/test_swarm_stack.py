@@ -3,6 +3,7 @@ and the IPVS probe faked at the boundary (tests/unit/fake_swarm.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -152,6 +153,8 @@ def test_quorum_loss_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ss.SwarmFailure) as exc:
         make(tmp_path, fake).execute()
     assert "quorum" in exc.value.msg and "does not have a leader" in exc.value.msg
+    # the daemon's message, not the bytes of its JSON body
+    assert "GET /nodes: HTTP 503: rpc error: code = Unknown desc = The swarm does not have a leader" in exc.value.msg
     assert fake.calls == [] and not (tmp_path / "shop").exists()
 
 
@@ -164,6 +167,84 @@ def test_unreachable_managers_are_a_lost_quorum(tmp_path):
     with pytest.raises(ss.SwarmFailure) as exc:
         make(tmp_path, fake, definition={"services": {"a": {"image": "x:1"}}}, secrets=None).execute()
     assert "only 1 of 3 managers are reachable" in exc.value.msg and fake.calls == []
+
+
+def test_a_leader_stepping_down_is_met_by_the_quorum_probe_before_anything_is_written(tmp_path):
+    """In the seconds after the other managers went away the leader still answers the reads (every manager listed
+    reachable), so the checks before the deploy pass, and a write is taken into its log and may be applied later. The
+    probe write (a config created and removed through the API) meets that window before the run writes anything, its
+    files included: the failure names the lost quorum and says nothing was deployed."""
+    fake = swarm()
+    make(tmp_path, fake).execute()
+    stack_file = (tmp_path / "shop" / "docker-stack.yml").read_text()
+    services = {n: s["Version"]["Index"] for n, s in fake.services.items()}
+    calls = len(fake.calls)
+    fake.leader_lost = True
+    for kw in ({"definition": definition(site="server { listen 81; }")}, {"env": {"DB_PASSWORD": "other-Pa55w0rd"}}):
+        with pytest.raises(ss.SwarmFailure) as exc:
+            make(tmp_path, fake, **kw).execute()
+        msg = exc.value.msg
+        assert msg.startswith("nothing was deployed: the swarm managers have lost quorum (a test write before the "
+                              "deploy failed: POST /configs/create: HTTP 500: rpc error: code = Unknown desc = raft: "
+                              "failed to process the request: node lost leader status)"), msg
+        assert "a config shop_quorum-probe_" in msg and exc.value.result["quorum_lost"] is True, msg
+        assert len(fake.calls) == calls and {n: s["Version"]["Index"] for n, s in fake.services.items()} == services
+        assert (tmp_path / "shop" / "docker-stack.yml").read_text() == stack_file
+    # a no-op needs no probe
+    fake.leader_lost = False
+    fake.api_requests.clear()
+    assert make(tmp_path, fake).execute()["path"] == "fast-noop" and not any("POST" in r for r in fake.api_requests)
+
+
+def test_a_deploy_probes_once_and_leaves_no_probe_behind_and_a_leftover_one_is_pruned(tmp_path):
+    fake = swarm()
+    res = make(tmp_path, fake).execute()
+    probe_id = hashlib.sha256(fake.probes[0].encode()).hexdigest()[:25]
+    assert [r for r in fake.api_requests if not r.startswith("/")] == ["POST /configs/create",
+                                                                         "DELETE /configs/%s" % probe_id]
+    assert len(fake.probes) == 1 and fake.probes[0].startswith("shop_quorum-probe_")
+    assert fake.probes[0] not in fake.objects["configs"] and res["changed"]
+    # a probe the managers applied after they came back (its removal never ran) is this stack's unused config
+    fake.objects["configs"]["shop_quorum-probe_0123456789ab"] = {
+        "ID": "leftover", "Spec": {"Name": "shop_quorum-probe_0123456789ab",
+                                   "Labels": {"com.docker.stack.namespace": "shop",
+                                              "org.selfhosted.swarm-stack.source": "quorum-probe"}}, "data": "x"}
+    res = make(tmp_path, fake).execute()
+    assert res["configs"]["pruned"] == ["shop_quorum-probe_0123456789ab"] and res["changed"]
+    assert "shop_quorum-probe_0123456789ab" not in fake.objects["configs"] and len(fake.probes) == 1
+
+
+def test_a_write_refused_after_the_probe_passed_names_the_lost_quorum_and_what_may_still_apply(tmp_path):
+    """The leader noticed between the probe and the deploy: docker stack deploy's first write fails with "node lost
+    leader status" after the CLI printed the step. Nothing had been deployed; the write may still be applied."""
+    fake = swarm()
+    make(tmp_path, fake).execute()
+    fake.writes_lost = True
+    with pytest.raises(ss.SwarmFailure) as exc:
+        make(tmp_path, fake, env={"DB_PASSWORD": "other-Pa55w0rd"}).execute()
+    msg = exc.value.msg
+    assert msg.startswith("nothing was deployed: the swarm managers have lost quorum (docker stack deploy failed: "
+                          "failed to update service shop_db: Error response from daemon: rpc error"), msg
+    assert "Swarm may still apply it once the managers are back" in msg and "other-Pa55w0rd" not in msg, msg
+    assert exc.value.result["quorum_lost"] is True
+    # configs to create: the first create is refused the same way, before the deploy
+    with pytest.raises(ss.SwarmFailure) as exc:
+        make(tmp_path, fake, definition=definition(site="server { listen 82; }")).execute()
+    assert exc.value.msg.startswith("nothing was deployed: the swarm managers have lost quorum (docker config "
+                                    "create shop_site_"), exc.value.msg
+    assert len(deploys(fake)) == 2  # the first run's and the refused one: no deploy after the refused create
+
+
+def test_quorum_lost_during_the_wait_says_the_deploy_went_through(tmp_path):
+    fake = swarm()
+    make(tmp_path, fake).execute()
+    fake.quorum_lost_after_deploy = True
+    with pytest.raises(ss.SwarmFailure) as exc:
+        make(tmp_path, fake, definition=definition(web_image="shp-test/nginx:2")).execute()
+    msg = exc.value.msg
+    assert msg.startswith("docker stack deploy, then the swarm managers lost quorum while the run waited"), msg
+    assert "does not have a leader" in msg and exc.value.result["quorum_lost"] is True, msg
+    assert fake.services["shop_web"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "shp-test/nginx:2"
 
 
 def test_worker_and_inactive_node_are_refused(tmp_path):
