@@ -151,7 +151,7 @@ class SwarmStack:
             self.writes.append(what)
         return rc, out, err
 
-    def quorum_probe(self):
+    def quorum_probe(self, nothing="nothing was deployed"):
         """Prove the managers can commit a write now, before this run writes anything (its files included): create a
         small config labelled as this stack's and remove it again, through the Engine API (a few milliseconds).
 
@@ -170,11 +170,11 @@ class SwarmStack:
             self.api.send("DELETE", "/configs/%s" % ((created or {}).get("ID") or name), allow=(200, 204, 404))
         except EngineAPIError as exc:
             if QUORUM_LOST.search(str(exc)):
-                raise SwarmFailure("nothing was deployed: the swarm managers have lost quorum (a test write before "
-                                   "the deploy failed: %s); make more than half of the managers reachable again, "
-                                   "then rerun (a config %s may appear once they are back: the next run removes it)"
-                                   % (exc, name), quorum_lost=True) from exc
-            raise SwarmFailure("nothing was deployed: the test write before the deploy failed: %s" % exc) from exc
+                raise SwarmFailure("%s: the swarm managers have lost quorum (a test write before the first change "
+                                   "failed: %s); make more than half of the managers reachable again, then rerun (a "
+                                   "config %s may appear once they are back: the next run removes it)"
+                                   % (nothing, exc, name), quorum_lost=True) from exc
+            raise SwarmFailure("%s: the test write before the first change failed: %s" % (nothing, exc)) from exc
 
     def quorum_lost(self, what, text, started=()):
         """The failure of a write refused because the managers have no quorum. Without quorum no write can succeed,
@@ -545,7 +545,7 @@ class SwarmStack:
         if self.check_mode:
             self.result["path"] = "check"
             return
-        self.quorum_probe()
+        self.quorum_probe("nothing was removed")
         self.docker(["stack", "rm", self.stack], what="docker stack rm", write=True)
         self.result["path"] = "rm"
 

@@ -840,9 +840,9 @@ def test_a_cluster_that_has_lost_quorum_is_refused_and_nothing_is_deployed(nmt, 
         assert "quorum" in res["msg"], res["msg"]
     raced = "node lost leader status" in results[0]["msg"]
     if raced:
-        assert results[0].get("quorum_lost") and "(a test write before the deploy failed: POST /configs/create: " \
-            "HTTP 500: rpc error: code = Unknown desc = raft: failed to process the request: node lost leader " \
-            "status)" in results[0]["msg"], results[0]["msg"]
+        assert results[0].get("quorum_lost") and "(a test write before the first change failed: POST " \
+            "/configs/create: HTTP 500: rpc error: code = Unknown desc = raft: failed to process the request: node " \
+            "lost leader status)" in results[0]["msg"], results[0]["msg"]
     append_times(TIMES, **{"lost quorum, first run": "its probe write refused by the stepping-down leader" if raced
                            else "refused by the check before the deploy"})
     # Nothing changed after the resume either (a write the leader had taken would be applied now): the same service

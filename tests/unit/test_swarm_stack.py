@@ -185,8 +185,8 @@ def test_a_leader_stepping_down_is_met_by_the_quorum_probe_before_anything_is_wr
             make(tmp_path, fake, **kw).execute()
         msg = exc.value.msg
         assert msg.startswith("nothing was deployed: the swarm managers have lost quorum (a test write before the "
-                              "deploy failed: POST /configs/create: HTTP 500: rpc error: code = Unknown desc = raft: "
-                              "failed to process the request: node lost leader status)"), msg
+                              "first change failed: POST /configs/create: HTTP 500: rpc error: code = Unknown desc = "
+                              "raft: failed to process the request: node lost leader status)"), msg
         assert "a config shop_quorum-probe_" in msg and exc.value.result["quorum_lost"] is True, msg
         assert len(fake.calls) == calls and {n: s["Version"]["Index"] for n, s in fake.services.items()} == services
         assert (tmp_path / "shop" / "docker-stack.yml").read_text() == stack_file
@@ -194,6 +194,19 @@ def test_a_leader_stepping_down_is_met_by_the_quorum_probe_before_anything_is_wr
     fake.leader_lost = False
     fake.api_requests.clear()
     assert make(tmp_path, fake).execute()["path"] == "fast-noop" and not any("POST" in r for r in fake.api_requests)
+
+
+def test_absent_probes_before_docker_stack_rm(tmp_path):
+    fake = swarm()
+    make(tmp_path, fake).execute()
+    fake.leader_lost = True
+    with pytest.raises(ss.SwarmFailure) as exc:
+        make(tmp_path, fake, state="absent").execute()
+    assert exc.value.msg.startswith("nothing was removed: the swarm managers have lost quorum (a test write"), (
+        exc.value.msg)
+    assert not [c for c in fake.calls if c[1:3] == ["stack", "rm"]] and len(fake.services) == 2
+    fake.leader_lost = False
+    assert make(tmp_path, fake, state="absent").execute()["path"] == "rm" and not fake.services
 
 
 def test_a_deploy_probes_once_and_leaves_no_probe_behind_and_a_leftover_one_is_pruned(tmp_path):
