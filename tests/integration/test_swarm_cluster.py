@@ -811,8 +811,8 @@ def test_a_cluster_that_has_lost_quorum_is_refused_and_nothing_is_deployed(nmt, 
     results = []
     try:
         dh.wait_until(lambda: sorted(managers()) == ["Leader", "Reachable", "Reachable"], 120, interval=2,
-                      what="swarm-1 leading two reachable managers", explain=lambda: node(state, "swarm-1",
-                                                                                         "docker node ls 2>&1"))
+                      what="swarm-1 leading two reachable managers",
+                      explain=lambda: node(state, "swarm-1", "docker node ls 2>&1"))
         change = {"project_name": "nmt-prod", "project_dir": "/opt/selfhosted/stacks/nmt-prod",
                   "resolve_image": "never", "wait_timeout": 60,
                   "definition": {"services": {"backend": {"image": IMAGE, "environment": {"QUORUM_PROBE": "1"}}}}}

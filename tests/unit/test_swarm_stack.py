@@ -213,8 +213,8 @@ def test_a_deploy_probes_once_and_leaves_no_probe_behind_and_a_leftover_one_is_p
     fake = swarm()
     res = make(tmp_path, fake).execute()
     probe_id = hashlib.sha256(fake.probes[0].encode()).hexdigest()[:25]
-    assert [r for r in fake.api_requests if not r.startswith("/")] == ["POST /configs/create",
-                                                                         "DELETE /configs/%s" % probe_id]
+    writes = [r for r in fake.api_requests if not r.startswith("/")]
+    assert writes == ["POST /configs/create", "DELETE /configs/%s" % probe_id]
     assert len(fake.probes) == 1 and fake.probes[0].startswith("shop_quorum-probe_")
     assert fake.probes[0] not in fake.objects["configs"] and res["changed"]
     # a probe the managers applied after they came back (its removal never ran) is this stack's unused config
