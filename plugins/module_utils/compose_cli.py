@@ -119,7 +119,7 @@ def normalise_image_ref(ref):
 
 
 # ---------------------------------------------------------------------------------------------
-# the Docker Engine API over the local unix socket (read-only queries)
+# the Docker Engine API over the local unix socket (queries, and the few writes a module makes through it)
 # ---------------------------------------------------------------------------------------------
 def daemon_message(body):
     """The daemon's error text: the "message" of its JSON error body, else the body's start as text."""
@@ -306,24 +306,9 @@ class EngineAPI:
         self.transport = transport
         self.calls = 0
 
-    def get(self, path, params=None, allow=(200,)):
-        """GET path -> (status, decoded JSON). Statuses outside ``allow`` raise EngineAPIError."""
-        if params:
-            path += "?" + urlencode(params)
-        self.calls += 1
-        status, body = self.transport("GET", path)
-        if status not in allow:
-            raise EngineAPIError("GET %s: HTTP %s: %s" % (path, status, daemon_message(body)))
-        if status != 200:
-            return status, None
-        try:
-            return status, json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
-        except ValueError as exc:
-            raise EngineAPIError("GET %s: not JSON: %s" % (path, exc)) from exc
-
-    def send(self, method, path, doc=None, allow=(200, 201, 204)):
-        """METHOD path with DOC as its JSON body -> (status, decoded JSON or None). Statuses outside ``allow``
-        raise EngineAPIError with the daemon's message."""
+    def _call(self, method, path, doc, allow):
+        """One request (DOC, when given, as its JSON body) -> (status, body). Statuses outside ``allow`` raise
+        EngineAPIError with the daemon's message."""
         self.calls += 1
         if doc is None:
             status, body = self.transport(method, path)
@@ -332,6 +317,24 @@ class EngineAPI:
                                           body=json.dumps(doc).encode("utf-8"))
         if status not in allow:
             raise EngineAPIError("%s %s: HTTP %s: %s" % (method, path, status, daemon_message(body)))
+        return status, body
+
+    def get(self, path, params=None, allow=(200,)):
+        """GET path -> (status, decoded JSON). Statuses outside ``allow`` raise EngineAPIError."""
+        if params:
+            path += "?" + urlencode(params)
+        status, body = self._call("GET", path, None, allow)
+        if status != 200:
+            return status, None
+        try:
+            return status, json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+        except ValueError as exc:
+            raise EngineAPIError("GET %s: not JSON: %s" % (path, exc)) from exc
+
+    def send(self, method, path, doc=None, allow=(200, 201, 204)):
+        """METHOD path with DOC as its JSON body -> (status, decoded JSON or None; an empty or non-JSON answer is
+        None). Statuses outside ``allow`` raise EngineAPIError with the daemon's message."""
+        status, body = self._call(method, path, doc, allow)
         try:
             return status, json.loads(body.decode("utf-8") if isinstance(body, bytes) else body) if body else None
         except ValueError:

@@ -45,6 +45,7 @@ UNSUPPORTED = re.compile(r"Ignoring (unsupported|deprecated) options?: ([^\n]+)"
 # the daemon's own "The swarm does not have a leader". A write in the seconds after the managers went away, before the
 # leader notices, fails with the first one: the reads before the deploy still answered, from a leader that had not yet
 # stepped down.
+REGAIN = "make more than half of the managers reachable again, then rerun"
 QUORUM_LOST = re.compile(r"raft: failed to process the request|no elected cluster leader|does not have a leader|"
                          r"lost leader status", re.IGNORECASE)
 
@@ -171,9 +172,8 @@ class SwarmStack:
         except EngineAPIError as exc:
             if QUORUM_LOST.search(str(exc)):
                 raise SwarmFailure("%s: the swarm managers have lost quorum (a test write before the first change "
-                                   "failed: %s); make more than half of the managers reachable again, then rerun (a "
-                                   "config %s may appear once they are back: the next run removes it)"
-                                   % (nothing, exc, name), quorum_lost=True) from exc
+                                   "failed: %s); %s (a config %s may appear once they are back: the next run removes "
+                                   "it)" % (nothing, exc, REGAIN, name), quorum_lost=True) from exc
             raise SwarmFailure("%s: the test write before the first change failed: %s" % (nothing, exc)) from exc
 
     def quorum_lost(self, what, text, started=()):
@@ -183,8 +183,8 @@ class SwarmStack:
         done = "nothing was deployed" if not done else "this run had already done: %s" % "; ".join(done)
         pending = (" (the leader stepped down with that write pending: Swarm may still apply it once the managers are "
                    "back; the rerun compares with what Swarm has then)" if "lost leader status" in text else "")
-        return SwarmFailure("%s: the swarm managers have lost quorum (%s failed: %s)%s; make more than half of the "
-                            "managers reachable again, then rerun" % (done, what, text, pending), quorum_lost=True)
+        return SwarmFailure("%s: the swarm managers have lost quorum (%s failed: %s)%s; %s" % (
+            done, what, text, pending, REGAIN), quorum_lost=True)
 
     def get(self, path, params=None, allow=(200,)):
         return self.api.get(path, params, allow=allow)[1]
@@ -466,8 +466,8 @@ class SwarmStack:
             except EngineAPIError as exc:
                 if QUORUM_LOST.search(str(exc)):
                     raise SwarmFailure("%s, then the swarm managers lost quorum while the run waited for the services "
-                                       "to converge (%s); make more than half of the managers reachable again, then "
-                                       "rerun" % ("; ".join(self.writes), exc), quorum_lost=True) from exc
+                                       "to converge (%s); %s" % ("; ".join(self.writes), exc, REGAIN),
+                                       quorum_lost=True) from exc
                 raise
             states = {}
             for s in services:

@@ -819,9 +819,9 @@ def test_a_cluster_that_has_lost_quorum_is_refused_and_nothing_is_deployed(nmt, 
         for host in workers:
             dh.docker("pause", f"{name}-{host}")
         results += swarm_stack_on_manager(state, tmp_path, change)
-        dh.wait_until(lambda: "leader" in node(state, "swarm-1", "docker node ls 2>&1 >/dev/null || true")
-                      or "deadline" in node(state, "swarm-1", "docker node ls 2>&1 >/dev/null || true"),
-                      90, interval=2, what="swarm-1 without a leader")
+        refusal = "docker node ls 2>&1 >/dev/null || true"
+        dh.wait_until(lambda: re.search("leader|deadline", node(state, "swarm-1", refusal)), 90, interval=2,
+                      what="swarm-1 without a leader")
         results += swarm_stack_on_manager(state, tmp_path, change)
     finally:
         for host in workers:

@@ -30,8 +30,8 @@ T0 = "2026-12-06T10:00:00.000000000Z"
 NO_LEADER = (b'{"message":"rpc error: code = Unknown desc = The swarm does not have a leader. '
              b"It's possible that too few managers are online. Make sure more than half of the "
              b'managers are online."}')
-LOST_LEADER = "Error response from daemon: rpc error: code = Unknown desc = raft: failed to process the request: " \
-              "node lost leader status"
+RAFT_LOST_LEADER = "rpc error: code = Unknown desc = raft: failed to process the request: node lost leader status"
+LOST_LEADER = "Error response from daemon: " + RAFT_LOST_LEADER  # the CLI's wording of the daemon's error
 
 
 def ts(seconds):
@@ -103,7 +103,7 @@ class FakeSwarm:
     def api_write(self, method, p, doc):
         """POST /configs/create and DELETE /configs/{id}: what swarm_stack's quorum probe writes."""
         if self.leader_lost:
-            return 500, json.dumps({"message": LOST_LEADER.split(": ", 1)[1]}).encode()
+            return 500, json.dumps({"message": RAFT_LOST_LEADER}).encode()
         if not self.quorum:
             return 503, NO_LEADER
         if method == "POST" and p == "/configs/create":
