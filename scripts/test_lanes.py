@@ -85,6 +85,25 @@ def count(junit: Path) -> dict[str, int]:
     return totals
 
 
+def failures(junit: Path, width: int = 300) -> list[str]:
+    """One line per failed or erroring test of a junit file: its node id and the first line of pytest's message, cut
+    to `width` characters. The run's output is long and lanes interleave, so a CI log's tail may hold no more than
+    the summary: these lines put what failed, and why, next to it."""
+    if not junit.exists():
+        return []
+    lines = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for child in case:
+            if child.tag not in ("failure", "error"):
+                continue
+            node = "::".join(filter(None, (case.get("classname"), case.get("name"))))
+            message = (child.get("message") or child.text or "").strip().splitlines()
+            first = message[0] if message else ""
+            kind = "FAILED" if child.tag == "failure" else "ERROR"
+            lines.append(f"{kind} {node} - {first[:width]}")
+    return lines
+
+
 def merge_junit(parts: list[Path], dest: Path) -> None:
     merged = ET.Element("testsuites")
     for part in parts:
@@ -172,6 +191,8 @@ def run(lanes: dict[str, list[str]]) -> int:
         # pytest exits 5 when it selected no test: that is a failure of the run, not a pass.
         verdict = "ok" if codes[name] == 0 else f"FAILED (pytest exit {codes[name]})"
         print(f"lane {name}: {summary_line(lane, took[name])} - {verdict}")
+        for failed in failures(OUTPUT / f"junit-{name}.xml"):
+            print(f"  {failed}")
     line = summary_line(totals, elapsed)
     print(f"{'=' * 20} {line} ({len(lanes)} lanes in parallel) {'=' * 20}")
     if interrupted:

@@ -89,6 +89,9 @@ def test_a_failing_lane_fails_the_run_and_the_merged_summary_is_the_last_line(ti
     assert "1 failed, 2 passed in" in out[-1] and "2 lanes in parallel" in out[-1]
     assert any(line.startswith("[one] ") and "2 passed" in line for line in out)
     assert any(line.startswith("lane two: 1 failed") and "FAILED (pytest exit 1)" in line for line in out)
+    # what failed, and why, is printed beside the summary (a CI log's tail may hold no more than that)
+    named = out.index(next(line for line in out if line.startswith("lane two:"))) + 1
+    assert out[named].startswith("  FAILED ") and "test_bad::test_c - assert 1 == 2" in out[named]
     merged = lanes.count(lanes.OUTPUT / "junit.xml")
     assert merged == {"passed": 2, "failed": 1, "error": 0, "skipped": 0}
     assert "assert 1 == 2" in (lanes.OUTPUT / "lane-two.log").read_text()
