@@ -14,6 +14,7 @@ number and the text around it, the secret itself shown as ``<SECRET n>`` so the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -100,9 +101,13 @@ def assert_no_secrets(text: object, secrets: Iterable[str], *, where: str = "out
 @dataclass
 class ProcessSampler:
     """While the ``with`` block runs, read the command line of every process (``ps -eww -o args=``) on this host
-    and, with CONTAINERS, inside each of those containers (``docker exec NAME ps ...``) every INTERVAL seconds.
+    and, with CONTAINERS, inside each of those containers every INTERVAL seconds.
     ``lines`` maps each source ("host" or the container's name) to the distinct command lines seen there;
-    ``rounds`` counts the successful reads per source and ``errors`` the failed ones."""
+    ``rounds`` counts the successful reads per source and ``errors`` the failed ones.
+
+    A container is read by one ``docker exec`` that runs the loop inside it (bash, ps) and streams every round: a
+    ``docker exec`` per round costs a second or more when the test host is busy, and a short-lived process (a dump
+    of a few hundred milliseconds) then falls between two reads. The loop ends when its stdin closes."""
 
     containers: Iterable[str] = ()
     interval: float = 0.2
@@ -139,11 +144,52 @@ class ProcessSampler:
                 self.lines[source].setdefault(line.strip(), None)
         self.rounds[source] += 1
 
+    ROUND_END = "@@shp-sampler-round@@"
+
     def _loop(self, source: str) -> None:
+        if source != "host":
+            self._stream(source)
+            return
         while True:
             self.sample(source)
             if self._stop.wait(self.interval):
                 return
+
+    def _stream(self, source: str) -> None:
+        """Read SOURCE's process list in a loop inside the container until the block ends."""
+        loop = (f"while :; do ps -eww -o args= || exit 3; echo {self.ROUND_END}; read -r -t {self.interval} _; "
+                "[ $? -gt 128 ] || exit 0; done")
+        try:
+            proc = subprocess.Popen(["docker", "exec", "-i", source, "bash", "-c", loop], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            self.errors[source].append(str(exc))
+            return
+        closer = threading.Thread(target=self._close_when_stopped, args=(proc,), daemon=True)
+        closer.start()
+        block: list[str] = []
+        for raw in proc.stdout:
+            line = raw.strip()
+            if line == self.ROUND_END:
+                for seen in block:
+                    self.lines[source].setdefault(seen, None)
+                self.rounds[source] += 1
+                block = []
+            elif line:
+                block.append(line)
+        rc = proc.wait()
+        if rc != 0:
+            self.errors[source].append(f"docker exec (rc={rc}): {proc.stderr.read().strip()[-300:]}")
+        closer.join(timeout=15)
+
+    def _close_when_stopped(self, proc: subprocess.Popen) -> None:
+        self._stop.wait()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # the loop's read sees the end of its input and exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
     def __enter__(self) -> ProcessSampler:
         for source in self.sources:

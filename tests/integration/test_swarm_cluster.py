@@ -369,8 +369,8 @@ class _PinnedTLS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
-def tls_get(state: Path, name: str, path: str = "/") -> tuple[int, str]:
-    conn = _PinnedTLS(address(state, "swarm-1"), name, state / "nmt-tls" / "ca.crt")
+def tls_get(state: Path, name: str, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+    conn = _PinnedTLS(address(state, "swarm-1"), name, state / "nmt-tls" / "ca.crt", timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
@@ -515,7 +515,7 @@ def test_the_nmt_backend_scales_to_two_replicas_without_a_failed_request_then_th
                       what="two running backend tasks")
         time.sleep(10)  # the router now also sends requests to the new task
     assert scaled.returncode == 0, explain(scaled)
-    assert len(poller.results) > 50 and not poller.failed(), (len(poller.results), poller.failed()[:10])
+    assert len(poller.results) > 50 and not poller.failed(), poller.verdict()
     assert service(state, "nmt-prod_backend")["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
 
     tokens = join_tokens(state)
@@ -533,7 +533,7 @@ def test_the_nmt_backend_scales_to_two_replicas_without_a_failed_request_then_th
     assert {h: node(state, h, SITE_SNAPSHOT) for h in HOSTS} == before, "--check changed a node"
     (state / "nmt-scaled").write_text("1\n")
     append_times(TIMES, **{"nmt twin: scaled 1 -> 2 replicas (data_tier,app_stack; polling client)":
-                           f"{took:.1f}s, {len(poller.results)} requests, 0 failed",
+                           f"{took:.1f}s, {len(poller.results)} requests, 0 failed, slowest {poller.slowest()}",
                            "nmt twin: site.yml second converge (-v, changed=0)": f"{took2:.1f}s",
                            "nmt twin: site.yml --check --diff (changed=0)": f"{took3:.1f}s"})
 
@@ -564,20 +564,30 @@ def test_a_backup_and_a_live_restore_of_the_prod_database_work_on_its_node(nmt):
 
 class Poller:
     """A client asking https://backend.<domain>/ through the router every 50 ms, in a thread: every answer that is not
-    200 with the serving release's text is a failed request (a refused or reset connection too)."""
+    200 with the serving release's text is a failed request (a refused or reset connection too, and no answer within
+    TIMEOUT). Each request's time is kept: the slowest is reported beside the count (`slowest()`).
+
+    TIMEOUT is 30 s, half of nginx's own proxy timeouts (60 s): the test host runs the whole test suite beside the
+    cluster (two cores, load above 5), where one answer of several thousand has been seen to take more than the 5 s
+    this client waited before. A slow answer is not a dropped one; the slowest time says how slow."""
+
+    TIMEOUT = 30.0
 
     def __init__(self, state: Path, expect: str):
         self.state, self.expect = state, expect
         self.results: list[tuple[int, str]] = []
+        self.seconds: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
-                self.results.append(tls_get(self.state, NMT_NAMES["prod"], "/"))
+                self.results.append(tls_get(self.state, NMT_NAMES["prod"], "/", timeout=self.TIMEOUT))
             except OSError as exc:
                 self.results.append((0, f"{exc.__class__.__name__}: {exc}"))
+            self.seconds.append(time.monotonic() - started)
             time.sleep(0.05)
 
     def __enter__(self):
@@ -587,10 +597,21 @@ class Poller:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(30)
+        self._thread.join(self.TIMEOUT + 10)
 
     def failed(self) -> list[tuple[int, str]]:
         return [r for r in self.results if r[0] != 200 or r[1].strip() != self.expect]
+
+    def slowest(self) -> str:
+        """The slowest request's time and its place in the run, e.g. "1.82s (request 1532 of 3377)"."""
+        if not self.seconds:
+            return "no request"
+        worst = max(range(len(self.seconds)), key=self.seconds.__getitem__)
+        return f"{self.seconds[worst]:.2f}s (request {worst + 1} of {len(self.seconds)})"
+
+    def verdict(self) -> tuple[int, list[tuple[int, str]], str]:
+        """What an assertion shows: the count, the first failed requests, the slowest."""
+        return len(self.results), self.failed()[:10], self.slowest()
 
 
 # A release whose healthcheck never passes: the stand-in with /health answering 500 (tests/images/httpapp), built on
@@ -613,22 +634,24 @@ def test_a_bad_nmt_release_is_rolled_back_while_a_client_through_the_router_sees
     with Poller(state, "nmt-prod latest") as poller:
         bad, took = nmt_playbook(state, "--tags", "data_tier,app_stack", "-e", "nmt_prod_tag=bad")
         time.sleep(5)
-    assert bad.returncode != 0, explain(bad)
-    assert "rolled back backend" in bad.stdout or "rolled back nmt-prod_backend" in bad.stdout, bad.stdout[-6000:]
-    assert len(poller.results) > 50 and not poller.failed(), (len(poller.results), poller.failed()[:10])
-    after = service(state, "nmt-prod_backend")
-    image = after["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-    assert image.startswith("shp-test/httpapp:latest"), image
-    assert after["Spec"]["Mode"] == before["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
-    assert after.get("UpdateStatus", {}).get("State") in ("rollback_completed", None), after.get("UpdateStatus")
-    running = [t for t in running_on(state, "nmt-prod_backend") if "Running" in t]
-    assert len(running) == 2, running
-
-    # The good release again: the next converge brings nothing new to the running service.
-    good, took2 = nmt_playbook(state, "--tags", "data_tier,app_stack")
+    try:
+        assert bad.returncode != 0, explain(bad)
+        assert "rolled back backend" in bad.stdout or "rolled back nmt-prod_backend" in bad.stdout, bad.stdout[-6000:]
+        assert len(poller.results) > 50 and not poller.failed(), poller.verdict()
+        after = service(state, "nmt-prod_backend")
+        image = after["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        assert image.startswith("shp-test/httpapp:latest"), image
+        assert after["Spec"]["Mode"] == before["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+        assert after.get("UpdateStatus", {}).get("State") in ("rollback_completed", None), after.get("UpdateStatus")
+        running = [t for t in running_on(state, "nmt-prod_backend") if "Running" in t]
+        assert len(running) == 2, running
+    finally:
+        # The good release again, after a failed assertion too (the next tests start from it): the next converge
+        # brings nothing new to the running service.
+        good, took2 = nmt_playbook(state, "--tags", "data_tier,app_stack")
     assert good.returncode == 0, explain(good)
     append_times(TIMES, **{"nmt twin: bad release until rolled back (converge, polling client)":
-                           f"{took:.1f}s, {len(poller.results)} requests, 0 failed",
+                           f"{took:.1f}s, {len(poller.results)} requests, 0 failed, slowest {poller.slowest()}",
                            "nmt twin: the good release converged again (data_tier,app_stack)": f"{took2:.1f}s"})
 
 
@@ -638,6 +661,16 @@ def stateless_on(state: Path, hostname: str) -> list[str]:
                                  "--filter desired-state=running --format \"$s {{.ID}} {{.Node}} {{.CurrentState}}\"; "
                                  "done")
     return [line for line in out.splitlines() if line.split()[2] == hostname and "Running" in line]
+
+
+# The nmt backends' tasks, every state, with their errors: what a failure to reschedule shows.
+BACKEND_TASKS = r"""
+docker node ls 2>&1
+for s in nmt-prod_backend nmt-stage_backend; do
+  docker service ps $s --no-trunc --format "$s {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}" 2>&1 | head -12
+done
+true
+"""
 
 
 def replicas_running(state: Path, svc: str) -> int:
@@ -674,7 +707,9 @@ def test_a_stopped_worker_s_stateless_tasks_are_rescheduled_and_the_pinned_datab
             f"{name}-{host}").stdout.strip(), f"{host} came back with another address"
 
     def rescheduled(host: str) -> None:
-        """Every backend task that ran on HOST runs elsewhere within 90 s of HOST going down."""
+        """Every backend task that ran on HOST runs elsewhere within 180 s of HOST going down (on a quiet machine 15 to
+        45 s: Swarm's restart delay, the task's start, its first healthcheck 10 s later; beside the whole test suite,
+        more than 90 s has been seen)."""
         gone = stateless_on(state, f"{name}-{host}")
         assert gone, f"no backend task on {host}"
         down_after = stop(host)
@@ -804,6 +839,13 @@ def test_a_cluster_that_has_lost_quorum_is_refused_and_nothing_is_deployed(nmt, 
         return node(state, "swarm-1", "docker node ls --filter role=manager --format '{{.ManagerStatus}}' 2>&1"
                     ).split()
 
+    def demoted() -> bool:
+        # Ready is not settled: after the resume the raft may elect again, and a demote sent meanwhile fails with
+        # "node lost leader status" (seen beside the whole test suite). Repeat it until swarm-1 is the one manager (a
+        # node already a worker is no error).
+        node(state, "swarm-1", f"docker node demote {name}-swarm-2 {name}-swarm-3 >/dev/null")
+        return managers() == ["Leader"]
+
     for host in workers:
         node(state, host, "".join(f"iptables -I {rule}\n" for rule in rules))
     node(state, "swarm-1", f"docker node promote {name}-swarm-2 {name}-swarm-3 >/dev/null")
@@ -829,7 +871,8 @@ def test_a_cluster_that_has_lost_quorum_is_refused_and_nothing_is_deployed(nmt, 
         dh.wait_until(lambda: node(state, "swarm-1", "docker node ls --format '{{.Status}}' 2>/dev/null").split()
                       == ["Ready"] * 3, 240, interval=3, what="three Ready nodes with a leader again",
                       explain=lambda: node(state, "swarm-1", "docker node ls 2>&1"))
-        node(state, "swarm-1", f"docker node demote {name}-swarm-2 {name}-swarm-3 >/dev/null")
+        dh.wait_until(demoted, 120, interval=3, what="the workers demoted again",
+                      explain=lambda: node(state, "swarm-1", "docker node ls 2>&1"))
         for host in workers:
             node(state, host, "".join(f"iptables -D {rule}\n" for rule in rules))
     # The first run meets the leader before it steps down (its write refused) when it starts within the raft's
