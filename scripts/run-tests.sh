@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test run behind `make test` (and its parts: `make lint|sanity|unit|integration|molecule`).
 # Static checks, ansible-test sanity and molecule scenarios are wrapped as tests under tests/lint
-# and tests/molecule and show their full output when they fail. The full run is four pytest
+# and tests/molecule and show their full output when they fail. The full run is five pytest
 # sessions in parallel (scripts/test_lanes.py) and ends with their merged summary line.
-#   scripts/run-tests.sh             everything: lint, sanity, unit, integration, molecule, as four pytest sessions
+#   scripts/run-tests.sh             everything: lint, sanity, unit, integration, molecule, as five pytest sessions
 #                                    in parallel (scripts/test_lanes.py), ending in one merged summary line
 #   scripts/run-tests.sh ARGS...     passed to pytest (e.g. -m lint, tests/unit -k sandbox)
 set -Eeuo pipefail

@@ -9,12 +9,10 @@ clean-up stay per session); nothing is shared between lanes but the Docker Engin
 prefixes its resources' names, so lanes do not collide.
 
 Output: every line of a lane is printed as it comes, prefixed with the lane's name, and kept in
-tests/output/lane-<name>.log; tests/output/junit-<name>.xml per lane and tests/output/junit.xml merged. The last line
-is the merged summary in pytest's format (`N failed, N passed, N skipped in Ts`); the exit code is non-zero when any
-lane failed or ran no test.
-
-    scripts/test_lanes.py            # every lane (what scripts/run-tests.sh runs without arguments)
-    scripts/test_lanes.py --list     # the lanes and their pytest arguments
+tests/output/lane-<name>.log; tests/output/junit-<name>.xml per lane and tests/output/junit.xml merged. At the end:
+a line per lane, under it a line per failed test (its id and the first line of its message, so that a log's tail
+names what failed), and last the merged summary in pytest's format (`N failed, N passed, N skipped in Ts`); the exit
+code is non-zero when any lane failed or ran no test.
 """
 
 from __future__ import annotations
