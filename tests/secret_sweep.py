@@ -139,7 +139,11 @@ class ProcessSampler:
         if res.returncode != 0:
             self.errors[source].append(res.stderr.strip()[-300:])
             return
-        for line in res.stdout.splitlines():
+        self._keep(source, res.stdout.splitlines())
+
+    def _keep(self, source: str, round_lines: Iterable[str]) -> None:
+        """One successful read of SOURCE: its distinct command lines kept, the round counted."""
+        for line in round_lines:
             if line.strip():
                 self.lines[source].setdefault(line.strip(), None)
         self.rounds[source] += 1
@@ -171,11 +175,9 @@ class ProcessSampler:
         for raw in proc.stdout:
             line = raw.strip()
             if line == self.ROUND_END:
-                for seen in block:
-                    self.lines[source].setdefault(seen, None)
-                self.rounds[source] += 1
+                self._keep(source, block)
                 block = []
-            elif line:
+            else:
                 block.append(line)
         rc = proc.wait()
         if rc != 0:
